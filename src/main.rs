@@ -1,0 +1,14 @@
+//! going, a small process supervisor: `main` hands the arguments to the command line and
+//! leaves with the exit code it gets back.
+
+mod cli;
+mod config;
+mod log;
+mod service;
+mod supervisor;
+mod sys;
+mod watch;
+
+fn main() -> std::process::ExitCode {
+    cli::main(std::env::args_os().skip(1).collect())
+}

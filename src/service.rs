@@ -1,0 +1,814 @@
+//! The service table: each service's settings and where it is in its life — running,
+//! quarantined until a deadline, or stopping — and what each event does to it: an exit, a
+//! deadline, a reload, a shutdown. Nothing here makes a system call: every effect goes
+//! through [`Ops`] and time comes in as `now`, so the state machine is tested without sleeps.
+//!
+//! Invariants: a pid in `pids` is an unreaped child, so it and its process group may be
+//! signalled (a reaped pid is never signalled); every deadline of every service is in
+//! `timers`, absolute on the monotonic clock, so no service's events postpone another's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::c_int;
+use std::fmt;
+use std::io;
+use std::time::{Duration, Instant};
+
+use crate::config::{Parsed, Settings};
+use crate::log::{Age, Errno, Level};
+use crate::sys::{self, ChildError, Exit, Pid, Step};
+
+/// A run shorter than this is a fast failure; a longer one resets the count.
+pub const MIN_RUN: Duration = Duration::from_secs(5);
+/// The longest quarantine between two starts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long a stopping service has between SIGTERM and SIGKILL.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The effects the table asks for; the supervisor does them, the tests record them.
+pub trait Ops {
+    fn spawn(&mut self, settings: &Settings) -> io::Result<Pid>;
+    /// Signals a whole process group.
+    fn signal(&mut self, pgid: Pid, sig: c_int);
+    fn group_alive(&mut self, pgid: Pid) -> bool;
+    fn log(&mut self, level: Level, msg: fmt::Arguments);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Running {
+        pid: Pid,
+        since: Instant,
+        /// Set when the child reported that it never reached the service's exec.
+        failed: Option<ChildError>,
+    },
+    /// Quarantine: the next start is at `until`.
+    Waiting { until: Instant },
+    /// SIGTERM sent. `pid` is None once the leader is reaped while others of its group are
+    /// left; `kill_at` is None once SIGKILL has been sent.
+    Stopping {
+        pid: Option<Pid>,
+        pgid: Pid,
+        since: Instant,
+        kill_at: Option<Instant>,
+    },
+}
+
+impl State {
+    fn deadline(&self) -> Option<Instant> {
+        match *self {
+            State::Running { .. } => None,
+            State::Waiting { until } => Some(until),
+            State::Stopping { kill_at, .. } => kill_at,
+        }
+    }
+
+    fn pid(&self) -> Option<Pid> {
+        match *self {
+            State::Running { pid, .. } => Some(pid),
+            State::Waiting { .. } => None,
+            State::Stopping { pid, .. } => pid,
+        }
+    }
+}
+
+struct Service {
+    settings: Settings,
+    state: State,
+    /// Consecutive fast failures.
+    fails: u32,
+    /// The file is gone: once stopped, the service is dropped instead of started again.
+    removed: bool,
+}
+
+/// What one reload did, for its summary line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub started: usize,
+    pub stopped: usize,
+    pub restarted: usize,
+    pub invalid: usize,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "{} started, {} stopped, {} restarted, {} invalid",
+            self.started, self.stopped, self.restarted, self.invalid
+        )
+    }
+}
+
+#[derive(Default)]
+pub struct Table {
+    services: BTreeMap<String, Service>,
+    pids: BTreeMap<Pid, String>,
+    timers: BTreeSet<(Instant, String)>,
+}
+
+/// The quarantine after `fails` consecutive fast failures: 1 s, 2 s, 4 s, … 60 s.
+pub fn backoff(fails: u32) -> Duration {
+    Duration::from_secs(1 << fails.clamp(1, 7).saturating_sub(1)).min(MAX_BACKOFF)
+}
+
+impl Table {
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.services.len()
+    }
+
+    /// The earliest deadline of any service: the loop sleeps until then, or forever.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.first().map(|t| t.0)
+    }
+
+    /// Applies a rescan of the directory: starts new services, stops removed ones, restarts
+    /// changed ones (lifting their quarantine) and leaves unchanged and invalid ones alone.
+    pub fn reconcile(
+        &mut self,
+        scan: BTreeMap<String, Parsed>,
+        ops: &mut impl Ops,
+        now: Instant,
+    ) -> Summary {
+        let mut sum = Summary::default();
+        let gone: Vec<String> = (self.services.iter())
+            .filter(|(name, svc)| !svc.removed && !scan.contains_key(*name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            sum.stopped += 1;
+            self.services.get_mut(&name).unwrap().removed = true;
+            self.stop(&name, ops, now);
+        }
+        for (name, parsed) in scan {
+            let settings = match parsed {
+                Ok(settings) => settings,
+                Err(errors) => {
+                    sum.invalid += 1;
+                    for e in errors {
+                        ops.log(Level::Err, format_args!("{name}: {e}"));
+                    }
+                    continue;
+                }
+            };
+            let Some(svc) = self.services.get_mut(&name) else {
+                sum.started += 1;
+                self.services.insert(
+                    name.clone(),
+                    Service {
+                        settings,
+                        state: State::Waiting { until: now },
+                        fails: 0,
+                        removed: false,
+                    },
+                );
+                self.timers.insert((now, name.clone()));
+                self.start(&name, ops, now);
+                continue;
+            };
+            // A file back while its old service still stops: it starts once that is gone.
+            let returned = std::mem::replace(&mut svc.removed, false);
+            if svc.settings == settings {
+                sum.started += returned as usize;
+                continue;
+            }
+            if returned {
+                sum.started += 1;
+            } else {
+                sum.restarted += 1;
+            }
+            svc.settings = settings;
+            svc.fails = 0;
+            self.stop(&name, ops, now);
+        }
+        sum
+    }
+
+    /// A child was reaped. False when it was none of the services' (an orphan).
+    pub fn exited(&mut self, pid: Pid, exit: Exit, ops: &mut impl Ops, now: Instant) -> bool {
+        let Some(name) = self.pids.get(&pid).cloned() else {
+            return false;
+        };
+        let svc = &self.services[&name];
+        match svc.state {
+            State::Running { since, failed, .. } => {
+                let ran = now.saturating_duration_since(since);
+                if let Some(e) = failed {
+                    let cmd = &svc.settings.cmd[0];
+                    let err = io::Error::from_raw_os_error(e.errno);
+                    let what = match e.step {
+                        Step::Session => "create a session".to_string(),
+                        Step::Stdio => "open /dev/null as stdio".to_string(),
+                        Step::Chdir => "change directory to /".to_string(),
+                        Step::Limits => "set the resource limits".to_string(),
+                        Step::Exec => format!("exec {cmd}"),
+                    };
+                    ops.log(
+                        Level::Err,
+                        format_args!("{name}: unable to {what}: {}", Errno(&err)),
+                    );
+                    self.fail(&name, ops, now);
+                } else {
+                    ops.log(
+                        Level::Warning,
+                        format_args!("{name}[{pid}]: {} after {}", How(exit), Age(ran)),
+                    );
+                    if ran >= MIN_RUN {
+                        self.services.get_mut(&name).unwrap().fails = 0;
+                        self.start(&name, ops, now);
+                    } else {
+                        self.fail(&name, ops, now);
+                    }
+                }
+            }
+            State::Stopping {
+                pgid,
+                since,
+                kill_at,
+                ..
+            } => {
+                let ran = now.saturating_duration_since(since);
+                ops.log(
+                    Level::Info,
+                    format_args!("{name}[{pid}]: stopped: {} after {}", How(exit), Age(ran)),
+                );
+                if kill_at.is_some() && ops.group_alive(pgid) {
+                    // Others of its group still run: they get their SIGKILL at the deadline.
+                    self.set(
+                        &name,
+                        State::Stopping {
+                            pid: None,
+                            pgid,
+                            since,
+                            kill_at,
+                        },
+                    );
+                } else {
+                    self.stopped(&name, ops, now);
+                }
+            }
+            State::Waiting { .. } => unreachable!("a waiting service has no pid"),
+        }
+        true
+    }
+
+    /// After a round of reaping: a stopping service whose group has emptied is stopped.
+    pub fn check_groups(&mut self, ops: &mut impl Ops, now: Instant) {
+        let done: Vec<String> = (self.services.iter())
+            .filter(|(_, svc)| matches!(svc.state, State::Stopping { pid: None, pgid, .. } if !ops.group_alive(pgid)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in done {
+            self.stopped(&name, ops, now);
+        }
+    }
+
+    /// The child `pid` reported that it failed before becoming the service.
+    pub fn child_failed(&mut self, pid: Pid, err: ChildError) {
+        if let Some(svc) = self
+            .pids
+            .get(&pid)
+            .and_then(|name| self.services.get_mut(name))
+        {
+            if let State::Running { failed, .. } = &mut svc.state {
+                *failed = Some(err);
+            }
+        }
+    }
+
+    /// Acts on every deadline that has come: quarantines that end, stops that time out.
+    pub fn tick(&mut self, ops: &mut impl Ops, now: Instant) {
+        while let Some((at, name)) = self.timers.first().cloned() {
+            if at > now {
+                break;
+            }
+            match self.services[&name].state {
+                State::Waiting { .. } => self.start(&name, ops, now),
+                State::Stopping {
+                    pid, pgid, since, ..
+                } => {
+                    if pid.is_some() || ops.group_alive(pgid) {
+                        ops.log(
+                            Level::Warning,
+                            format_args!(
+                                "{name}: still running {}s after SIGTERM, sending SIGKILL",
+                                STOP_TIMEOUT.as_secs()
+                            ),
+                        );
+                        ops.signal(pgid, libc::SIGKILL);
+                    }
+                    match pid {
+                        Some(_) => self.set(
+                            &name,
+                            State::Stopping {
+                                pid,
+                                pgid,
+                                since,
+                                kill_at: None,
+                            },
+                        ),
+                        None => self.stopped(&name, ops, now),
+                    }
+                }
+                State::Running { .. } => unreachable!("a running service has no deadline"),
+            }
+        }
+    }
+
+    /// Stops every service, as for SIGTERM to going; the table is empty once all are gone.
+    pub fn shutdown(&mut self, ops: &mut impl Ops, now: Instant) {
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for name in names {
+            self.services.get_mut(&name).unwrap().removed = true;
+            self.stop(&name, ops, now);
+        }
+    }
+
+    fn start(&mut self, name: &str, ops: &mut impl Ops, now: Instant) {
+        match ops.spawn(&self.services[name].settings) {
+            Ok(pid) => {
+                ops.log(Level::Info, format_args!("{name}[{pid}]: started"));
+                self.set(
+                    name,
+                    State::Running {
+                        pid,
+                        since: now,
+                        failed: None,
+                    },
+                );
+            }
+            Err(e) => {
+                ops.log(
+                    Level::Err,
+                    format_args!("{name}: unable to start: {}", Errno(&e)),
+                );
+                self.fail(name, ops, now);
+            }
+        }
+    }
+
+    /// A fast failure: quarantine, doubling each time in a row.
+    fn fail(&mut self, name: &str, ops: &mut impl Ops, now: Instant) {
+        let svc = self.services.get_mut(name).unwrap();
+        svc.fails += 1;
+        let (fails, delay) = (svc.fails, backoff(svc.fails));
+        let times = if fails == 1 { "time" } else { "times" };
+        ops.log(
+            Level::Warning,
+            format_args!(
+                "{name}: failed {fails} {times} in a row, next start in {}s",
+                delay.as_secs()
+            ),
+        );
+        self.set(name, State::Waiting { until: now + delay });
+    }
+
+    /// SIGTERM, then SIGCONT so that a stopped process can act on it, to the whole group.
+    fn stop(&mut self, name: &str, ops: &mut impl Ops, now: Instant) {
+        match self.services[name].state {
+            State::Running { pid, since, .. } => {
+                ops.log(Level::Notice, format_args!("{name}[{pid}]: stopping"));
+                ops.signal(pid, libc::SIGTERM);
+                ops.signal(pid, libc::SIGCONT);
+                let kill_at = Some(now + STOP_TIMEOUT);
+                self.set(
+                    name,
+                    State::Stopping {
+                        pid: Some(pid),
+                        pgid: pid,
+                        since,
+                        kill_at,
+                    },
+                );
+            }
+            State::Waiting { .. } => self.stopped(name, ops, now),
+            State::Stopping { .. } => {}
+        }
+    }
+
+    /// Nothing of the service runs any more: drop it, or start it with its new settings.
+    fn stopped(&mut self, name: &str, ops: &mut impl Ops, now: Instant) {
+        if self.services[name].removed {
+            let state = self.services.remove(name).unwrap().state;
+            self.unindex(name, state);
+        } else {
+            self.start(name, ops, now);
+        }
+    }
+
+    /// The one place a state changes, so that `pids` and `timers` always match the states.
+    fn set(&mut self, name: &str, state: State) {
+        let old = std::mem::replace(&mut self.services.get_mut(name).unwrap().state, state);
+        self.unindex(name, old);
+        if let Some(at) = state.deadline() {
+            self.timers.insert((at, name.to_string()));
+        }
+        if let Some(pid) = state.pid() {
+            self.pids.insert(pid, name.to_string());
+        }
+    }
+
+    fn unindex(&mut self, name: &str, state: State) {
+        if let Some(at) = state.deadline() {
+            self.timers.remove(&(at, name.to_string()));
+        }
+        if let Some(pid) = state.pid() {
+            self.pids.remove(&pid);
+        }
+    }
+}
+
+/// How a process ended, as a log line says it: `exited 3`, `killed by SIGSEGV (core dumped)`.
+pub struct How(pub Exit);
+
+impl fmt::Display for How {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self.0 {
+            Exit::Code(c) => write!(f, "exited {c}"),
+            Exit::Signal { sig, core } => {
+                match sys::signal_name(sig) {
+                    Some(n) => write!(f, "killed by SIG{n}")?,
+                    None => write!(f, "killed by signal {sig}")?,
+                }
+                if core {
+                    f.write_str(" (core dumped)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[derive(Default)]
+    struct Fake {
+        next: Pid,
+        spawned: Vec<(Pid, Vec<String>)>,
+        signals: Vec<(Pid, c_int)>,
+        alive_groups: BTreeSet<Pid>,
+        logs: Vec<String>,
+        refuse: bool,
+    }
+
+    impl Ops for Fake {
+        fn spawn(&mut self, s: &Settings) -> io::Result<Pid> {
+            if self.refuse {
+                return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+            }
+            self.next += 1;
+            let pid = 100 + self.next;
+            self.spawned.push((pid, s.cmd.clone()));
+            Ok(pid)
+        }
+        fn signal(&mut self, pgid: Pid, sig: c_int) {
+            self.signals.push((pgid, sig));
+        }
+        fn group_alive(&mut self, pgid: Pid) -> bool {
+            self.alive_groups.contains(&pgid)
+        }
+        fn log(&mut self, _: Level, msg: fmt::Arguments) {
+            self.logs.push(msg.to_string());
+        }
+    }
+
+    impl Fake {
+        fn last_pid(&self) -> Pid {
+            self.spawned.last().unwrap().0
+        }
+        fn last_log(&self) -> &str {
+            self.logs.last().unwrap()
+        }
+    }
+
+    fn scan(files: &[(&str, &str)]) -> BTreeMap<String, Parsed> {
+        (files.iter())
+            .map(|(n, text)| {
+                (
+                    n.to_string(),
+                    crate::config::parse(Path::new(n), text.as_bytes()),
+                )
+            })
+            .collect()
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    const DIED: Exit = Exit::Code(1);
+
+    #[test]
+    fn backoff_doubles_to_a_minute() {
+        let d: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(d, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn fast_failures_are_quarantined_with_backoff() {
+        let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+        let sum = t.reconcile(scan(&[("web", "cmd=/bin/web")]), &mut ops, t0);
+        assert_eq!(
+            sum,
+            Summary {
+                started: 1,
+                ..Summary::default()
+            }
+        );
+        let mut now = t0;
+        for (n, delay) in [
+            (1, 1),
+            (2, 2),
+            (3, 4),
+            (4, 8),
+            (5, 16),
+            (6, 32),
+            (7, 60),
+            (8, 60),
+        ] {
+            now += secs(1);
+            assert!(t.exited(ops.last_pid(), DIED, &mut ops, now));
+            assert_eq!(
+                ops.logs[ops.logs.len() - 2],
+                format!("web[{}]: exited 1 after 1.0s", ops.last_pid())
+            );
+            let s = if n == 1 { "" } else { "s" };
+            assert_eq!(
+                ops.last_log(),
+                format!("web: failed {n} time{s} in a row, next start in {delay}s")
+            );
+            assert_eq!(t.next_deadline(), Some(now + secs(delay)));
+            let before = ops.spawned.len();
+            t.tick(&mut ops, now + secs(delay) - Duration::from_millis(1));
+            assert_eq!(ops.spawned.len(), before, "started before its deadline");
+            now += secs(delay);
+            t.tick(&mut ops, now);
+            assert_eq!(ops.spawned.len(), before + 1);
+            assert_eq!(t.next_deadline(), None);
+        }
+        // A run of 5 s or more resets the count and restarts at once.
+        now += MIN_RUN;
+        t.exited(ops.last_pid(), DIED, &mut ops, now);
+        assert_eq!(ops.last_log(), format!("web[{}]: started", ops.last_pid()));
+        now += secs(1);
+        t.exited(ops.last_pid(), DIED, &mut ops, now);
+        assert_eq!(
+            ops.last_log(),
+            "web: failed 1 time in a row, next start in 1s"
+        );
+    }
+
+    #[test]
+    fn deadlines_are_per_service() {
+        let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+        t.reconcile(scan(&[("a", "cmd=/a"), ("b", "cmd=/b")]), &mut ops, t0);
+        let (a, b) = (ops.spawned[0].0, ops.spawned[1].0);
+        t.exited(a, DIED, &mut ops, t0 + Duration::from_millis(100));
+        let due = t0 + Duration::from_millis(1100);
+        // b crashing over and over does not push a's deadline back.
+        let mut now = t0 + Duration::from_millis(200);
+        let mut pid = b;
+        for _ in 0..3 {
+            t.exited(pid, DIED, &mut ops, now);
+            assert_eq!(t.next_deadline(), Some(due));
+            now += Duration::from_millis(300);
+            t.tick(&mut ops, now);
+            pid = ops.last_pid();
+        }
+        t.tick(&mut ops, due);
+        assert_eq!(ops.spawned.last().unwrap().1, ["/a"]);
+    }
+
+    #[test]
+    fn reload_starts_stops_restarts_and_leaves_alone() {
+        let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+        t.reconcile(
+            scan(&[
+                ("same", "cmd=/same"),
+                ("gone", "cmd=/gone"),
+                ("edit", "cmd=/old"),
+                ("bad", "cmd=/bad"),
+            ]),
+            &mut ops,
+            t0,
+        );
+        let pid =
+            |ops: &Fake, cmd: &str| ops.spawned.iter().rev().find(|s| s.1[0] == cmd).unwrap().0;
+        let (same, gone, old, bad) = (
+            pid(&ops, "/same"),
+            pid(&ops, "/gone"),
+            pid(&ops, "/old"),
+            pid(&ops, "/bad"),
+        );
+        let now = t0 + secs(60);
+        let sum = t.reconcile(
+            scan(&[
+                ("same", "# a comment changes nothing\ncmd=/same"),
+                ("edit", "cmd=/new"),
+                ("bad", "cmd=/bad\nbogus=1"),
+                ("new", "cmd=/new-svc"),
+            ]),
+            &mut ops,
+            now,
+        );
+        assert_eq!(
+            sum,
+            Summary {
+                started: 1,
+                stopped: 1,
+                restarted: 1,
+                invalid: 1
+            }
+        );
+        assert_eq!(
+            sum.to_string(),
+            "1 started, 1 stopped, 1 restarted, 1 invalid"
+        );
+        assert!(ops
+            .logs
+            .contains(&r#"bad: bad:2: unknown key "bogus""#.to_string()));
+        let signalled: BTreeSet<Pid> = ops.signals.iter().map(|s| s.0).collect();
+        assert_eq!(signalled, [gone, old].into());
+        assert!(
+            ops.signals.contains(&(gone, libc::SIGTERM))
+                && ops.signals.contains(&(gone, libc::SIGCONT))
+        );
+        assert!(!signalled.contains(&same) && !signalled.contains(&bad));
+        // The edited one starts again with its new command once the old one is gone.
+        assert!(t.exited(
+            old,
+            Exit::Signal {
+                sig: libc::SIGTERM,
+                core: false
+            },
+            &mut ops,
+            now
+        ));
+        assert_eq!(ops.spawned.last().unwrap().1, ["/new"]);
+        // The removed one is dropped once gone.
+        assert!(t.exited(gone, Exit::Code(0), &mut ops, now));
+        assert_eq!(t.len(), 4);
+        assert_eq!(t.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_fixed_file_lifts_quarantine_and_an_unchanged_one_keeps_it() {
+        let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+        t.reconcile(scan(&[("web", "cmd=/broken")]), &mut ops, t0);
+        let mut now = t0;
+        for _ in 0..7 {
+            now += secs(1);
+            t.exited(ops.last_pid(), DIED, &mut ops, now);
+            now = t.next_deadline().unwrap();
+            t.tick(&mut ops, now);
+        }
+        now += secs(1);
+        t.exited(ops.last_pid(), DIED, &mut ops, now);
+        assert_eq!(t.next_deadline(), Some(now + secs(60)));
+        t.reconcile(scan(&[("web", "cmd=/broken")]), &mut ops, now);
+        assert_eq!(
+            t.next_deadline(),
+            Some(now + secs(60)),
+            "unchanged: quarantine kept"
+        );
+        let before = ops.spawned.len();
+        t.reconcile(scan(&[("web", "cmd=/fixed")]), &mut ops, now);
+        assert_eq!(ops.spawned.len(), before + 1, "changed: started at once");
+        t.exited(ops.last_pid(), DIED, &mut ops, now + secs(1));
+        assert_eq!(
+            ops.last_log(),
+            "web: failed 1 time in a row, next start in 1s"
+        );
+    }
+
+    #[test]
+    fn stop_escalates_to_sigkill_after_the_timeout() {
+        let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+        t.reconcile(scan(&[("web", "cmd=/web")]), &mut ops, t0);
+        let pid = ops.last_pid();
+        t.reconcile(BTreeMap::new(), &mut ops, t0);
+        t.tick(&mut ops, t0 + STOP_TIMEOUT - Duration::from_millis(1));
+        assert!(!ops.signals.contains(&(pid, libc::SIGKILL)));
+        t.tick(&mut ops, t0 + STOP_TIMEOUT);
+        assert_eq!(ops.signals.last(), Some(&(pid, libc::SIGKILL)));
+        assert_eq!(
+            ops.last_log(),
+            "web: still running 10s after SIGTERM, sending SIGKILL"
+        );
+        assert!(!t.is_empty());
+        t.exited(
+            pid,
+            Exit::Signal {
+                sig: libc::SIGKILL,
+                core: false,
+            },
+            &mut ops,
+            t0 + STOP_TIMEOUT,
+        );
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_stop_waits_for_the_rest_of_the_group() {
+        let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+        t.reconcile(scan(&[("web", "cmd=/web")]), &mut ops, t0);
+        let pid = ops.last_pid();
+        t.shutdown(&mut ops, t0);
+        ops.alive_groups.insert(pid);
+        t.exited(pid, Exit::Code(0), &mut ops, t0 + secs(1));
+        t.check_groups(&mut ops, t0 + secs(1));
+        assert!(!t.is_empty(), "a worker of the group is still alive");
+        ops.alive_groups.clear();
+        t.check_groups(&mut ops, t0 + secs(2));
+        assert!(t.is_empty());
+        // Or the workers outlive the timeout: SIGKILL to the group, never to the reaped pid alone.
+        t.reconcile(scan(&[("web", "cmd=/web")]), &mut ops, t0);
+        let pid = ops.last_pid();
+        t.shutdown(&mut ops, t0);
+        ops.alive_groups.insert(pid);
+        t.exited(pid, Exit::Code(0), &mut ops, t0);
+        t.tick(&mut ops, t0 + STOP_TIMEOUT);
+        assert_eq!(ops.signals.last(), Some(&(pid, libc::SIGKILL)));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn exec_failures_and_fork_failures_are_fast_failures() {
+        let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+        t.reconcile(scan(&[("web", "cmd=/usr/sbin/nginx -g x")]), &mut ops, t0);
+        let pid = ops.last_pid();
+        t.child_failed(
+            pid,
+            ChildError {
+                step: Step::Exec,
+                errno: libc::ENOENT,
+            },
+        );
+        t.exited(pid, Exit::Code(127), &mut ops, t0);
+        assert_eq!(
+            ops.logs[1],
+            "web: unable to exec /usr/sbin/nginx: No such file or directory"
+        );
+        assert_eq!(
+            ops.last_log(),
+            "web: failed 1 time in a row, next start in 1s"
+        );
+        ops.refuse = true;
+        t.tick(&mut ops, t0 + secs(1));
+        assert_eq!(
+            ops.logs[ops.logs.len() - 2],
+            "web: unable to start: Resource temporarily unavailable"
+        );
+        assert_eq!(t.next_deadline(), Some(t0 + secs(3)));
+    }
+
+    #[test]
+    fn a_file_back_while_stopping_starts_afterwards() {
+        let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+        t.reconcile(scan(&[("web", "cmd=/web")]), &mut ops, t0);
+        let pid = ops.last_pid();
+        assert_eq!(t.reconcile(BTreeMap::new(), &mut ops, t0).stopped, 1);
+        assert_eq!(
+            t.reconcile(scan(&[("web", "cmd=/web")]), &mut ops, t0)
+                .started,
+            1
+        );
+        t.exited(pid, Exit::Code(0), &mut ops, t0);
+        assert_ne!(ops.last_pid(), pid);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn unknown_pids_are_not_services() {
+        let (mut t, mut ops) = (Table::default(), Fake::default());
+        assert!(!t.exited(4242, DIED, &mut ops, Instant::now()));
+    }
+
+    #[test]
+    fn exits_read_as_people_say_them() {
+        assert_eq!(How(Exit::Code(3)).to_string(), "exited 3");
+        assert_eq!(
+            How(Exit::Signal {
+                sig: libc::SIGSEGV,
+                core: true
+            })
+            .to_string(),
+            "killed by SIGSEGV (core dumped)"
+        );
+        assert_eq!(
+            How(Exit::Signal {
+                sig: 40,
+                core: false
+            })
+            .to_string(),
+            "killed by signal 40"
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! The supervisor: one thread, one epoll loop, absolute deadlines. It owns going's fds —
+//! the lock on RUNDIR, the signal wake-up pipe, inotify, and the exec-error pipe of every
+//! child that has not exec'd yet — turns signals, inotify events and due deadlines into
+//! calls on the service table, and carries out the table's effects.
+//!
+//! Invariants: signals are only flags plus a byte on a pipe; the pipe is drained before the
+//! flags are read, so none is lost. The loop sleeps until the earliest deadline, or forever:
+//! an idle going makes no system call. Only start-up errors end it; inside the loop every
+//! failure is logged and becomes a retry.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::config::{self, Settings};
+use crate::log::{Errno, Level, Logger};
+use crate::service::{Ops, Table};
+use crate::sys::{self, ChildError, Epoll, Exit, Pid};
+
+pub struct Options {
+    pub confdir: PathBuf,
+    pub rundir: PathBuf,
+    /// The syslog socket; None logs to stderr.
+    pub syslog: Option<PathBuf>,
+}
+
+/// A start-up failure: the message and the sysexits code to leave with.
+pub struct Fatal {
+    pub code: u8,
+    pub msg: String,
+}
+
+pub const EX_OSERR: u8 = 71;
+pub const EX_CANTCREAT: u8 = 73;
+pub const EX_TEMPFAIL: u8 = 75;
+
+static CHLD: AtomicBool = AtomicBool::new(false);
+static HUP: AtomicBool = AtomicBool::new(false);
+static TERM: AtomicBool = AtomicBool::new(false);
+
+const SIGNALS: u64 = 1;
+const INOTIFY: u64 = 2;
+/// Token of a child's exec-error pipe: this bit plus the pid.
+const CHILD: u64 = 1 << 32;
+
+/// The table's effects, done for real.
+struct Real {
+    epoll: Epoll,
+    log: Logger,
+    stdio: File,
+    nofile: libc::rlimit,
+    /// Exec-error pipes of children that have not exec'd (or failed) yet.
+    pending: BTreeMap<Pid, OwnedFd>,
+}
+
+impl Ops for Real {
+    fn spawn(&mut self, s: &Settings) -> io::Result<Pid> {
+        let cstr =
+            |s: &str| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+        let word = &s.cmd[0];
+        let paths = if word.contains('/') {
+            vec![cstr(word)?]
+        } else {
+            (config::PATH.split(':'))
+                .map(|dir| cstr(&format!("{dir}/{word}")))
+                .collect::<io::Result<_>>()?
+        };
+        let argv = s
+            .cmd
+            .iter()
+            .map(|w| cstr(w))
+            .collect::<io::Result<Vec<_>>>()?;
+        let envp = [cstr(&format!("PATH={}", config::PATH))?];
+        let (pid, pipe) = sys::spawn(&sys::Spawn {
+            paths: &paths,
+            argv: &argv,
+            envp: &envp,
+            stdio: self.stdio.as_raw_fd(),
+            nofile: self.nofile,
+        })?;
+        // Should epoll refuse the pipe, the failure is still read when the child is reaped.
+        let _ = self.epoll.add(pipe.as_raw_fd(), CHILD | pid as u64);
+        self.pending.insert(pid, pipe);
+        Ok(pid)
+    }
+
+    fn signal(&mut self, pgid: Pid, sig: libc::c_int) {
+        let _ = sys::kill_group(pgid, sig);
+    }
+
+    fn group_alive(&mut self, pgid: Pid) -> bool {
+        sys::group_alive(pgid)
+    }
+
+    fn log(&mut self, level: Level, msg: fmt::Arguments) {
+        self.log.log(level, msg);
+    }
+}
+
+impl Real {
+    /// What the child `pid` reported on its exec-error pipe, closing the pipe: nothing
+    /// (end of file) when it exec'd.
+    fn child_report(&mut self, pid: Pid) -> Option<ChildError> {
+        let pipe = self.pending.remove(&pid)?;
+        self.epoll.delete(pipe.as_raw_fd());
+        let mut b = [0u8; 8];
+        match File::from(pipe).read(&mut b) {
+            Ok(8) => ChildError::decode(b),
+            _ => None,
+        }
+    }
+}
+
+fn fatal(code: u8, msg: String) -> Fatal {
+    Fatal { code, msg }
+}
+
+pub fn run(opts: Options) -> Result<(), Fatal> {
+    sys::sanitize_fds();
+    let nofile = sys::nofile_limit();
+    sys::raise_nofile(nofile);
+    sys::become_subreaper();
+
+    let rundir = &opts.rundir;
+    let lock_path = rundir.join("lock");
+    let unable =
+        |code, what: &str, e: io::Error| fatal(code, format!("unable to {what}: {}", Errno(&e)));
+    fs::create_dir_all(rundir)
+        .map_err(|e| unable(EX_CANTCREAT, &format!("create {}", rundir.display()), e))?;
+    let lock = File::options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| unable(EX_CANTCREAT, &format!("open {}", lock_path.display()), e))?;
+    if lock.try_lock().is_err() {
+        return Err(fatal(
+            EX_TEMPFAIL,
+            format!(
+                "{} is in use by another going ({} is locked)",
+                rundir.display(),
+                lock_path.display()
+            ),
+        ));
+    }
+
+    let os = |what: &str, e: io::Error| unable(EX_OSERR, what, e);
+    let (wake, wake_w) = UnixStream::pair().map_err(|e| os("create the signal pipe", e))?;
+    wake.set_nonblocking(true)
+        .map_err(|e| os("create the signal pipe", e))?;
+    for (sig, flag) in [
+        (libc::SIGCHLD, &CHLD),
+        (libc::SIGHUP, &HUP),
+        (libc::SIGTERM, &TERM),
+        (libc::SIGINT, &TERM),
+        (libc::SIGQUIT, &TERM),
+    ] {
+        // The flag first: by the time the byte wakes the loop, the flag is set.
+        signal_hook::flag::register(sig, flag).map_err(|e| os("set a signal handler", e))?;
+        let w = wake_w
+            .try_clone()
+            .map_err(|e| os("set a signal handler", e))?;
+        signal_hook::low_level::pipe::register(sig, w)
+            .map_err(|e| os("set a signal handler", e))?;
+    }
+    drop(wake_w);
+
+    let stdio = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| os("open /dev/null", e))?;
+    let epoll = Epoll::new().map_err(|e| os("create an epoll instance", e))?;
+    let mut watch =
+        crate::watch::Watch::new(&opts.confdir).map_err(|e| os("initialise inotify", e))?;
+    epoll
+        .add(wake.as_raw_fd(), SIGNALS)
+        .map_err(|e| os("watch the signal pipe", e))?;
+    epoll
+        .add(watch.fd(), INOTIFY)
+        .map_err(|e| os("watch inotify", e))?;
+
+    let mut real = Real {
+        epoll,
+        log: Logger::new(opts.syslog),
+        stdio,
+        nofile,
+        pending: BTreeMap::new(),
+    };
+    let mut table = Table::default();
+    real.log(
+        Level::Notice,
+        format_args!(
+            "going {} started on {}",
+            env!("CARGO_PKG_VERSION"),
+            opts.confdir.display()
+        ),
+    );
+    watch.request(Instant::now());
+
+    let mut events = [sys::NO_EVENT; 64];
+    let mut stopping = false;
+    loop {
+        let now = Instant::now();
+        let due = [table.next_deadline(), watch.due().filter(|_| !stopping)]
+            .into_iter()
+            .flatten()
+            .min();
+        let timeout = due.map_or(-1, |d| {
+            let ns = d.saturating_duration_since(now).as_nanos();
+            ns.div_ceil(1_000_000).min(i32::MAX as u128) as i32
+        });
+        let n = match real.epoll.wait(&mut events, timeout) {
+            Ok(n) => n,
+            Err(e) => {
+                real.log(
+                    Level::Err,
+                    format_args!("going: epoll_wait failed: {}", Errno(&e)),
+                );
+                0
+            }
+        };
+        let now = Instant::now();
+        for ev in &events[..n] {
+            match sys::token(ev) {
+                SIGNALS => while (&wake).read(&mut [0u8; 64]).is_ok_and(|n| n > 0) {},
+                INOTIFY => watch.read(now),
+                t => {
+                    let pid = (t & !CHILD) as Pid;
+                    if let Some(err) = real.child_report(pid) {
+                        table.child_failed(pid, err);
+                    }
+                }
+            }
+        }
+        if CHLD.swap(false, Ordering::SeqCst) {
+            // SIGCHLDs merge: reap until nothing is left, services or not.
+            while let Some((pid, status)) = sys::reap() {
+                if let Some(err) = real.child_report(pid) {
+                    table.child_failed(pid, err);
+                }
+                table.exited(pid, Exit::from_status(status), &mut real, now);
+            }
+            table.check_groups(&mut real, now);
+        }
+        if TERM.swap(false, Ordering::SeqCst) && !stopping {
+            stopping = true;
+            real.log(
+                Level::Notice,
+                format_args!("going: stopping {} services", table.len()),
+            );
+            table.shutdown(&mut real, now);
+        }
+        if HUP.swap(false, Ordering::SeqCst) {
+            watch.request(now);
+        }
+        if !stopping && watch.due().is_some_and(|d| d <= now) {
+            watch.reloading();
+            match config::scan(&opts.confdir) {
+                Ok(scan) => {
+                    let sum = table.reconcile(scan, &mut real, Instant::now());
+                    real.log(Level::Notice, format_args!("reload: {sum}"));
+                }
+                Err(e) => real.log(
+                    Level::Err,
+                    format_args!(
+                        "reload: unable to read {}: {}; {} services left as they are",
+                        opts.confdir.display(),
+                        Errno(&e),
+                        table.len()
+                    ),
+                ),
+            }
+        }
+        table.tick(&mut real, Instant::now());
+        if stopping && table.is_empty() {
+            real.log(
+                Level::Notice,
+                format_args!("going: all services stopped, exiting"),
+            );
+            drop(lock);
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! Every `unsafe` in going lives here: fork and exec, signal dispositions, waitpid, kill,
+//! epoll and a few start-up calls that std does not wrap. The rest of the program sees safe
+//! functions returning `io::Result`.
+//!
+//! Invariant: between `fork` and `execve` the child makes only async-signal-safe system
+//! calls on memory prepared before the fork — no allocation, no logging, no locks — and
+//! reports a failure as 8 bytes on a close-on-exec pipe, then `_exit`s.
+
+use std::ffi::{c_char, c_int, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+
+pub type Pid = libc::pid_t;
+
+fn cvt(r: c_int) -> io::Result<c_int> {
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// The step of the child's set-up that failed, as reported on the exec-error pipe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Session = 1,
+    Stdio,
+    Chdir,
+    Limits,
+    Exec,
+}
+
+/// Why a child never became the service: which step failed, with which errno.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChildError {
+    pub step: Step,
+    pub errno: i32,
+}
+
+impl ChildError {
+    /// Decodes the 8 bytes a child writes before `_exit`.
+    pub fn decode(b: [u8; 8]) -> Option<ChildError> {
+        let step = match u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) {
+            1 => Step::Session,
+            2 => Step::Stdio,
+            3 => Step::Chdir,
+            4 => Step::Limits,
+            5 => Step::Exec,
+            _ => return None,
+        };
+        let errno = i32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
+        Some(ChildError { step, errno })
+    }
+}
+
+/// Everything the child needs, built before the fork so that the child allocates nothing.
+pub struct Spawn<'a> {
+    /// Candidates for execve, tried in order as execvp does.
+    pub paths: &'a [CString],
+    pub argv: &'a [CString],
+    pub envp: &'a [CString],
+    /// Opened read-write on /dev/null; becomes fds 0, 1 and 2.
+    pub stdio: RawFd,
+    /// The RLIMIT_NOFILE going started with (it raises its own).
+    pub nofile: libc::rlimit,
+}
+
+/// Forks a service process. Returns its pid and the read end of its exec-error pipe:
+/// end-of-file there means the exec succeeded, 8 bytes mean a [`ChildError`].
+pub fn spawn(s: &Spawn) -> io::Result<(Pid, OwnedFd)> {
+    let argv = nul_terminated(s.argv);
+    let envp = nul_terminated(s.envp);
+    let (rd, wr) = pipe()?;
+    // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask only write to our locals.
+    // Blocking every signal across fork keeps going's handlers from running in the child
+    // before it has reset them (they would write to going's own wake-up pipe).
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    // SAFETY: going is single-threaded, so the child inherits no lock held by another
+    // thread; `child` only makes async-signal-safe calls and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        unsafe { child(s, &argv, &envp, wr.as_raw_fd()) }
+    }
+    let err = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut()) };
+    if pid < 0 {
+        return Err(err);
+    }
+    drop(wr);
+    Ok((pid, rd))
+}
+
+fn nul_terminated(v: &[CString]) -> Vec<*const c_char> {
+    v.iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(ptr::null()))
+        .collect()
+}
+
+/// The forked child: a fresh session, stdio on /dev/null, default signal state, umask 022,
+/// cwd /, going's original fd limit, then execve of the first candidate that exists.
+///
+/// # Safety
+/// Only in the child after fork; `argv` and `envp` are NUL-terminated arrays of pointers
+/// into `s`, and `report` is the write end of the exec-error pipe.
+unsafe fn child(s: &Spawn, argv: &[*const c_char], envp: &[*const c_char], report: RawFd) -> ! {
+    let fail = |step: Step, errno: i32| -> ! {
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+        b[4..].copy_from_slice(&errno.to_ne_bytes());
+        libc::write(report, b.as_ptr().cast(), b.len());
+        libc::_exit(127)
+    };
+    let errno = || *libc::__errno_location();
+
+    // Handlers do not survive exec, but ignored signals would: reset every one.
+    let mut dfl: libc::sigaction = std::mem::zeroed();
+    dfl.sa_sigaction = libc::SIG_DFL;
+    for sig in 1..65 {
+        libc::sigaction(sig, &dfl, ptr::null_mut());
+    }
+    if libc::setsid() < 0 {
+        fail(Step::Session, errno());
+    }
+    for fd in 0..3 {
+        if libc::dup2(s.stdio, fd) < 0 {
+            fail(Step::Stdio, errno());
+        }
+    }
+    libc::umask(0o022);
+    if libc::chdir(c"/".as_ptr()) < 0 {
+        fail(Step::Chdir, errno());
+    }
+    if libc::setrlimit(libc::RLIMIT_NOFILE, &s.nofile) < 0 {
+        fail(Step::Limits, errno());
+    }
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::pthread_sigmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
+
+    // As execvp: a missing candidate moves on to the next; EACCES is remembered.
+    let mut err = libc::ENOENT;
+    for path in s.paths {
+        libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        match errno() {
+            libc::ENOENT | libc::ENOTDIR => {}
+            libc::EACCES => err = libc::EACCES,
+            e => {
+                err = e;
+                break;
+            }
+        }
+    }
+    fail(Step::Exec, err)
+}
+
+/// A close-on-exec, non-blocking pipe: (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: pipe2 writes two fds into the array; we own them from here on.
+    unsafe {
+        cvt(libc::pipe2(
+            fds.as_mut_ptr(),
+            libc::O_CLOEXEC | libc::O_NONBLOCK,
+        ))?;
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+    }
+}
+
+/// Sends `sig` to the process group `pgid`.
+pub fn kill_group(pgid: Pid, sig: c_int) -> io::Result<()> {
+    debug_assert!(pgid > 1);
+    // SAFETY: kill has no memory effects; a negative pid names a process group.
+    cvt(unsafe { libc::kill(-pgid, sig) }).map(drop)
+}
+
+/// Whether any process is left in the group `pgid` (zombies count).
+pub fn group_alive(pgid: Pid) -> bool {
+    kill_group(pgid, 0).is_ok() || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Reaps one child that has exited, any child at all: (pid, wait status).
+pub fn reap() -> Option<(Pid, c_int)> {
+    let mut status = 0;
+    // SAFETY: waitpid writes only to `status`.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    (pid > 0).then_some((pid, status))
+}
+
+/// How a process ended, from its wait status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal { sig: i32, core: bool },
+}
+
+impl Exit {
+    pub fn from_status(status: c_int) -> Exit {
+        if libc::WIFSIGNALED(status) {
+            Exit::Signal {
+                sig: libc::WTERMSIG(status),
+                core: libc::WCOREDUMP(status),
+            }
+        } else {
+            Exit::Code(libc::WEXITSTATUS(status))
+        }
+    }
+}
+
+/// epoll, level-triggered, one `u64` token per fd.
+pub struct Epoll(OwnedFd);
+
+pub type Event = libc::epoll_event;
+
+pub const NO_EVENT: Event = libc::epoll_event { events: 0, u64: 0 };
+
+pub fn token(e: &Event) -> u64 {
+    e.u64
+}
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 returns a new fd that we own.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: ev is a valid epoll_event for the duration of the call.
+        cvt(unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })
+            .map(drop)
+    }
+
+    pub fn delete(&self, fd: RawFd) {
+        // SAFETY: a null event is allowed for EPOLL_CTL_DEL since Linux 2.6.9.
+        unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, ptr::null_mut()) };
+    }
+
+    /// Waits for events; `timeout_ms` -1 waits forever. An interrupting signal returns 0.
+    pub fn wait(&self, events: &mut [Event], timeout_ms: i32) -> io::Result<usize> {
+        let max = events.len().min(c_int::MAX as usize) as c_int;
+        // SAFETY: the kernel writes at most `max` events into the slice.
+        let n =
+            unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
+        match cvt(n) {
+            Ok(n) => Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Start-up hygiene: fds 0–2 exist (so nothing of ours lands on them) and every fd going
+/// inherited is close-on-exec, so none leaks into a service.
+pub fn sanitize_fds() {
+    for fd in 0..3 {
+        // SAFETY: fcntl/open have no memory effects; an fd opened here is kept for good.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) == -1 {
+                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            }
+        }
+    }
+    // SAFETY: close_range only changes fd flags (Linux 5.11+; older kernels: ENOSYS/EINVAL).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for fd in dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<RawFd>().ok())
+    {
+        if fd > 2 {
+            // SAFETY: setting FD_CLOEXEC on an fd (even the directory's own) is harmless.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+}
+
+/// Orphans of services (double-forking helpers) are reparented to going, not init.
+pub fn become_subreaper() {
+    // SAFETY: prctl with an integer argument has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
+pub fn nofile_limit() -> libc::rlimit {
+    let mut r = libc::rlimit {
+        rlim_cur: 1024,
+        rlim_max: 1024,
+    };
+    // SAFETY: getrlimit writes only to `r`.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+    r
+}
+
+/// Raises going's own soft fd limit to the hard one; services get the original back.
+pub fn raise_nofile(r: libc::rlimit) {
+    let raised = libc::rlimit {
+        rlim_cur: r.rlim_max,
+        rlim_max: r.rlim_max,
+    };
+    // SAFETY: setrlimit reads only `raised`.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) };
+}
+
+pub fn getpid() -> Pid {
+    // SAFETY: getpid cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// Signal names without the SIG prefix, as kill(1) spells them.
+const SIGNALS: [(c_int, &str); 31] = [
+    (libc::SIGHUP, "HUP"),
+    (libc::SIGINT, "INT"),
+    (libc::SIGQUIT, "QUIT"),
+    (libc::SIGILL, "ILL"),
+    (libc::SIGTRAP, "TRAP"),
+    (libc::SIGABRT, "ABRT"),
+    (libc::SIGBUS, "BUS"),
+    (libc::SIGFPE, "FPE"),
+    (libc::SIGKILL, "KILL"),
+    (libc::SIGUSR1, "USR1"),
+    (libc::SIGSEGV, "SEGV"),
+    (libc::SIGUSR2, "USR2"),
+    (libc::SIGPIPE, "PIPE"),
+    (libc::SIGALRM, "ALRM"),
+    (libc::SIGTERM, "TERM"),
+    (libc::SIGSTKFLT, "STKFLT"),
+    (libc::SIGCHLD, "CHLD"),
+    (libc::SIGCONT, "CONT"),
+    (libc::SIGSTOP, "STOP"),
+    (libc::SIGTSTP, "TSTP"),
+    (libc::SIGTTIN, "TTIN"),
+    (libc::SIGTTOU, "TTOU"),
+    (libc::SIGURG, "URG"),
+    (libc::SIGXCPU, "XCPU"),
+    (libc::SIGXFSZ, "XFSZ"),
+    (libc::SIGVTALRM, "VTALRM"),
+    (libc::SIGPROF, "PROF"),
+    (libc::SIGWINCH, "WINCH"),
+    (libc::SIGIO, "IO"),
+    (libc::SIGPWR, "PWR"),
+    (libc::SIGSYS, "SYS"),
+];
+
+pub fn signal_name(sig: c_int) -> Option<&'static str> {
+    SIGNALS.iter().find(|s| s.0 == sig).map(|s| s.1)
+}
