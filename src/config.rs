@@ -146,6 +146,8 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Parsed {
         })
     };
     let mut lines = 0;
+    // A line that is no key=value at all may have been the missing key: no second report.
+    let mut unreadable = false;
     // Without the final newline, so that it does not count as one more (empty) line.
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
@@ -154,6 +156,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Parsed {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         let Ok(text) = std::str::from_utf8(raw) else {
             err(n, "invalid UTF-8".into());
+            unreadable = true;
             continue;
         };
         let text = text.trim();
@@ -162,6 +165,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Parsed {
         }
         let Some((key, value)) = text.split_once('=') else {
             err(n, format!("expected key=value, found \"{text}\""));
+            unreadable = true;
             continue;
         };
         let (key, value) = (key.trim(), value.trim());
@@ -180,7 +184,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Parsed {
     }
     for key in KEYS
         .iter()
-        .filter(|k| k.required && !seen.contains_key(k.name))
+        .filter(|k| k.required && !unreadable && !seen.contains_key(k.name))
     {
         err(lines.max(1), format!("missing {}=", key.name));
     }

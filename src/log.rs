@@ -1,17 +1,25 @@
 //! Where going's messages go: syslog (daemon facility, ident `going`, with pid) over a
 //! non-blocking datagram socket, or stderr with `-f`.
 //!
-//! Invariant: logging never blocks and never fails. A message syslog cannot take right now
-//! (no socket, syslogd down, its buffer full) goes to stderr instead, and a connection that
-//! went stale (syslogd restarted) is made anew at the next message — the syslog crate only
-//! formats here, since it neither reconnects nor sends without blocking.
+//! Invariant: logging never blocks and never fails. When syslogd is slow (its queue full:
+//! only 10 datagrams by default where systemd has not raised it) messages wait in a bounded
+//! queue, flushed when the loop sees the socket writable; past that bound, and whenever
+//! there is no syslogd at all, they go to stderr. A connection that went stale (syslogd
+//! restarted) is made anew at the next message, on the same socket so that its fd, known
+//! to epoll, never changes. The syslog crate only formats: it neither reconnects nor sends
+//! without blocking.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 
 use syslog::{Facility, Formatter3164, LogFormat, Severity};
+
+/// How many messages may wait for a slow syslogd before they go to stderr instead.
+const QUEUE: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
@@ -22,71 +30,131 @@ pub enum Level {
 }
 
 pub struct Logger {
-    /// The syslog socket; None logs to stderr only.
-    socket: Option<PathBuf>,
-    conn: Option<UnixDatagram>,
+    /// The syslog socket's path; None logs to stderr only.
+    path: Option<PathBuf>,
+    sock: Option<UnixDatagram>,
+    connected: bool,
     format: Formatter3164,
-    buf: Vec<u8>,
+    /// Formatted datagrams waiting for syslogd, with where the bare message starts.
+    queue: VecDeque<(Vec<u8>, usize)>,
+}
+
+enum Sent {
+    Yes,
+    Later,
+    Never,
 }
 
 impl Logger {
-    pub fn new(socket: Option<PathBuf>) -> Logger {
+    pub fn new(path: Option<PathBuf>) -> Logger {
+        let sock = path.as_ref().and_then(|_| UnixDatagram::unbound().ok());
+        if let Some(s) = &sock {
+            let _ = s.set_nonblocking(true);
+        }
         Logger {
-            socket,
-            conn: None,
+            path,
+            sock,
+            connected: false,
             format: Formatter3164 {
                 facility: Facility::LOG_DAEMON,
                 hostname: None,
                 process: "going".into(),
                 pid: crate::sys::getpid() as u32,
             },
-            buf: Vec::new(),
+            queue: VecDeque::new(),
         }
+    }
+
+    /// The syslog socket, for the loop to learn when a waiting message can go.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.sock.as_ref().map(|s| s.as_raw_fd())
+    }
+
+    /// Whether messages wait for the socket to become writable.
+    pub fn waiting(&self) -> bool {
+        !self.queue.is_empty()
     }
 
     pub fn log(&mut self, level: Level, msg: fmt::Arguments) {
-        if self.send(level, msg) {
-            return;
+        if self.sock.is_none() {
+            return self.stderr(msg);
         }
-        let _ = writeln!(io::stderr(), "going[{}]: {}", self.format.pid, msg);
-    }
-
-    /// Sends to syslog; false when the message has to go elsewhere.
-    fn send(&mut self, level: Level, msg: fmt::Arguments) -> bool {
-        let Some(path) = &self.socket else {
-            return false;
-        };
         let severity = match level {
             Level::Err => Severity::LOG_ERR,
             Level::Warning => Severity::LOG_WARNING,
             Level::Notice => Severity::LOG_NOTICE,
             Level::Info => Severity::LOG_INFO,
         };
-        self.buf.clear();
-        if self.format.format(&mut self.buf, severity, msg).is_err() {
-            return false;
+        let text = msg.to_string();
+        let mut buf = Vec::new();
+        if self.format.format(&mut buf, severity, &text).is_err() {
+            return self.stderr(msg);
         }
-        // A second try only after reconnecting: the first send may hit a stale connection.
+        let start = buf.len() - text.len();
+        if self.queue.is_empty() {
+            match self.send(&buf) {
+                Sent::Yes => return,
+                Sent::Never => return self.stderr(msg),
+                Sent::Later => {}
+            }
+        }
+        if self.queue.len() < QUEUE {
+            self.queue.push_back((buf, start));
+        } else {
+            self.stderr(msg);
+        }
+    }
+
+    /// Sends what waits, as far as syslogd takes it now.
+    pub fn flush(&mut self) {
+        while let Some((buf, start)) = self.queue.pop_front() {
+            match self.send(&buf) {
+                Sent::Yes => {}
+                Sent::Later => {
+                    self.queue.push_front((buf, start));
+                    return;
+                }
+                Sent::Never => {
+                    self.stderr(format_args!("{}", String::from_utf8_lossy(&buf[start..])))
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, buf: &[u8]) -> Sent {
+        let (Some(sock), Some(path)) = (&self.sock, &self.path) else {
+            return Sent::Never;
+        };
+        // A second try only after connecting anew: the first may hit a stale connection.
         for _ in 0..2 {
-            if self.conn.is_none() {
-                self.conn = connect(path).ok();
+            if !self.connected {
+                self.connected = sock.connect(path).is_ok();
+                if !self.connected {
+                    return Sent::Never;
+                }
             }
-            let Some(conn) = &self.conn else { return false };
-            match conn.send(&self.buf) {
-                Ok(_) => return true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(_) => self.conn = None,
+            match sock.send(buf) {
+                Ok(_) => return Sent::Yes,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Sent::Later,
+                Err(_) => self.connected = false,
             }
         }
-        false
+        Sent::Never
+    }
+
+    fn stderr(&self, msg: fmt::Arguments) {
+        let _ = writeln!(io::stderr(), "going[{}]: {}", self.format.pid, msg);
     }
 }
 
-fn connect(path: &PathBuf) -> io::Result<UnixDatagram> {
-    let sock = UnixDatagram::unbound()?;
-    sock.connect(path)?;
-    sock.set_nonblocking(true)?;
-    Ok(sock)
+impl Drop for Logger {
+    /// On the way out nothing waits any more: what syslogd does not take goes to stderr.
+    fn drop(&mut self) {
+        self.flush();
+        for (buf, start) in std::mem::take(&mut self.queue) {
+            self.stderr(format_args!("{}", String::from_utf8_lossy(&buf[start..])));
+        }
+    }
 }
 
 /// An OS error as `strerror` says it, without std's " (os error N)" suffix, for messages

@@ -47,6 +47,7 @@ static TERM: AtomicBool = AtomicBool::new(false);
 
 const SIGNALS: u64 = 1;
 const INOTIFY: u64 = 2;
+const SYSLOG: u64 = 3;
 /// Token of a child's exec-error pipe: this bit plus the pid.
 const CHILD: u64 = 1 << 32;
 
@@ -124,6 +125,7 @@ fn fatal(code: u8, msg: String) -> Fatal {
 
 pub fn run(opts: Options) -> Result<(), Fatal> {
     sys::sanitize_fds();
+    sys::unblock_all();
     let nofile = sys::nofile_limit();
     sys::raise_nofile(nofile);
     sys::become_subreaper();
@@ -194,6 +196,12 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         nofile,
         pending: BTreeMap::new(),
     };
+    if let Some(fd) = real.log.fd() {
+        real.epoll
+            .watch_output(fd, true, false, SYSLOG)
+            .map_err(|e| os("watch the syslog socket", e))?;
+    }
+    let mut syslog_blocked = false;
     let mut table = Table::default();
     real.log(
         Level::Notice,
@@ -232,6 +240,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
             match sys::token(ev) {
                 SIGNALS => while (&wake).read(&mut [0u8; 64]).is_ok_and(|n| n > 0) {},
                 INOTIFY => watch.read(now),
+                SYSLOG => real.log.flush(),
                 t => {
                     let pid = (t & !CHILD) as Pid;
                     if let Some(err) = real.child_report(pid) {
@@ -280,6 +289,12 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
             }
         }
         table.tick(&mut real, Instant::now());
+        if real.log.waiting() != syslog_blocked {
+            syslog_blocked = real.log.waiting();
+            if let Some(fd) = real.log.fd() {
+                let _ = real.epoll.watch_output(fd, false, syslog_blocked, SYSLOG);
+            }
+        }
         if stopping && table.is_empty() {
             real.log(
                 Level::Notice,

@@ -120,11 +120,17 @@ unsafe fn child(s: &Spawn, argv: &[*const c_char], envp: &[*const c_char], repor
     };
     let errno = || *libc::__errno_location();
 
-    // Handlers do not survive exec, but ignored signals would: reset every one.
-    let mut dfl: libc::sigaction = std::mem::zeroed();
-    dfl.sa_sigaction = libc::SIG_DFL;
-    for sig in 1..65 {
-        libc::sigaction(sig, &dfl, ptr::null_mut());
+    // Handlers do not survive exec, but ignored signals would: reset every one. The raw
+    // system call, because libc refuses the signals it reserves (32–34) and may lock.
+    let dfl = [0u64; 4]; // the kernel's struct sigaction: SIG_DFL, no flags, empty mask
+    for sig in 1..=64 {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            dfl.as_ptr(),
+            ptr::null_mut::<u64>(),
+            8,
+        );
     }
     if libc::setsid() < 0 {
         fail(Step::Session, errno());
@@ -141,9 +147,7 @@ unsafe fn child(s: &Spawn, argv: &[*const c_char], envp: &[*const c_char], repor
     if libc::setrlimit(libc::RLIMIT_NOFILE, &s.nofile) < 0 {
         fail(Step::Limits, errno());
     }
-    let mut empty: libc::sigset_t = std::mem::zeroed();
-    libc::sigemptyset(&mut empty);
-    libc::pthread_sigmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
+    unblock_all();
 
     // As execvp: a missing candidate moves on to the next; EACCES is remembered.
     let mut err = libc::ENOENT;
@@ -232,14 +236,30 @@ impl Epoll {
         Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
+    /// Watches `fd` for input.
     pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
+        self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32, token)
+    }
+
+    /// Adds `fd` (`add`: true) or changes what it is watched for: output, or nothing.
+    pub fn watch_output(&self, fd: RawFd, add: bool, output: bool, token: u64) -> io::Result<()> {
+        let op = if add {
+            libc::EPOLL_CTL_ADD
+        } else {
+            libc::EPOLL_CTL_MOD
         };
+        self.ctl(
+            op,
+            fd,
+            if output { libc::EPOLLOUT as u32 } else { 0 },
+            token,
+        )
+    }
+
+    fn ctl(&self, op: c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
         // SAFETY: ev is a valid epoll_event for the duration of the call.
-        cvt(unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })
-            .map(drop)
+        cvt(unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) }).map(drop)
     }
 
     pub fn delete(&self, fd: RawFd) {
@@ -296,6 +316,22 @@ pub fn sanitize_fds() {
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
     }
+}
+
+/// Empties the signal mask (raw, as libc keeps its reserved signals out of reach). going
+/// calls it at start-up too: a SIGCHLD blocked by whoever started going would blind it.
+pub fn unblock_all() {
+    let empty = 0u64;
+    // SAFETY: rt_sigprocmask reads an 8-byte mask and writes nothing (old set is null).
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty,
+            ptr::null_mut::<u64>(),
+            8,
+        )
+    };
 }
 
 /// Orphans of services (double-forking helpers) are reparented to going, not init.

@@ -1,0 +1,371 @@
+//! Runs the real going binary in a temporary directory — its own CONFDIR, RUNDIR and a
+//! datagram socket standing in for syslog — and waits for what it logs, always with a
+//! deadline. Nothing outside the temporary directory is touched, so tests run in parallel.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_going");
+/// How long any awaited condition may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("going-test-{}-{n}-{nanos}", std::process::id()));
+        fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One syslog line: its priority (facility * 8 + severity) and the message after the tag.
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub pri: u8,
+    pub tag: String,
+    pub msg: String,
+    pub at: Instant,
+}
+
+pub const ERR: u8 = 3 * 8 + 3;
+pub const WARNING: u8 = 3 * 8 + 4;
+pub const NOTICE: u8 = 3 * 8 + 5;
+pub const INFO: u8 = 3 * 8 + 6;
+
+fn parse(d: &[u8]) -> Line {
+    let s = String::from_utf8_lossy(d);
+    let close = s.find('>').unwrap();
+    let pri = s[1..close].parse().unwrap();
+    let tag_at = s.find("going[").expect("tag going[pid]");
+    let rest = &s[tag_at..];
+    let end = rest.find("]: ").unwrap();
+    Line {
+        pri,
+        tag: rest[..end + 1].to_string(),
+        msg: rest[end + 3..].to_string(),
+        at: Instant::now(),
+    }
+}
+
+pub struct Going {
+    pub dir: TempDir,
+    pub child: Child,
+    rx: Receiver<Line>,
+    pub lines: Vec<Line>,
+    /// How many of `lines` the `next_*` calls have already consumed.
+    cursor: usize,
+}
+
+pub struct Setup {
+    pub files: Vec<(String, String)>,
+    /// Run in the child before exec of going (to give it a dirty inheritance).
+    pub pre_exec: Option<fn() -> std::io::Result<()>>,
+    pub env: Vec<(String, String)>,
+    pub bind_log: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Setup {
+        Setup {
+            files: Vec::new(),
+            pre_exec: None,
+            env: Vec::new(),
+            bind_log: true,
+        }
+    }
+}
+
+impl Going {
+    pub fn start(files: &[(&str, &str)]) -> Going {
+        Going::with(Setup {
+            files: files
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            ..Setup::default()
+        })
+    }
+
+    pub fn with(setup: Setup) -> Going {
+        let dir = TempDir::new();
+        fs::create_dir(dir.0.join("conf")).unwrap();
+        for (name, text) in &setup.files {
+            fs::write(dir.0.join("conf").join(name), text).unwrap();
+        }
+        let (tx, rx) = channel();
+        if setup.bind_log {
+            let sock = UnixDatagram::bind(dir.0.join("log")).unwrap();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = sock.recv(&mut buf) {
+                    if tx.send(parse(&buf[..n])).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut cmd = Command::new(BIN);
+        cmd.arg("-d").arg(dir.0.join("conf"));
+        cmd.arg("-r").arg(dir.0.join("run"));
+        cmd.arg("-l").arg(dir.0.join("log"));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.0.join("stderr")).unwrap());
+        for (k, v) in &setup.env {
+            cmd.env(k, v);
+        }
+        if let Some(f) = setup.pre_exec {
+            // SAFETY: the hooks used by the tests only make async-signal-safe calls.
+            unsafe { cmd.pre_exec(f) };
+        }
+        let child = cmd.spawn().unwrap();
+        Going {
+            dir,
+            child,
+            rx,
+            lines: Vec::new(),
+            cursor: 0,
+        }
+    }
+
+    pub fn conf(&self) -> PathBuf {
+        self.dir.0.join("conf")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        fs::write(self.conf().join(name), text).unwrap();
+    }
+
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.0.join("stderr")).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill has no memory effects.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Waits for the next line (after those already consumed) that matches; returns it.
+    pub fn next(&mut self, what: &str, pred: impl Fn(&Line) -> bool) -> Line {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            while self.cursor < self.lines.len() {
+                self.cursor += 1;
+                if pred(&self.lines[self.cursor - 1]) {
+                    return self.lines[self.cursor - 1].clone();
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) => self.lines.push(l),
+                Err(_) => panic!(
+                    "no log line {what} within {DEADLINE:?}; got:\n{}\nstderr:\n{}",
+                    self.dump(),
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    /// Makes the `next_*` calls search again from the first line.
+    pub fn rewind(&mut self) {
+        self.cursor = 0;
+    }
+
+    /// The next line whose message contains `needle`.
+    pub fn next_msg(&mut self, needle: &str) -> Line {
+        self.next(&format!("containing {needle:?}"), |l| {
+            l.msg.contains(needle)
+        })
+    }
+
+    /// Waits for `name[PID]: started` and returns PID.
+    pub fn started(&mut self, name: &str) -> i32 {
+        let prefix = format!("{name}[");
+        let l = self.next(&format!("{name} started"), |l| {
+            l.msg.starts_with(&prefix) && l.msg.ends_with("]: started")
+        });
+        l.msg[prefix.len()..l.msg.len() - "]: started".len()]
+            .parse()
+            .unwrap()
+    }
+
+    /// Every line received until now and within `d` more, without consuming any.
+    pub fn collect_for(&mut self, d: Duration) -> Vec<Line> {
+        let end = Instant::now() + d;
+        while let Ok(l) = self
+            .rx
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+        {
+            self.lines.push(l);
+        }
+        self.lines.clone()
+    }
+
+    pub fn dump(&self) -> String {
+        self.lines
+            .iter()
+            .map(|l| format!("  <{}> {}\n", l.pri, l.msg))
+            .collect()
+    }
+
+    /// Stops going with SIGTERM and returns its exit code.
+    pub fn stop(&mut self) -> i32 {
+        self.signal(libc::SIGTERM);
+        self.wait_exit()
+    }
+
+    pub fn wait_exit(&mut self) -> i32 {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "going did not exit; log:\n{}",
+                self.dump()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Going {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.signal(libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        // Whatever a failed test left behind: every process group going started.
+        for l in &self.lines {
+            if let Some(pid) = l
+                .msg
+                .split_once('[')
+                .and_then(|(_, r)| r.split_once("]: started"))
+                .and_then(|(p, _)| p.parse::<i32>().ok())
+            {
+                // SAFETY: kill has no memory effects; the group is one going created.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// Polls a condition on the system (a /proc file, a process gone) until a deadline.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn proc_file(pid: i32, name: &str) -> String {
+    let mut s = String::new();
+    let _ =
+        fs::File::open(format!("/proc/{pid}/{name}")).and_then(|mut f| f.read_to_string(&mut s));
+    s
+}
+
+/// The field `name:` of /proc/PID/status.
+pub fn status_field(pid: i32, name: &str) -> String {
+    proc_file(pid, "status")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// Fields of /proc/PID/stat after the command name: index 0 is the state (field 3).
+pub fn stat_fields(pid: i32) -> Vec<String> {
+    let s = proc_file(pid, "stat");
+    let after = s.rfind(')').map_or("", |i| &s[i + 2..]);
+    after.split_whitespace().map(String::from).collect()
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    stat_fields(pid)
+        .first()
+        .is_some_and(|s| s != "Z" && s != "X")
+}
+
+/// Pids of every live process in process group `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
+            let f = stat_fields(pid);
+            if f.len() > 2 && f[2] == pgid.to_string() && f[0] != "Z" {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Children of `ppid` that are zombies.
+pub fn zombies_of(ppid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
+            let f = stat_fields(pid);
+            if f.len() > 1 && f[1] == ppid.to_string() && f[0] == "Z" {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
