@@ -292,9 +292,7 @@ fn a_service_that_ran_five_seconds_is_restarted_at_once() {
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let l = g.next_msg(&format!("web[{pid}]: killed by SIGKILL after"));
     assert_eq!(l.pri, WARNING);
-    let again = g.next(&"the next line for web".to_string(), |l| {
-        l.msg.starts_with("web")
-    });
+    let again = g.next("the next line for web", |l| l.msg.starts_with("web"));
     assert!(
         again.msg.ends_with("]: started"),
         "restarted without quarantine: {}",
