@@ -142,8 +142,10 @@ impl Logger {
         Sent::Never
     }
 
+    /// One write per line: stderr is unbuffered, and a line must not interleave with others.
     fn stderr(&self, msg: fmt::Arguments) {
-        let _ = writeln!(io::stderr(), "going[{}]: {}", self.format.pid, msg);
+        let line = format!("going[{}]: {}\n", self.format.pid, msg);
+        let _ = io::stderr().write_all(line.as_bytes());
     }
 }
 

@@ -1,7 +1,7 @@
-//! Noticing changes to CONFDIR: an inotify watch on the directory, a second one on its
-//! parent so that a deleted directory is watched again when it comes back, and the settle
-//! delay that turns a burst of events (a `cp` of ten files, an editor's save) into one
-//! reload.
+//! Noticing changes to CONFDIR: an inotify watch on the directory — while it is missing, a
+//! watch on its parent instead, to see it come back — and the settle delay that turns a
+//! burst of events (a `cp` of ten files, an editor's save) into one reload. The parent is
+//! not watched while CONFDIR exists: every file created in /etc would wake going.
 //!
 //! Invariant: any event that can change what the directory holds sets a due time; the
 //! loop rescans the whole directory then, so merged or overflowed events lose nothing.
@@ -49,12 +49,6 @@ impl Watch {
             due: None,
             buf: vec![0; 4096],
         };
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let mask = WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::ONLYDIR;
-        w.parent_wd = w.inotify.watches().add(parent, mask).ok();
         w.rewatch();
         Ok(w)
     }
@@ -93,6 +87,25 @@ impl Watch {
                 | WatchMask::MOVE_SELF
                 | WatchMask::ONLYDIR;
             self.dir_wd = self.inotify.watches().add(&self.dir, mask).ok();
+        }
+        match (&self.dir_wd, self.parent_wd.take()) {
+            (Some(_), Some(wd)) => {
+                let _ = self.inotify.watches().remove(wd);
+            }
+            (Some(_), None) => {}
+            (None, Some(wd)) => self.parent_wd = Some(wd),
+            (None, None) => {
+                let parent = match self.dir.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                let mask = WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::ONLYDIR;
+                self.parent_wd = self.inotify.watches().add(parent, mask).ok();
+                // It may have come back before the parent was watched.
+                if self.parent_wd.is_some() && self.dir.is_dir() {
+                    self.rewatch();
+                }
+            }
         }
     }
 
@@ -145,6 +158,9 @@ impl Watch {
             if let Some(wd) = self.dir_wd.take() {
                 let _ = self.inotify.watches().remove(wd);
             }
+        }
+        if gone || moved_away {
+            self.rewatch();
         }
         if changed {
             let burst = *self.burst.get_or_insert(now);

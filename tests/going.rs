@@ -429,20 +429,26 @@ fn a_vanished_confdir_stops_nothing_and_is_picked_up_again() {
     let mut g = Going::start(&[("web", SLEEP)]);
     let web = g.started("web");
     g.next_msg("reload: 1 started");
-    fs::remove_dir_all(g.conf()).unwrap();
-    let l = g.next_msg("reload: unable to read");
-    assert!(
-        l.msg
-            .ends_with("No such file or directory; 1 services left as they are"),
-        "{}",
-        l.msg
-    );
-    assert!(alive(web));
-    fs::create_dir(g.conf()).unwrap();
-    g.write("web", SLEEP);
-    g.write("other", SLEEP);
-    g.started("other");
-    assert!(alive(web));
+    // Twice: the watch moves from the directory to its parent and back each time.
+    for round in 0..2 {
+        fs::remove_dir_all(g.conf()).unwrap();
+        let l = g.next_msg("reload: unable to read");
+        assert!(
+            l.msg
+                .ends_with("No such file or directory; 1 services left as they are"),
+            "{}",
+            l.msg
+        );
+        assert!(alive(web));
+        fs::create_dir(g.conf()).unwrap();
+        g.write("web", SLEEP);
+        let other = format!("other{round}");
+        g.write(&other, SLEEP);
+        g.started(&other);
+        assert!(alive(web));
+        fs::remove_file(g.conf().join(&other)).unwrap();
+        g.next_msg("reload: 0 started, 1 stopped");
+    }
 }
 
 // ---- stopping ----
