@@ -324,32 +324,31 @@ pub fn alive(pid: i32) -> bool {
         .is_some_and(|s| s != "Z" && s != "X")
 }
 
-/// Pids of every live process in process group `pgid`.
-pub fn group_members(pgid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
-            let f = stat_fields(pid);
-            if f.len() > 2 && f[2] == pgid.to_string() && f[0] != "Z" {
-                out.push(pid);
-            }
-        }
-    }
-    out
+/// Every process on the machine, with its /proc/PID/stat fields as `stat_fields` gives them.
+pub fn processes() -> Vec<(i32, Vec<String>)> {
+    (fs::read_dir("/proc").unwrap().flatten())
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .map(|pid| (pid, stat_fields(pid)))
+        .filter(|(_, f)| f.len() > 2)
+        .collect()
 }
 
-/// Children of `ppid` that are zombies.
-pub fn zombies_of(ppid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
-            let f = stat_fields(pid);
-            if f.len() > 1 && f[1] == ppid.to_string() && f[0] == "Z" {
-                out.push(pid);
-            }
-        }
-    }
-    out
+/// Pids of every live process in process group `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let pgid = pgid.to_string();
+    (processes().into_iter())
+        .filter(|(_, f)| f[2] == pgid && f[0] != "Z")
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Children of `ppid`: (pid, whether it is a zombie).
+pub fn children_of(ppid: i32) -> Vec<(i32, bool)> {
+    let ppid = ppid.to_string();
+    (processes().into_iter())
+        .filter(|(_, f)| f[1] == ppid)
+        .map(|(pid, f)| (pid, f[0] == "Z"))
+        .collect()
 }
 
 pub fn is_root() -> bool {
