@@ -11,6 +11,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Files larger than this are refused: a service file is a few lines.
 pub const MAX_FILE: u64 = 64 * 1024;
@@ -19,13 +20,131 @@ pub const MAX_FILE: u64 = 64 * 1024;
 pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What a valid service file says. Two files with equal `Settings` run the same service,
-/// so a reload compares these, not the bytes (a new comment restarts nothing).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// so a reload compares these, not the bytes (a new comment restarts nothing). Names of
+/// users and groups are resolved when the file is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// The command split into words; never empty.
     pub cmd: Vec<String>,
+    /// Who the service runs as; None: as going (root).
+    pub creds: Option<Creds>,
+    /// `HOME`, `USER` and `LOGNAME` from the user's entry.
+    pub user_env: Vec<(String, String)>,
+    /// `env=` in file order; a later one wins.
+    pub env: Vec<(String, String)>,
+    /// Read at each start, so that secrets can live in a root-only file.
+    pub env_file: Option<PathBuf>,
+    pub cwd: PathBuf,
+    pub chroot: Option<PathBuf>,
+    pub umask: u32,
+    pub nice: Option<i32>,
+    /// (resource, soft, hard), in file order.
+    pub limits: Vec<(i32, u64, u64)>,
+    /// These two only matter when the service is stopped: a change applies without a restart.
+    pub stop_signal: i32,
+    pub stop_timeout: Duration,
 }
 
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            cmd: Vec::new(),
+            creds: None,
+            user_env: Vec::new(),
+            env: Vec::new(),
+            env_file: None,
+            cwd: PathBuf::from("/"),
+            chroot: None,
+            umask: 0o022,
+            nice: None,
+            limits: Vec::new(),
+            stop_signal: libc::SIGTERM,
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Settings {
+    /// Whether the two differ in nothing that needs a restart.
+    pub fn same_run(&self, other: &Settings) -> bool {
+        let with_our_stop = Settings {
+            stop_signal: self.stop_signal,
+            stop_timeout: self.stop_timeout,
+            ..other.clone()
+        };
+        *self == with_our_stop
+    }
+}
+
+/// The identity of a service: uid (None: going's own), primary gid, all its groups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Creds {
+    pub uid: Option<u32>,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// The `limit_*` keys and the resources they set.
+pub const LIMITS: [(&str, i32); 8] = [
+    ("limit_nofile", libc::RLIMIT_NOFILE as i32),
+    ("limit_nproc", libc::RLIMIT_NPROC as i32),
+    ("limit_core", libc::RLIMIT_CORE as i32),
+    ("limit_memlock", libc::RLIMIT_MEMLOCK as i32),
+    ("limit_as", libc::RLIMIT_AS as i32),
+    ("limit_stack", libc::RLIMIT_STACK as i32),
+    ("limit_cpu", libc::RLIMIT_CPU as i32),
+    ("limit_fsize", libc::RLIMIT_FSIZE as i32),
+];
+
+/// The signals `stop_signal` accepts.
+const STOP_SIGNALS: [(&str, i32); 7] = [
+    ("TERM", libc::SIGTERM),
+    ("INT", libc::SIGINT),
+    ("QUIT", libc::SIGQUIT),
+    ("HUP", libc::SIGHUP),
+    ("USR1", libc::SIGUSR1),
+    ("USR2", libc::SIGUSR2),
+    ("KILL", libc::SIGKILL),
+];
+
+/// A file being parsed: the settings so far, and what `user=` and `group=` resolved to
+/// (they combine once the whole file is read).
+#[derive(Default)]
+struct Draft {
+    s: Settings,
+    /// The user's entry if it has one, its uid, and whether it was given by name.
+    user: Option<(Option<crate::sys::Passwd>, u32, bool)>,
+    group: Option<u32>,
+}
+
+impl Draft {
+    fn finish(mut self) -> Settings {
+        self.s.creds = match (self.user, self.group) {
+            (None, None) => None,
+            // Only a group: going's uid with that group alone.
+            (None, Some(gid)) => Some(Creds {
+                uid: None,
+                gid,
+                groups: vec![gid],
+            }),
+            (Some((pw, uid, by_name)), group) => {
+                // A uid without an entry and without group= runs with the gid of the same number.
+                let gid = group.or(pw.as_ref().map(|p| p.gid)).unwrap_or(uid);
+                // A user given by name gets its groups as initgroups(3) would; a bare uid none.
+                let groups = match &pw {
+                    Some(p) if by_name => crate::sys::group_list(&p.name, gid),
+                    _ => vec![gid],
+                };
+                Some(Creds {
+                    uid: Some(uid),
+                    gid,
+                    groups,
+                })
+            }
+        };
+        self.s
+    }
+}
 /// One problem in a service file. `line` 0 means the file as a whole.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileError {
@@ -45,26 +164,193 @@ impl fmt::Display for FileError {
 
 pub type Parsed = Result<Settings, Vec<FileError>>;
 
-/// A key of the file format: whether it may repeat, and how its value lands in Settings.
+/// A key of the file format: whether it may repeat, and how its value lands in the draft.
 struct Key {
     name: &'static str,
     repeat: bool,
     required: bool,
-    apply: fn(&mut Settings, &str) -> Result<(), String>,
+    apply: fn(&mut Draft, &str) -> Result<(), String>,
 }
 
-const KEYS: &[Key] = &[Key {
-    name: "cmd",
-    repeat: false,
-    required: true,
-    apply: |s, v| {
-        s.cmd = split_words(v)?;
-        if s.cmd.is_empty() {
-            return Err("cmd is empty".into());
-        }
-        Ok(())
+const fn key(name: &'static str, apply: fn(&mut Draft, &str) -> Result<(), String>) -> Key {
+    Key {
+        name,
+        repeat: false,
+        required: false,
+        apply,
+    }
+}
+
+const KEYS: &[Key] = &[
+    Key {
+        required: true,
+        ..key("cmd", |d, v| {
+            d.s.cmd = split_words(v)?;
+            if d.s.cmd.is_empty() {
+                return Err("cmd is empty".into());
+            }
+            Ok(())
+        })
     },
-}];
+    key("user", |d, v| {
+        let lookup = |name: Option<&str>, uid| {
+            crate::sys::passwd(name, uid)
+                .map_err(|e| format!("unable to look up user \"{v}\": {}", crate::log::Errno(&e)))
+        };
+        let (pw, uid, by_name) = match v.parse::<u32>() {
+            Ok(uid) => (lookup(None, uid)?, uid, false),
+            Err(_) => {
+                let pw = lookup(Some(v), 0)?.ok_or_else(|| format!("no such user \"{v}\""))?;
+                let uid = pw.uid;
+                (Some(pw), uid, true)
+            }
+        };
+        if let Some(p) = &pw {
+            d.s.user_env = vec![
+                ("HOME".into(), p.home.clone()),
+                ("USER".into(), p.name.clone()),
+                ("LOGNAME".into(), p.name.clone()),
+            ];
+        }
+        d.user = Some((pw, uid, by_name));
+        Ok(())
+    }),
+    key("group", |d, v| {
+        d.group = Some(match v.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => crate::sys::group_id(v)
+                .map_err(|e| format!("unable to look up group \"{v}\": {}", crate::log::Errno(&e)))?
+                .ok_or_else(|| format!("no such group \"{v}\""))?,
+        });
+        Ok(())
+    }),
+    Key {
+        repeat: true,
+        ..key("env", |d, v| {
+            let (k, val) = v.split_once('=').ok_or("env needs KEY=VALUE")?;
+            d.s.env.push(env_var(k, val.trim())?);
+            Ok(())
+        })
+    },
+    key("env_file", |d, v| {
+        d.s.env_file = Some(absolute("env_file", v)?);
+        Ok(())
+    }),
+    key("cwd", |d, v| {
+        d.s.cwd = absolute("cwd", v)?;
+        Ok(())
+    }),
+    key("chroot", |d, v| {
+        d.s.chroot = Some(absolute("chroot", v)?);
+        Ok(())
+    }),
+    key("umask", |d, v| {
+        d.s.umask = u32::from_str_radix(v, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| format!("umask must be octal, 000 to 777, not \"{v}\""))?;
+        Ok(())
+    }),
+    key("nice", |d, v| {
+        let n = v.parse::<i32>().ok().filter(|n| (-20..=19).contains(n));
+        d.s.nice =
+            Some(n.ok_or_else(|| format!("nice must be a number from -20 to 19, not \"{v}\""))?);
+        Ok(())
+    }),
+    key("limit_nofile", |d, v| limit(d, 0, v)),
+    key("limit_nproc", |d, v| limit(d, 1, v)),
+    key("limit_core", |d, v| limit(d, 2, v)),
+    key("limit_memlock", |d, v| limit(d, 3, v)),
+    key("limit_as", |d, v| limit(d, 4, v)),
+    key("limit_stack", |d, v| limit(d, 5, v)),
+    key("limit_cpu", |d, v| limit(d, 6, v)),
+    key("limit_fsize", |d, v| limit(d, 7, v)),
+    key("stop_signal", |d, v| {
+        let name = v.strip_prefix("SIG").unwrap_or(v);
+        let sig = STOP_SIGNALS.iter().find(|s| s.0 == name);
+        d.s.stop_signal = sig
+            .ok_or_else(|| {
+                format!("stop_signal must be TERM, INT, QUIT, HUP, USR1, USR2 or KILL, not \"{v}\"")
+            })?
+            .1;
+        Ok(())
+    }),
+    key("stop_timeout", |d, v| {
+        let secs = v.parse::<u64>().ok().filter(|s| *s <= 86400);
+        d.s.stop_timeout = Duration::from_secs(secs.ok_or_else(|| {
+            format!("stop_timeout must be whole seconds, 0 to 86400, not \"{v}\"")
+        })?);
+        Ok(())
+    }),
+];
+
+/// `SOFT[:HARD]` or `unlimited`: one value sets both.
+fn limit(d: &mut Draft, which: usize, v: &str) -> Result<(), String> {
+    let (key, resource) = LIMITS[which];
+    let num = |s: &str| match s.trim() {
+        "unlimited" | "infinity" => Some(libc::RLIM_INFINITY),
+        n => n.parse::<u64>().ok(),
+    };
+    let (soft, hard) = match v.split_once(':') {
+        Some((s, h)) => (num(s), num(h)),
+        None => (num(v), num(v)),
+    };
+    match (soft, hard) {
+        (Some(s), Some(h)) if s <= h => {
+            d.s.limits.push((resource, s, h));
+            Ok(())
+        }
+        (Some(_), Some(_)) => Err(format!("{key}: the soft limit is above the hard one")),
+        _ => Err(format!(
+            "{key} must be SOFT[:HARD] or unlimited, not \"{v}\""
+        )),
+    }
+}
+
+fn absolute(key: &str, v: &str) -> Result<PathBuf, String> {
+    if v.starts_with('/') {
+        Ok(PathBuf::from(v))
+    } else {
+        Err(format!("{key} must be an absolute path, not \"{v}\""))
+    }
+}
+
+/// An environment variable: the name is letters, digits and `_`, not starting with a digit.
+fn env_var(k: &str, v: &str) -> Result<(String, String), String> {
+    let k = k.trim();
+    let valid = k
+        .bytes()
+        .enumerate()
+        .all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()));
+    if k.is_empty() || !valid {
+        return Err(format!("invalid environment variable name \"{k}\""));
+    }
+    if v.contains('\0') {
+        return Err(format!("{k}: value contains a NUL character"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Reads an `env_file`: `KEY=VALUE` lines, blank lines and `#` comments skipped, spaces
+/// around key and value trimmed. Errors read `PATH:LINE: message`.
+pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, String> {
+    let bytes = read_bounded(path).map_err(|msg| format!("{}: {msg}", path.display()))?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| format!("{}: invalid UTF-8", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = |msg: String| format!("{}:{}: {msg}", path.display(), i + 1);
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| at("expected KEY=VALUE".into()))?;
+        out.push(env_var(k, v.trim()).map_err(at)?);
+    }
+    Ok(out)
+}
 
 /// Service names: letters, digits, `_`, `-` and `@`, 1 to 64 of them. Everything else in
 /// the directory (editor backups, `.dpkg-new`, `name.disabled`) is not a service.
@@ -94,27 +380,31 @@ pub fn scan(dir: &Path) -> io::Result<BTreeMap<String, Parsed>> {
     Ok(out)
 }
 
-/// Reads and parses one service file without ever blocking: the type is checked before
-/// opening (a FIFO or device is never opened) and again on the open file.
+/// Reads and parses one service file.
 pub fn read(path: &Path) -> Parsed {
-    let whole = |msg: String| {
-        vec![FileError {
+    match read_bounded(path) {
+        Ok(bytes) => parse(path, &bytes),
+        Err(msg) => Err(vec![FileError {
             path: path.to_owned(),
             line: 0,
             msg,
-        }]
-    };
+        }]),
+    }
+}
+
+/// Reads a small file without ever blocking: the type is checked before opening (a FIFO
+/// or device is never opened) and again on the open file; more than 64 KiB is an error.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
     let check = |meta: &fs::Metadata| {
         if !meta.is_file() {
-            Err(whole("not a regular file".into()))
+            Err("not a regular file".to_string())
         } else if meta.len() > MAX_FILE {
-            Err(whole(format!("larger than {} KiB", MAX_FILE / 1024)))
+            Err(format!("larger than {} KiB", MAX_FILE / 1024))
         } else {
             Ok(())
         }
     };
-    let unable =
-        |verb: &str, e: io::Error| whole(format!("unable to {verb}: {}", crate::log::Errno(&e)));
+    let unable = |verb: &str, e: io::Error| format!("unable to {verb}: {}", crate::log::Errno(&e));
     check(&fs::metadata(path).map_err(|e| unable("stat", e))?)?;
     let mut file = File::options()
         .read(true)
@@ -128,14 +418,14 @@ pub fn read(path: &Path) -> Parsed {
         .read_to_end(&mut bytes)
         .map_err(|e| unable("read", e))?;
     if bytes.len() as u64 > MAX_FILE {
-        return Err(whole(format!("larger than {} KiB", MAX_FILE / 1024)));
+        return Err(format!("larger than {} KiB", MAX_FILE / 1024));
     }
-    parse(path, &bytes)
+    Ok(bytes)
 }
 
 /// Parses the bytes of a service file; `path` is only used in the errors.
 pub fn parse(path: &Path, bytes: &[u8]) -> Parsed {
-    let mut settings = Settings::default();
+    let mut draft = Draft::default();
     let mut errors = Vec::new();
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     let mut err = |line: usize, msg: String| {
@@ -178,7 +468,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Parsed {
             continue;
         }
         seen.entry(spec.name).or_insert(n);
-        if let Err(msg) = (spec.apply)(&mut settings, value) {
+        if let Err(msg) = (spec.apply)(&mut draft, value) {
             err(n, msg);
         }
     }
@@ -189,7 +479,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Parsed {
         err(lines.max(1), format!("missing {}=", key.name));
     }
     if errors.is_empty() {
-        Ok(settings)
+        Ok(draft.finish())
     } else {
         Err(errors)
     }
@@ -328,6 +618,151 @@ mod tests {
         let e = p("a=1\nb=2\n").unwrap_err();
         assert_eq!(e.len(), 3, "{e:?}");
         assert_eq!(e[2], "d/web:2: missing cmd=");
+    }
+
+    #[test]
+    fn users_and_groups_resolve_when_read() {
+        let s = p("cmd=/x\nuser=root\n").unwrap();
+        let c = s.creds.unwrap();
+        assert_eq!((c.uid, c.gid), (Some(0), 0));
+        assert!(c.groups.contains(&0));
+        assert!(s.user_env.contains(&("USER".into(), "root".into())));
+        assert!(s.user_env.contains(&("HOME".into(), "/root".into())));
+        // A bare uid: its entry's gid and environment, but no supplementary groups.
+        let c = p("cmd=/x\nuser=0\ngroup=12345").unwrap().creds.unwrap();
+        assert_eq!((c.uid, c.gid, c.groups), (Some(0), 12345, vec![12345]));
+        // A uid with no entry at all: the gid of the same number, no HOME.
+        let s = p("cmd=/x\nuser=4000000\n").unwrap();
+        assert_eq!(s.creds.unwrap().gid, 4000000);
+        assert!(s.user_env.is_empty());
+        // Only a group: going's uid.
+        let c = p("cmd=/x\ngroup=root\n").unwrap().creds.unwrap();
+        assert_eq!((c.uid, c.gid), (None, 0));
+        assert_eq!(
+            p("cmd=/x\nuser=ngnix\n").unwrap_err(),
+            [r#"d/web:2: no such user "ngnix""#]
+        );
+        assert_eq!(
+            p("cmd=/x\ngroup=nosuchgroupx\n").unwrap_err(),
+            [r#"d/web:2: no such group "nosuchgroupx""#]
+        );
+    }
+
+    #[test]
+    fn environment_paths_and_numbers() {
+        let s = p("cmd=/x\nenv=A=1\nenv = B = two words \nenv=A=3\nenv_file=/etc/x.env\ncwd=/srv\nchroot=/jail").unwrap();
+        assert_eq!(
+            s.env,
+            [
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into()),
+                ("A".into(), "3".into())
+            ]
+        );
+        assert_eq!(s.env_file.as_deref(), Some(Path::new("/etc/x.env")));
+        assert_eq!(
+            (s.cwd.as_path(), s.chroot.as_deref()),
+            (Path::new("/srv"), Some(Path::new("/jail")))
+        );
+        let s = p("cmd=/x\numask=027\nnice=-5\nlimit_nofile=1024:4096\nlimit_core=unlimited\nlimit_cpu=10").unwrap();
+        assert_eq!((s.umask, s.nice), (0o027, Some(-5)));
+        let inf = libc::RLIM_INFINITY;
+        let nofile = libc::RLIMIT_NOFILE as i32;
+        assert_eq!(s.limits[0], (nofile, 1024, 4096));
+        assert_eq!(s.limits[1], (libc::RLIMIT_CORE as i32, inf, inf));
+        assert_eq!(s.limits[2], (libc::RLIMIT_CPU as i32, 10, 10));
+        let s = p("cmd=/x\nstop_signal=SIGINT\nstop_timeout=3").unwrap();
+        assert_eq!(
+            (s.stop_signal, s.stop_timeout),
+            (libc::SIGINT, Duration::from_secs(3))
+        );
+        let d = Settings::default();
+        assert_eq!(
+            (d.cwd.as_path(), d.umask, d.stop_signal),
+            (Path::new("/"), 0o022, libc::SIGTERM)
+        );
+        assert_eq!(d.stop_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn bad_values_name_their_line() {
+        let bad = |line: &str| p(&format!("cmd=/x\n{line}\n")).unwrap_err()[0].clone();
+        assert_eq!(
+            bad("env=1A=x"),
+            r#"d/web:2: invalid environment variable name "1A""#
+        );
+        assert_eq!(
+            bad("env=A-B=x"),
+            r#"d/web:2: invalid environment variable name "A-B""#
+        );
+        assert_eq!(bad("env=novalue"), "d/web:2: env needs KEY=VALUE");
+        assert_eq!(
+            bad("env_file=x.env"),
+            r#"d/web:2: env_file must be an absolute path, not "x.env""#
+        );
+        assert_eq!(
+            bad("cwd=srv"),
+            r#"d/web:2: cwd must be an absolute path, not "srv""#
+        );
+        assert_eq!(
+            bad("umask=999"),
+            r#"d/web:2: umask must be octal, 000 to 777, not "999""#
+        );
+        assert_eq!(
+            bad("nice=20"),
+            r#"d/web:2: nice must be a number from -20 to 19, not "20""#
+        );
+        assert_eq!(
+            bad("limit_nofile=5:3"),
+            "d/web:2: limit_nofile: the soft limit is above the hard one"
+        );
+        assert_eq!(
+            bad("limit_as=lots"),
+            r#"d/web:2: limit_as must be SOFT[:HARD] or unlimited, not "lots""#
+        );
+        assert!(bad("stop_signal=STOP").starts_with("d/web:2: stop_signal must be TERM, INT"));
+        assert!(bad("stop_timeout=-1").starts_with("d/web:2: stop_timeout must be whole seconds"));
+        assert_eq!(
+            bad("user=root\nuser=root"),
+            r#"d/web:3: repeated key "user" (first on line 2)"#
+        );
+    }
+
+    #[test]
+    fn only_stop_settings_apply_without_a_restart() {
+        let a = p("cmd=/x").unwrap();
+        assert!(a.same_run(&p("cmd=/x\nstop_signal=INT\nstop_timeout=1").unwrap()));
+        assert!(!a.same_run(&p("cmd=/x\numask=077").unwrap()));
+        assert!(!a.same_run(&p("cmd=/x\nenv=A=1").unwrap()));
+    }
+
+    #[test]
+    fn env_files() {
+        let dir = std::env::temp_dir().join(format!("going-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("env");
+        std::fs::write(&f, "# secrets\n\nTOKEN = abc=def\n  DEBUG=1\n").unwrap();
+        assert_eq!(
+            read_env_file(&f).unwrap(),
+            [
+                ("TOKEN".into(), "abc=def".into()),
+                ("DEBUG".into(), "1".into())
+            ]
+        );
+        std::fs::write(&f, "OK=1\nnonsense\n").unwrap();
+        assert_eq!(
+            read_env_file(&f).unwrap_err(),
+            format!("{}:2: expected KEY=VALUE", f.display())
+        );
+        let missing = dir.join("missing");
+        assert_eq!(
+            read_env_file(&missing).unwrap_err(),
+            format!(
+                "{}: unable to stat: No such file or directory",
+                missing.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::c_int;
 use std::fmt;
 use std::io;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::config::{Parsed, Settings};
@@ -21,12 +22,11 @@ use crate::sys::{self, ChildError, Exit, Pid, Step};
 pub const MIN_RUN: Duration = Duration::from_secs(5);
 /// The longest quarantine between two starts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// How long a stopping service has between SIGTERM and SIGKILL.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The effects the table asks for; the supervisor does them, the tests record them.
 pub trait Ops {
-    fn spawn(&mut self, settings: &Settings) -> io::Result<Pid>;
+    /// Starts a process; Err says what failed ("unable to fork: …").
+    fn spawn(&mut self, settings: &Settings) -> Result<Pid, String>;
     /// Signals a whole process group.
     fn signal(&mut self, pgid: Pid, sig: c_int);
     fn group_alive(&mut self, pgid: Pid) -> bool;
@@ -171,15 +171,12 @@ impl Table {
             };
             // A file back while its old service still stops: it starts once that is gone.
             let returned = std::mem::replace(&mut svc.removed, false);
-            if svc.settings == settings {
-                sum.started += returned as usize;
+            sum.started += returned as usize;
+            if svc.settings.same_run(&settings) {
+                svc.settings = settings; // stop_signal and stop_timeout need no restart
                 continue;
             }
-            if returned {
-                sum.started += 1;
-            } else {
-                sum.restarted += 1;
-            }
+            sum.restarted += !returned as usize;
             svc.settings = settings;
             svc.fails = 0;
             self.stop(&name, ops, now);
@@ -197,15 +194,8 @@ impl Table {
             State::Running { since, failed, .. } => {
                 let ran = now.saturating_duration_since(since);
                 if let Some(e) = failed {
-                    let cmd = &svc.settings.cmd[0];
                     let err = io::Error::from_raw_os_error(e.errno);
-                    let what = match e.step {
-                        Step::Session => "create a session".to_string(),
-                        Step::Stdio => "open /dev/null as stdio".to_string(),
-                        Step::Chdir => "change directory to /".to_string(),
-                        Step::Limits => "set the resource limits".to_string(),
-                        Step::Exec => format!("exec {cmd}"),
-                    };
+                    let what = Unable(&svc.settings, e);
                     ops.log(
                         Level::Err,
                         format_args!("{name}: unable to {what}: {}", Errno(&err)),
@@ -291,11 +281,13 @@ impl Table {
                     pid, pgid, since, ..
                 } => {
                     if pid.is_some() || ops.group_alive(pgid) {
+                        let s = &self.services[&name].settings;
+                        let sig = sys::signal_name(s.stop_signal).unwrap_or("TERM");
+                        let secs = s.stop_timeout.as_secs();
                         ops.log(
                             Level::Warning,
                             format_args!(
-                                "{name}: still running {}s after SIGTERM, sending SIGKILL",
-                                STOP_TIMEOUT.as_secs()
+                                "{name}: still running {secs}s after SIG{sig}, sending SIGKILL"
                             ),
                         );
                         ops.signal(pgid, libc::SIGKILL);
@@ -341,10 +333,7 @@ impl Table {
                 );
             }
             Err(e) => {
-                ops.log(
-                    Level::Err,
-                    format_args!("{name}: unable to start: {}", Errno(&e)),
-                );
+                ops.log(Level::Err, format_args!("{name}: {e}"));
                 self.fail(name, ops, now);
             }
         }
@@ -366,14 +355,16 @@ impl Table {
         self.set(name, State::Waiting { until: now + delay });
     }
 
-    /// SIGTERM, then SIGCONT so that a stopped process can act on it, to the whole group.
+    /// The stop signal (SIGTERM unless set), then SIGCONT so that a stopped process can act
+    /// on it, to the whole group.
     fn stop(&mut self, name: &str, ops: &mut impl Ops, now: Instant) {
-        match self.services[name].state {
+        let svc = &self.services[name];
+        match svc.state {
             State::Running { pid, since, .. } => {
                 ops.log(Level::Notice, format_args!("{name}[{pid}]: stopping"));
-                ops.signal(pid, libc::SIGTERM);
+                ops.signal(pid, svc.settings.stop_signal);
                 ops.signal(pid, libc::SIGCONT);
-                let kill_at = Some(now + STOP_TIMEOUT);
+                let kill_at = Some(now + svc.settings.stop_timeout);
                 self.set(
                     name,
                     State::Stopping {
@@ -421,6 +412,38 @@ impl Table {
     }
 }
 
+/// What a child failed to do before becoming the service, after "unable to".
+struct Unable<'a>(&'a Settings, ChildError);
+
+impl fmt::Display for Unable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let (s, e) = (self.0, self.1);
+        match e.step {
+            Step::Session => f.write_str("create a session"),
+            Step::Stdio => f.write_str("open /dev/null as stdio"),
+            Step::Limit => match crate::config::LIMITS.iter().find(|l| l.1 == e.arg) {
+                Some((key, _)) if s.limits.iter().any(|l| l.0 == e.arg) => write!(f, "set {key}"),
+                _ => f.write_str("restore going's original limit on open files"),
+            },
+            Step::Nice => write!(f, "set nice {}", e.arg),
+            Step::Chroot => write!(
+                f,
+                "chroot to {}",
+                s.chroot.as_deref().unwrap_or(Path::new("?")).display()
+            ),
+            Step::Groups => f.write_str("set the supplementary groups"),
+            Step::Gid => write!(f, "set group {}", s.creds.as_ref().map_or(0, |c| c.gid)),
+            Step::Uid => write!(
+                f,
+                "set user {}",
+                s.creds.as_ref().and_then(|c| c.uid).unwrap_or(0)
+            ),
+            Step::Chdir => write!(f, "change directory to {}", s.cwd.display()),
+            Step::Exec => write!(f, "exec {}", s.cmd[0]),
+        }
+    }
+}
+
 /// How a process ended, as a log line says it: `exited 3`, `killed by SIGSEGV (core dumped)`.
 pub struct How(pub Exit);
 
@@ -458,9 +481,9 @@ mod tests {
     }
 
     impl Ops for Fake {
-        fn spawn(&mut self, s: &Settings) -> io::Result<Pid> {
+        fn spawn(&mut self, s: &Settings) -> Result<Pid, String> {
             if self.refuse {
-                return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+                return Err("unable to fork: Resource temporarily unavailable".into());
             }
             self.next += 1;
             let pid = 100 + self.next;
@@ -694,9 +717,12 @@ mod tests {
         t.reconcile(scan(&[("web", "cmd=/web")]), &mut ops, t0);
         let pid = ops.last_pid();
         t.reconcile(BTreeMap::new(), &mut ops, t0);
-        t.tick(&mut ops, t0 + STOP_TIMEOUT - Duration::from_millis(1));
+        t.tick(
+            &mut ops,
+            t0 + Duration::from_secs(10) - Duration::from_millis(1),
+        );
         assert!(!ops.signals.contains(&(pid, libc::SIGKILL)));
-        t.tick(&mut ops, t0 + STOP_TIMEOUT);
+        t.tick(&mut ops, t0 + Duration::from_secs(10));
         assert_eq!(ops.signals.last(), Some(&(pid, libc::SIGKILL)));
         assert_eq!(
             ops.last_log(),
@@ -710,7 +736,7 @@ mod tests {
                 core: false,
             },
             &mut ops,
-            t0 + STOP_TIMEOUT,
+            t0 + Duration::from_secs(10),
         );
         assert!(t.is_empty());
     }
@@ -734,7 +760,7 @@ mod tests {
         t.shutdown(&mut ops, t0);
         ops.alive_groups.insert(pid);
         t.exited(pid, Exit::Code(0), &mut ops, t0);
-        t.tick(&mut ops, t0 + STOP_TIMEOUT);
+        t.tick(&mut ops, t0 + Duration::from_secs(10));
         assert_eq!(ops.signals.last(), Some(&(pid, libc::SIGKILL)));
         assert!(t.is_empty());
     }
@@ -749,6 +775,7 @@ mod tests {
             ChildError {
                 step: Step::Exec,
                 errno: libc::ENOENT,
+                arg: 0,
             },
         );
         t.exited(pid, Exit::Code(127), &mut ops, t0);
@@ -764,7 +791,7 @@ mod tests {
         t.tick(&mut ops, t0 + secs(1));
         assert_eq!(
             ops.logs[ops.logs.len() - 2],
-            "web: unable to start: Resource temporarily unavailable"
+            "web: unable to fork: Resource temporarily unavailable"
         );
         assert_eq!(t.next_deadline(), Some(t0 + secs(3)));
     }
@@ -783,6 +810,76 @@ mod tests {
         t.exited(pid, Exit::Code(0), &mut ops, t0);
         assert_ne!(ops.last_pid(), pid);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn stop_signal_and_timeout_are_the_services_own_and_need_no_restart() {
+        let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+        t.reconcile(scan(&[("web", "cmd=/web")]), &mut ops, t0);
+        let pid = ops.last_pid();
+        let sum = t.reconcile(
+            scan(&[("web", "cmd=/web\nstop_signal=INT\nstop_timeout=2")]),
+            &mut ops,
+            t0,
+        );
+        assert_eq!(sum, Summary::default(), "no restart");
+        assert!(ops.signals.is_empty());
+        t.reconcile(BTreeMap::new(), &mut ops, t0);
+        assert_eq!(ops.signals, [(pid, libc::SIGINT), (pid, libc::SIGCONT)]);
+        t.tick(&mut ops, t0 + secs(2));
+        assert_eq!(
+            ops.last_log(),
+            "web: still running 2s after SIGINT, sending SIGKILL"
+        );
+    }
+
+    #[test]
+    fn child_failures_say_what_failed_on_what() {
+        let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+        let file = "cmd=/x\nchroot=/jail\ncwd=/srv\nlimit_nofile=10\nnice=5\nuser=4000000";
+        t.reconcile(scan(&[("web", file)]), &mut ops, t0);
+        let nofile = libc::RLIMIT_NOFILE as i32;
+        for (step, arg, want) in [
+            (
+                Step::Chroot,
+                0,
+                "web: unable to chroot to /jail: Permission denied",
+            ),
+            (
+                Step::Chdir,
+                0,
+                "web: unable to change directory to /srv: Permission denied",
+            ),
+            (
+                Step::Limit,
+                nofile,
+                "web: unable to set limit_nofile: Permission denied",
+            ),
+            (
+                Step::Nice,
+                5,
+                "web: unable to set nice 5: Permission denied",
+            ),
+            (
+                Step::Uid,
+                0,
+                "web: unable to set user 4000000: Permission denied",
+            ),
+        ] {
+            let pid = ops.last_pid();
+            t.child_failed(
+                pid,
+                ChildError {
+                    step,
+                    errno: libc::EACCES,
+                    arg,
+                },
+            );
+            t.exited(pid, Exit::Code(127), &mut ops, t0);
+            assert_eq!(ops.logs[ops.logs.len() - 2], want);
+            let due = t.next_deadline().unwrap();
+            t.tick(&mut ops, due);
+        }
     }
 
     #[test]

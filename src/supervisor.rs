@@ -62,30 +62,54 @@ struct Real {
 }
 
 impl Ops for Real {
-    fn spawn(&mut self, s: &Settings) -> io::Result<Pid> {
-        let cstr =
-            |s: &str| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    fn spawn(&mut self, s: &Settings) -> Result<Pid, String> {
+        let nul = |what: &str| format!("unable to start: {what} contains a NUL character");
+        let cstr = |v: &str, what: &str| CString::new(v).map_err(|_| nul(what));
         let word = &s.cmd[0];
         let paths = if word.contains('/') {
-            vec![cstr(word)?]
+            vec![cstr(word, "cmd")?]
         } else {
             (config::PATH.split(':'))
-                .map(|dir| cstr(&format!("{dir}/{word}")))
-                .collect::<io::Result<_>>()?
+                .map(|dir| cstr(&format!("{dir}/{word}"), "cmd"))
+                .collect::<Result<_, _>>()?
         };
-        let argv = s
-            .cmd
-            .iter()
-            .map(|w| cstr(w))
-            .collect::<io::Result<Vec<_>>>()?;
-        let envp = [cstr(&format!("PATH={}", config::PATH))?];
+        let argv = (s.cmd.iter())
+            .map(|w| cstr(w, "cmd"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let envp = environment(s)?;
+        let envp = (envp.iter())
+            .map(|(k, v)| cstr(&format!("{k}={v}"), k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut limits = vec![(libc::RLIMIT_NOFILE as i32, self.nofile)];
+        limits.extend(s.limits.iter().map(|&(r, soft, hard)| {
+            (
+                r,
+                libc::rlimit {
+                    rlim_cur: soft as _,
+                    rlim_max: hard as _,
+                },
+            )
+        }));
+        let path = |p: &std::path::Path, what| cstr(p.to_str().unwrap_or_default(), what);
+        let chroot = s.chroot.as_deref().map(|p| path(p, "chroot")).transpose()?;
+        let cwd = path(&s.cwd, "cwd")?;
         let (pid, pipe) = sys::spawn(&sys::Spawn {
             paths: &paths,
             argv: &argv,
             envp: &envp,
             stdio: self.stdio.as_raw_fd(),
-            nofile: self.nofile,
-        })?;
+            limits: &limits,
+            nice: s.nice,
+            chroot: chroot.as_ref(),
+            creds: s.creds.as_ref().map(|c| sys::Creds {
+                uid: c.uid,
+                gid: c.gid,
+                groups: &c.groups,
+            }),
+            cwd: &cwd,
+            umask: s.umask as libc::mode_t,
+        })
+        .map_err(|e| format!("unable to fork: {}", Errno(&e)))?;
         // Should epoll refuse the pipe, the failure is still read when the child is reaped.
         let _ = self.epoll.add(pipe.as_raw_fd(), CHILD | pid as u64);
         self.pending.insert(pid, pipe);
@@ -111,12 +135,31 @@ impl Real {
     fn child_report(&mut self, pid: Pid) -> Option<ChildError> {
         let pipe = self.pending.remove(&pid)?;
         self.epoll.delete(pipe.as_raw_fd());
-        let mut b = [0u8; 8];
+        let mut b = [0u8; 12];
         match File::from(pipe).read(&mut b) {
-            Ok(8) => ChildError::decode(b),
+            Ok(12) => ChildError::decode(b),
             _ => None,
         }
     }
+}
+
+/// A service's environment: `PATH`, the user's `HOME`, `USER` and `LOGNAME`, the
+/// `env_file` (read now, at each start), then `env=`; a later value of a name wins.
+fn environment(s: &Settings) -> Result<Vec<(String, String)>, String> {
+    let mut env = vec![("PATH".to_string(), config::PATH.to_string())];
+    env.extend(s.user_env.iter().cloned());
+    if let Some(file) = &s.env_file {
+        env.extend(config::read_env_file(file).map_err(|e| format!("env_file {e}"))?);
+    }
+    env.extend(s.env.iter().cloned());
+    let mut out: Vec<(String, String)> = Vec::with_capacity(env.len());
+    for (k, v) in env {
+        match out.iter_mut().find(|e| e.0 == k) {
+            Some(e) => e.1 = v,
+            None => out.push((k, v)),
+        }
+    }
+    Ok(out)
 }
 
 fn fatal(code: u8, msg: String) -> Fatal {

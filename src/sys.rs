@@ -26,32 +26,58 @@ fn cvt(r: c_int) -> io::Result<c_int> {
 pub enum Step {
     Session = 1,
     Stdio,
+    /// `arg` is the resource.
+    Limit,
+    Nice,
+    Chroot,
+    Groups,
+    Gid,
+    Uid,
     Chdir,
-    Limits,
     Exec,
 }
+
+const STEPS: [Step; 10] = [
+    Step::Session,
+    Step::Stdio,
+    Step::Limit,
+    Step::Nice,
+    Step::Chroot,
+    Step::Groups,
+    Step::Gid,
+    Step::Uid,
+    Step::Chdir,
+    Step::Exec,
+];
 
 /// Why a child never became the service: which step failed, with which errno.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChildError {
     pub step: Step,
     pub errno: i32,
+    /// What the step was about, where it needs saying (the resource of a limit).
+    pub arg: i32,
 }
 
 impl ChildError {
-    /// Decodes the 8 bytes a child writes before `_exit`.
-    pub fn decode(b: [u8; 8]) -> Option<ChildError> {
-        let step = match u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) {
-            1 => Step::Session,
-            2 => Step::Stdio,
-            3 => Step::Chdir,
-            4 => Step::Limits,
-            5 => Step::Exec,
-            _ => return None,
-        };
-        let errno = i32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
-        Some(ChildError { step, errno })
+    /// Decodes the 12 bytes a child writes before `_exit`.
+    pub fn decode(b: [u8; 12]) -> Option<ChildError> {
+        let word = |i: usize| i32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let step = *STEPS.get((word(0) as usize).checked_sub(1)?)?;
+        Some(ChildError {
+            step,
+            errno: word(4),
+            arg: word(8),
+        })
     }
+}
+
+/// The identity a service runs as.
+pub struct Creds<'a> {
+    /// None keeps going's uid (root): only the group changes.
+    pub uid: Option<u32>,
+    pub gid: u32,
+    pub groups: &'a [libc::gid_t],
 }
 
 /// Everything the child needs, built before the fork so that the child allocates nothing.
@@ -62,12 +88,19 @@ pub struct Spawn<'a> {
     pub envp: &'a [CString],
     /// Opened read-write on /dev/null; becomes fds 0, 1 and 2.
     pub stdio: RawFd,
-    /// The RLIMIT_NOFILE going started with (it raises its own).
-    pub nofile: libc::rlimit,
+    /// Resource limits to set, in order: going's original RLIMIT_NOFILE (it raises its
+    /// own), then the service's.
+    pub limits: &'a [(c_int, libc::rlimit)],
+    pub nice: Option<c_int>,
+    pub chroot: Option<&'a CString>,
+    pub creds: Option<Creds<'a>>,
+    /// Changed into after dropping privileges, so it is checked as the service's user.
+    pub cwd: &'a CString,
+    pub umask: libc::mode_t,
 }
 
 /// Forks a service process. Returns its pid and the read end of its exec-error pipe:
-/// end-of-file there means the exec succeeded, 8 bytes mean a [`ChildError`].
+/// end-of-file there means the exec succeeded, 12 bytes mean a [`ChildError`].
 pub fn spawn(s: &Spawn) -> io::Result<(Pid, OwnedFd)> {
     let argv = nul_terminated(s.argv);
     let envp = nul_terminated(s.envp);
@@ -104,17 +137,21 @@ fn nul_terminated(v: &[CString]) -> Vec<*const c_char> {
         .collect()
 }
 
-/// The forked child: a fresh session, stdio on /dev/null, default signal state, umask 022,
-/// cwd /, going's original fd limit, then execve of the first candidate that exists.
+/// The forked child: a fresh session, stdio on /dev/null, default signal state, the
+/// service's limits, priority, root, identity, cwd and umask, then execve of the first
+/// candidate that exists. Limits, nice and chroot come while still root (raising a hard
+/// limit, lowering nice and chroot need it); the identity drops groups, gid, then uid,
+/// and is verified.
 ///
 /// # Safety
 /// Only in the child after fork; `argv` and `envp` are NUL-terminated arrays of pointers
 /// into `s`, and `report` is the write end of the exec-error pipe.
 unsafe fn child(s: &Spawn, argv: &[*const c_char], envp: &[*const c_char], report: RawFd) -> ! {
-    let fail = |step: Step, errno: i32| -> ! {
-        let mut b = [0u8; 8];
-        b[..4].copy_from_slice(&(step as u32).to_ne_bytes());
-        b[4..].copy_from_slice(&errno.to_ne_bytes());
+    let fail = |step: Step, errno: i32, arg: i32| -> ! {
+        let mut b = [0u8; 12];
+        b[..4].copy_from_slice(&(step as i32).to_ne_bytes());
+        b[4..8].copy_from_slice(&errno.to_ne_bytes());
+        b[8..].copy_from_slice(&arg.to_ne_bytes());
         libc::write(report, b.as_ptr().cast(), b.len());
         libc::_exit(127)
     };
@@ -133,20 +170,50 @@ unsafe fn child(s: &Spawn, argv: &[*const c_char], envp: &[*const c_char], repor
         );
     }
     if libc::setsid() < 0 {
-        fail(Step::Session, errno());
+        fail(Step::Session, errno(), 0);
     }
     for fd in 0..3 {
         if libc::dup2(s.stdio, fd) < 0 {
-            fail(Step::Stdio, errno());
+            fail(Step::Stdio, errno(), 0);
         }
     }
-    libc::umask(0o022);
-    if libc::chdir(c"/".as_ptr()) < 0 {
-        fail(Step::Chdir, errno());
+    for &(resource, ref limit) in s.limits {
+        if libc::setrlimit(resource as _, limit) < 0 {
+            fail(Step::Limit, errno(), resource);
+        }
     }
-    if libc::setrlimit(libc::RLIMIT_NOFILE, &s.nofile) < 0 {
-        fail(Step::Limits, errno());
+    if let Some(n) = s.nice {
+        if libc::setpriority(libc::PRIO_PROCESS as _, 0, n) < 0 {
+            fail(Step::Nice, errno(), n);
+        }
     }
+    if let Some(dir) = s.chroot {
+        if libc::chroot(dir.as_ptr()) < 0 || libc::chdir(c"/".as_ptr()) < 0 {
+            fail(Step::Chroot, errno(), 0);
+        }
+    }
+    if let Some(c) = &s.creds {
+        if libc::setgroups(c.groups.len() as _, c.groups.as_ptr()) < 0 {
+            fail(Step::Groups, errno(), 0);
+        }
+        if libc::setgid(c.gid) < 0 || libc::getgid() != c.gid || libc::getegid() != c.gid {
+            fail(Step::Gid, errno(), 0);
+        }
+        if let Some(uid) = c.uid {
+            if libc::setuid(uid) < 0 {
+                fail(Step::Uid, errno(), 0);
+            }
+            // Verified, not assumed: a service given a user never keeps root.
+            if libc::getuid() != uid || libc::geteuid() != uid || (uid != 0 && libc::setuid(0) == 0)
+            {
+                fail(Step::Uid, libc::EPERM, 0);
+            }
+        }
+    }
+    if libc::chdir(s.cwd.as_ptr()) < 0 {
+        fail(Step::Chdir, errno(), 0);
+    }
+    libc::umask(s.umask);
     unblock_all();
 
     // As execvp: a missing candidate moves on to the next; EACCES is remembered.
@@ -162,7 +229,7 @@ unsafe fn child(s: &Spawn, argv: &[*const c_char], envp: &[*const c_char], repor
             }
         }
     }
-    fail(Step::Exec, err)
+    fail(Step::Exec, err, 0)
 }
 
 /// A close-on-exec, non-blocking pipe: (read end, write end).
@@ -402,4 +469,119 @@ const SIGNALS: [(c_int, &str); 31] = [
 
 pub fn signal_name(sig: c_int) -> Option<&'static str> {
     SIGNALS.iter().find(|s| s.0 == sig).map(|s| s.1)
+}
+
+/// A user's entry in the passwd database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Passwd {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+}
+
+/// Looks a user up by name or by uid; None when there is no such user.
+pub fn passwd(name: Option<&str>, uid: u32) -> io::Result<Option<Passwd>> {
+    let cname = CString::new(name.unwrap_or(""))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut buf = vec![0 as c_char; 4096];
+    loop {
+        // SAFETY: pw and out are written by getpw*_r, which only points into `buf`; both
+        // are read before `buf` changes.
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut out: *mut libc::passwd = ptr::null_mut();
+        let r = unsafe {
+            match name {
+                Some(_) => libc::getpwnam_r(
+                    cname.as_ptr(),
+                    &mut pw,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                    &mut out,
+                ),
+                None => libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out),
+            }
+        };
+        if r == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if out.is_null() {
+            // Not found is r == 0 or, from some libcs, ENOENT/ESRCH/EBADF/EPERM.
+            return match r {
+                0 | libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => Ok(None),
+                e => Err(io::Error::from_raw_os_error(e)),
+            };
+        }
+        // SAFETY: on success the strings point into `buf`, NUL-terminated.
+        let s = |p: *const c_char| {
+            unsafe { std::ffi::CStr::from_ptr(p) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        return Ok(Some(Passwd {
+            name: s(pw.pw_name),
+            uid: pw.pw_uid,
+            gid: pw.pw_gid,
+            home: s(pw.pw_dir),
+        }));
+    }
+}
+
+/// Looks a group up by name; None when there is no such group.
+pub fn group_id(name: &str) -> io::Result<Option<u32>> {
+    let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut buf = vec![0 as c_char; 4096];
+    loop {
+        // SAFETY: as in `passwd`.
+        let mut gr: libc::group = unsafe { std::mem::zeroed() };
+        let mut out: *mut libc::group = ptr::null_mut();
+        let r = unsafe {
+            libc::getgrnam_r(
+                cname.as_ptr(),
+                &mut gr,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut out,
+            )
+        };
+        if r == libc::ERANGE && buf.len() < 1 << 22 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if out.is_null() {
+            return match r {
+                0 | libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => Ok(None),
+                e => Err(io::Error::from_raw_os_error(e)),
+            };
+        }
+        return Ok(Some(gr.gr_gid));
+    }
+}
+
+/// The groups `user` belongs to, `gid` first, as initgroups(3) would set them.
+pub fn group_list(user: &str, gid: u32) -> Vec<u32> {
+    let Ok(cname) = CString::new(user) else {
+        return vec![gid];
+    };
+    let mut n: c_int = 32;
+    loop {
+        let mut groups = vec![0 as libc::gid_t; n as usize];
+        // SAFETY: getgrouplist writes at most `n` gids and sets `n` to the count it needs.
+        let r = unsafe {
+            libc::getgrouplist(
+                cname.as_ptr(),
+                gid as _,
+                groups.as_mut_ptr() as *mut _,
+                &mut n,
+            )
+        };
+        if r >= 0 {
+            groups.truncate(n as usize);
+            return groups;
+        }
+        if n as usize <= groups.len() {
+            n = groups.len() as c_int * 2;
+        }
+    }
 }
