@@ -482,80 +482,63 @@ pub struct Passwd {
 
 /// Looks a user up by name or by uid; None when there is no such user.
 pub fn passwd(name: Option<&str>, uid: u32) -> io::Result<Option<Passwd>> {
-    let cname = CString::new(name.unwrap_or(""))
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let mut buf = vec![0 as c_char; 4096];
-    loop {
-        // SAFETY: pw and out are written by getpw*_r, which only points into `buf`; both
-        // are read before `buf` changes.
-        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let cname = c_name(name.unwrap_or(""))?;
+    // SAFETY: getpw*_r fill `pw` with pointers into `buf` and set `out`; the strings are
+    // read (NUL-terminated, in `buf`) before `buf` changes.
+    lookup(|buf| unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
         let mut out: *mut libc::passwd = ptr::null_mut();
-        let r = unsafe {
-            match name {
-                Some(_) => libc::getpwnam_r(
-                    cname.as_ptr(),
-                    &mut pw,
-                    buf.as_mut_ptr(),
-                    buf.len(),
-                    &mut out,
-                ),
-                None => libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out),
-            }
+        let (b, n) = (buf.as_mut_ptr(), buf.len());
+        let r = match name {
+            Some(_) => libc::getpwnam_r(cname.as_ptr(), &mut pw, b, n, &mut out),
+            None => libc::getpwuid_r(uid, &mut pw, b, n, &mut out),
         };
-        if r == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        if out.is_null() {
-            // Not found is r == 0 or, from some libcs, ENOENT/ESRCH/EBADF/EPERM.
-            return match r {
-                0 | libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => Ok(None),
-                e => Err(io::Error::from_raw_os_error(e)),
-            };
-        }
-        // SAFETY: on success the strings point into `buf`, NUL-terminated.
-        let s = |p: *const c_char| {
-            unsafe { std::ffi::CStr::from_ptr(p) }
-                .to_string_lossy()
-                .into_owned()
-        };
-        return Ok(Some(Passwd {
-            name: s(pw.pw_name),
-            uid: pw.pw_uid,
-            gid: pw.pw_gid,
-            home: s(pw.pw_dir),
-        }));
-    }
+        let s = |p: *const c_char| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned();
+        (
+            r,
+            (!out.is_null()).then(|| Passwd {
+                name: s(pw.pw_name),
+                uid: pw.pw_uid,
+                gid: pw.pw_gid,
+                home: s(pw.pw_dir),
+            }),
+        )
+    })
 }
 
 /// Looks a group up by name; None when there is no such group.
 pub fn group_id(name: &str) -> io::Result<Option<u32>> {
-    let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let cname = c_name(name)?;
+    // SAFETY: as in `passwd`; only the gid is read.
+    lookup(|buf| unsafe {
+        let mut gr: libc::group = std::mem::zeroed();
+        let mut out: *mut libc::group = ptr::null_mut();
+        let r = libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut gr,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        );
+        (r, (!out.is_null()).then_some(gr.gr_gid))
+    })
+}
+
+fn c_name(name: &str) -> io::Result<CString> {
+    CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// Runs a `get*_r` lookup with a buffer grown until the entry fits. Not found is a return
+/// of 0 or, from some libcs, ENOENT, ESRCH, EBADF or EPERM.
+fn lookup<T>(mut f: impl FnMut(&mut [c_char]) -> (c_int, Option<T>)) -> io::Result<Option<T>> {
     let mut buf = vec![0 as c_char; 4096];
     loop {
-        // SAFETY: as in `passwd`.
-        let mut gr: libc::group = unsafe { std::mem::zeroed() };
-        let mut out: *mut libc::group = ptr::null_mut();
-        let r = unsafe {
-            libc::getgrnam_r(
-                cname.as_ptr(),
-                &mut gr,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut out,
-            )
-        };
-        if r == libc::ERANGE && buf.len() < 1 << 22 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
+        match f(&mut buf) {
+            (libc::ERANGE, _) if buf.len() < 1 << 22 => buf.resize(buf.len() * 2, 0),
+            (_, Some(found)) => return Ok(Some(found)),
+            (0 | libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM, None) => return Ok(None),
+            (e, None) => return Err(io::Error::from_raw_os_error(e)),
         }
-        if out.is_null() {
-            return match r {
-                0 | libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => Ok(None),
-                e => Err(io::Error::from_raw_os_error(e)),
-            };
-        }
-        return Ok(Some(gr.gr_gid));
     }
 }
 
