@@ -40,6 +40,8 @@ pub struct Settings {
     pub nice: Option<i32>,
     /// (resource, soft, hard), in file order.
     pub limits: Vec<(i32, u64, u64)>,
+    /// Whether the service's stdout and stderr go to syslog (`log=syslog`) or /dev/null.
+    pub log: bool,
     /// These two only matter when the service is stopped: a change applies without a restart.
     pub stop_signal: i32,
     pub stop_timeout: Duration,
@@ -58,6 +60,7 @@ impl Default for Settings {
             umask: 0o022,
             nice: None,
             limits: Vec::new(),
+            log: true,
             stop_signal: libc::SIGTERM,
             stop_timeout: Duration::from_secs(10),
         }
@@ -265,6 +268,14 @@ const KEYS: &[Key] = &[
     key("limit_stack", |d, v| limit(d, 5, v)),
     key("limit_cpu", |d, v| limit(d, 6, v)),
     key("limit_fsize", |d, v| limit(d, 7, v)),
+    key("log", |d, v| {
+        d.s.log = match v {
+            "syslog" => true,
+            "null" => false,
+            _ => return Err(format!("log must be syslog or null, not \"{v}\"")),
+        };
+        Ok(())
+    }),
     key("stop_signal", |d, v| {
         let name = v.strip_prefix("SIG").unwrap_or(v);
         let sig = STOP_SIGNALS.iter().find(|s| s.0 == name);

@@ -18,8 +18,10 @@ use std::path::PathBuf;
 
 use syslog::{Facility, Formatter3164, LogFormat, Severity};
 
-/// How many messages may wait for a slow syslogd before they go to stderr instead.
+/// How much may wait for a slow syslogd: past either bound, going's own messages go to
+/// stderr and services' lines are dropped (and counted).
 const QUEUE: usize = 256;
+const QUEUE_BYTES: usize = 32 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
@@ -37,8 +39,12 @@ pub struct Logger {
     format: Formatter3164,
     /// Formatted datagrams waiting for syslogd, with where the bare message starts.
     queue: VecDeque<(Vec<u8>, usize)>,
+    queued_bytes: usize,
+    /// Lines of services' output dropped while syslogd was not keeping up, per service.
+    dropped: Vec<(String, u64)>,
 }
 
+#[derive(PartialEq, Eq)]
 enum Sent {
     Yes,
     Later,
@@ -62,6 +68,8 @@ impl Logger {
                 pid: crate::sys::getpid() as u32,
             },
             queue: VecDeque::new(),
+            queued_bytes: 0,
+            dropped: Vec::new(),
         }
     }
 
@@ -75,42 +83,91 @@ impl Logger {
         !self.queue.is_empty()
     }
 
+    /// going's own message.
     pub fn log(&mut self, level: Level, msg: fmt::Arguments) {
-        if self.sock.is_none() {
-            return self.stderr(msg);
-        }
         let severity = match level {
-            Level::Err => Severity::LOG_ERR,
-            Level::Warning => Severity::LOG_WARNING,
-            Level::Notice => Severity::LOG_NOTICE,
-            Level::Info => Severity::LOG_INFO,
+            Level::Err => 3,
+            Level::Warning => 4,
+            Level::Notice => 5,
+            Level::Info => 6,
         };
         let text = msg.to_string();
+        if self.put(None, severity, &text) != Sent::Yes {
+            self.stderr(format_args!("{text}"));
+        }
+    }
+
+    /// A line of a service's output, tagged with its name and pid. Dropped, and counted,
+    /// when syslogd is not keeping up.
+    pub fn service_line(&mut self, name: &str, pid: u32, severity: u8, text: &str) {
+        match self.put(Some((name, pid)), severity, text) {
+            Sent::Yes => {}
+            Sent::Never => {
+                let _ = io::stderr().write_all(format!("{name}[{pid}]: {text}\n").as_bytes());
+            }
+            Sent::Later => match self.dropped.iter_mut().find(|d| d.0 == name) {
+                Some(d) => d.1 += 1,
+                None => self.dropped.push((name.to_string(), 1)),
+            },
+        }
+    }
+
+    /// Sends or queues a message: Yes when done, Later when the queue is full, Never when
+    /// there is no syslogd to send to.
+    fn put(&mut self, tag: Option<(&str, u32)>, severity: u8, text: &str) -> Sent {
+        if self.sock.is_none() {
+            return Sent::Never;
+        }
+        const SEVERITIES: [Severity; 8] = [
+            Severity::LOG_EMERG,
+            Severity::LOG_ALERT,
+            Severity::LOG_CRIT,
+            Severity::LOG_ERR,
+            Severity::LOG_WARNING,
+            Severity::LOG_NOTICE,
+            Severity::LOG_INFO,
+            Severity::LOG_DEBUG,
+        ];
+        let severity = SEVERITIES[severity as usize & 7];
         let mut buf = Vec::new();
-        if self.format.format(&mut buf, severity, &text).is_err() {
-            return self.stderr(msg);
+        let formatted = match tag {
+            None => self.format.format(&mut buf, severity, text),
+            Some((name, pid)) => {
+                let f = Formatter3164 {
+                    process: name.to_string(),
+                    pid,
+                    ..self.format.clone()
+                };
+                f.format(&mut buf, severity, text)
+            }
+        };
+        if formatted.is_err() {
+            return Sent::Never;
         }
         let start = buf.len() - text.len();
         if self.queue.is_empty() {
             match self.send(&buf) {
-                Sent::Yes => return,
-                Sent::Never => return self.stderr(msg),
                 Sent::Later => {}
+                done => return done,
             }
         }
-        if self.queue.len() < QUEUE {
-            self.queue.push_back((buf, start));
-        } else {
-            self.stderr(msg);
+        if self.queue.len() >= QUEUE || self.queued_bytes + buf.len() > QUEUE_BYTES {
+            return Sent::Later;
         }
+        self.queued_bytes += buf.len();
+        self.queue.push_back((buf, start));
+        Sent::Yes
     }
 
-    /// Sends what waits, as far as syslogd takes it now.
+    /// Sends what waits, as far as syslogd takes it now; once all is sent, says how many
+    /// lines of output were dropped meanwhile.
     pub fn flush(&mut self) {
         while let Some((buf, start)) = self.queue.pop_front() {
+            self.queued_bytes -= buf.len();
             match self.send(&buf) {
                 Sent::Yes => {}
                 Sent::Later => {
+                    self.queued_bytes += buf.len();
                     self.queue.push_front((buf, start));
                     return;
                 }
@@ -118,6 +175,13 @@ impl Logger {
                     self.stderr(format_args!("{}", String::from_utf8_lossy(&buf[start..])))
                 }
             }
+        }
+        for (name, n) in std::mem::take(&mut self.dropped) {
+            let lines = if n == 1 { "line" } else { "lines" };
+            self.log(
+                Level::Warning,
+                format_args!("{name}: {n} {lines} of output dropped: syslog was not keeping up"),
+            );
         }
     }
 

@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod log;
+mod output;
 mod service;
 mod supervisor;
 mod sys;

@@ -26,7 +26,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The effects the table asks for; the supervisor does them, the tests record them.
 pub trait Ops {
     /// Starts a process; Err says what failed ("unable to fork: …").
-    fn spawn(&mut self, settings: &Settings) -> Result<Pid, String>;
+    fn spawn(&mut self, name: &str, settings: &Settings) -> Result<Pid, String>;
     /// Signals a whole process group.
     fn signal(&mut self, pgid: Pid, sig: c_int);
     fn group_alive(&mut self, pgid: Pid) -> bool;
@@ -320,7 +320,7 @@ impl Table {
     }
 
     fn start(&mut self, name: &str, ops: &mut impl Ops, now: Instant) {
-        match ops.spawn(&self.services[name].settings) {
+        match ops.spawn(name, &self.services[name].settings) {
             Ok(pid) => {
                 ops.log(Level::Info, format_args!("{name}[{pid}]: started"));
                 self.set(
@@ -481,7 +481,7 @@ mod tests {
     }
 
     impl Ops for Fake {
-        fn spawn(&mut self, s: &Settings) -> Result<Pid, String> {
+        fn spawn(&mut self, _: &str, s: &Settings) -> Result<Pid, String> {
             if self.refuse {
                 return Err("unable to fork: Resource temporarily unavailable".into());
             }

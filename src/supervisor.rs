@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use crate::config::{self, Settings};
 use crate::log::{Errno, Level, Logger};
+use crate::output::Outputs;
 use crate::service::{Ops, Table};
 use crate::sys::{self, ChildError, Epoll, Exit, Pid};
 
@@ -50,6 +51,8 @@ const INOTIFY: u64 = 2;
 const SYSLOG: u64 = 3;
 /// Token of a child's exec-error pipe: this bit plus the pid.
 const CHILD: u64 = 1 << 32;
+/// Token of a service process's output pipe: this bit plus the pid.
+const OUTPUT: u64 = 2 << 32;
 
 /// The table's effects, done for real.
 struct Real {
@@ -59,10 +62,11 @@ struct Real {
     nofile: libc::rlimit,
     /// Exec-error pipes of children that have not exec'd (or failed) yet.
     pending: BTreeMap<Pid, OwnedFd>,
+    outputs: Outputs,
 }
 
 impl Ops for Real {
-    fn spawn(&mut self, s: &Settings) -> Result<Pid, String> {
+    fn spawn(&mut self, name: &str, s: &Settings) -> Result<Pid, String> {
         let nul = |what: &str| format!("unable to start: {what} contains a NUL character");
         let cstr = |v: &str, what: &str| CString::new(v).map_err(|_| nul(what));
         let word = &s.cmd[0];
@@ -93,11 +97,18 @@ impl Ops for Real {
         let path = |p: &std::path::Path, what| cstr(p.to_str().unwrap_or_default(), what);
         let chroot = s.chroot.as_deref().map(|p| path(p, "chroot")).transpose()?;
         let cwd = path(&s.cwd, "cwd")?;
-        let (pid, pipe) = sys::spawn(&sys::Spawn {
+        let pipe = (s.log)
+            .then(sys::output_pipe)
+            .transpose()
+            .map_err(|e| format!("unable to create the output pipe: {}", Errno(&e)))?;
+        let (pid, report) = sys::spawn(&sys::Spawn {
             paths: &paths,
             argv: &argv,
             envp: &envp,
-            stdio: self.stdio.as_raw_fd(),
+            stdin: self.stdio.as_raw_fd(),
+            stdout: pipe
+                .as_ref()
+                .map_or(self.stdio.as_raw_fd(), |p| p.1.as_raw_fd()),
             limits: &limits,
             nice: s.nice,
             chroot: chroot.as_ref(),
@@ -111,8 +122,12 @@ impl Ops for Real {
         })
         .map_err(|e| format!("unable to fork: {}", Errno(&e)))?;
         // Should epoll refuse the pipe, the failure is still read when the child is reaped.
-        let _ = self.epoll.add(pipe.as_raw_fd(), CHILD | pid as u64);
-        self.pending.insert(pid, pipe);
+        let _ = self.epoll.add(report.as_raw_fd(), CHILD | pid as u64);
+        self.pending.insert(pid, report);
+        if let Some((out, _)) = pipe {
+            let _ = self.epoll.add(out.as_raw_fd(), OUTPUT | pid as u64);
+            self.outputs.add(pid, name, out);
+        }
         Ok(pid)
     }
 
@@ -130,6 +145,21 @@ impl Ops for Real {
 }
 
 impl Real {
+    /// Relays what the process `pid` wrote; `last` once it has exited.
+    fn read_output(&mut self, pid: Pid, last: bool) {
+        let Some(fd) = self.outputs.fd(pid) else {
+            return;
+        };
+        let log = &mut self.log;
+        let open = self.outputs.read(pid, last, &mut |name, line| {
+            log.service_line(name, pid as u32, line.severity, &line.text);
+        });
+        if !open {
+            self.epoll.delete(fd);
+            self.outputs.close(pid);
+        }
+    }
+
     /// What the child `pid` reported on its exec-error pipe, closing the pipe: nothing
     /// (end of file) when it exec'd.
     fn child_report(&mut self, pid: Pid) -> Option<ChildError> {
@@ -238,6 +268,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         stdio,
         nofile,
         pending: BTreeMap::new(),
+        outputs: Outputs::default(),
     };
     if let Some(fd) = real.log.fd() {
         real.epoll
@@ -284,6 +315,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
                 SIGNALS => while (&wake).read(&mut [0u8; 64]).is_ok_and(|n| n > 0) {},
                 INOTIFY => watch.read(now),
                 SYSLOG => real.log.flush(),
+                t if t & OUTPUT != 0 => real.read_output((t & !OUTPUT) as Pid, false),
                 t => {
                     let pid = (t & !CHILD) as Pid;
                     if let Some(err) = real.child_report(pid) {
@@ -298,6 +330,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
                 if let Some(err) = real.child_report(pid) {
                     table.child_failed(pid, err);
                 }
+                real.read_output(pid, true);
                 table.exited(pid, Exit::from_status(status), &mut real, now);
             }
             table.check_groups(&mut real, now);

@@ -86,8 +86,10 @@ pub struct Spawn<'a> {
     pub paths: &'a [CString],
     pub argv: &'a [CString],
     pub envp: &'a [CString],
-    /// Opened read-write on /dev/null; becomes fds 0, 1 and 2.
-    pub stdio: RawFd,
+    /// Opened read-write on /dev/null; becomes fd 0.
+    pub stdin: RawFd,
+    /// The write end of the output pipe, or /dev/null; becomes fds 1 and 2.
+    pub stdout: RawFd,
     /// Resource limits to set, in order: going's original RLIMIT_NOFILE (it raises its
     /// own), then the service's.
     pub limits: &'a [(c_int, libc::rlimit)],
@@ -172,10 +174,8 @@ unsafe fn child(s: &Spawn, argv: &[*const c_char], envp: &[*const c_char], repor
     if libc::setsid() < 0 {
         fail(Step::Session, errno(), 0);
     }
-    for fd in 0..3 {
-        if libc::dup2(s.stdio, fd) < 0 {
-            fail(Step::Stdio, errno(), 0);
-        }
+    if libc::dup2(s.stdin, 0) < 0 || libc::dup2(s.stdout, 1) < 0 || libc::dup2(s.stdout, 2) < 0 {
+        fail(Step::Stdio, errno(), 0);
     }
     for &(resource, ref limit) in s.limits {
         if libc::setrlimit(resource as _, limit) < 0 {
@@ -243,6 +243,20 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
         ))?;
         Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
     }
+}
+
+/// A service's output pipe: (read end, write end), both close-on-exec, and only the
+/// read end non-blocking — the service's own stdout must block as usual.
+pub fn output_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: pipe2 writes two fds into the array; we own them from here on.
+    let (r, w) = unsafe {
+        cvt(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC))?;
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    };
+    // SAFETY: fcntl on an fd we own.
+    cvt(unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) })?;
+    Ok((r, w))
 }
 
 /// Sends `sig` to the process group `pgid`.

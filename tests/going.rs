@@ -155,7 +155,14 @@ fn a_service_starts_clean() {
     let mut names: Vec<&str> = fds.iter().map(|f| f.0.as_str()).collect();
     names.sort();
     assert_eq!(names, ["0", "1", "2"], "{fds:?}");
-    assert!(fds.iter().all(|f| f.1 == "/dev/null"), "{fds:?}");
+    let target = |fd: &str| fds.iter().find(|f| f.0 == fd).unwrap().1.clone();
+    assert_eq!(target("0"), "/dev/null");
+    assert!(target("1").starts_with("pipe:"), "{fds:?}");
+    assert_eq!(
+        target("1"),
+        target("2"),
+        "stdout and stderr share the output pipe"
+    );
     assert_eq!(status_field(pid, "SigBlk"), "0000000000000000");
     assert_eq!(status_field(pid, "SigIgn"), "0000000000000000");
     assert_eq!(status_field(pid, "Umask"), "0022");

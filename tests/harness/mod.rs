@@ -54,12 +54,15 @@ pub const WARNING: u8 = 3 * 8 + 4;
 pub const NOTICE: u8 = 3 * 8 + 5;
 pub const INFO: u8 = 3 * 8 + 6;
 
+/// `<PRI>Mmm dd hh:mm:ss TAG[PID]: MESSAGE`, as RFC 3164 without a hostname.
 fn parse(d: &[u8]) -> Line {
     let s = String::from_utf8_lossy(d);
     let close = s.find('>').unwrap();
     let pri = s[1..close].parse().unwrap();
-    let tag_at = s.find("going[").expect("tag going[pid]");
-    let rest = &s[tag_at..];
+    let rest = s[close + 1..]
+        .splitn(4, ' ')
+        .nth(3)
+        .expect("a timestamp, then the tag");
     let end = rest.find("]: ").unwrap();
     Line {
         pri,
@@ -196,6 +199,11 @@ impl Going {
     /// Makes the `next_*` calls search again from the first line.
     pub fn rewind(&mut self) {
         self.cursor = 0;
+    }
+
+    /// The next line whose tag is `tag` (such as `web[42]`) and whose message is `msg`.
+    pub fn next_output(&mut self, tag: &str, msg: &str) -> Line {
+        self.next(&format!("{tag}: {msg}"), |l| l.tag == tag && l.msg == msg)
     }
 
     /// The next line whose message contains `needle`.
