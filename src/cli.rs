@@ -14,6 +14,10 @@ pub const EX_USAGE: u8 = 64;
 const USAGE: &str = "\
 usage: going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f]
        going check [-d CONFDIR]
+       going status [-r RUNDIR] [NAME...]
+       going start|stop|restart [-r RUNDIR] NAME...
+       going signal [-r RUNDIR] SIGNAL NAME...
+       going reload [-r RUNDIR]
        going -h | -V
 
   -d CONFDIR  service files (default /etc/going.d)
@@ -40,17 +44,13 @@ impl Opts {
 }
 
 /// getopt(3): `spec` lists the letters, a `:` after one takes an argument (attached or
-/// next); `--` ends the options. Operands are refused: no command here takes any.
-fn getopt(args: &[String], spec: &str) -> Result<Opts, String> {
+/// next); `--` or the first operand ends the options. Returns the options and operands.
+fn getopt(args: &[String], spec: &str) -> Result<(Opts, Vec<String>), String> {
     let mut out = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--" => {
-                if let Some(extra) = it.next() {
-                    return Err(format!("unexpected argument \"{extra}\""));
-                }
-            }
+            "--" => return Ok((Opts(out), it.cloned().collect())),
             "--help" => out.push(('h', None)),
             "--version" => out.push(('V', None)),
             a if a.starts_with('-') && a.len() > 1 => {
@@ -75,10 +75,13 @@ fn getopt(args: &[String], spec: &str) -> Result<Opts, String> {
                     break;
                 }
             }
-            a => return Err(format!("unexpected argument \"{a}\"")),
+            _ => {
+                let operands = std::iter::once(arg).chain(it).cloned().collect();
+                return Ok((Opts(out), operands));
+            }
         }
     }
-    Ok(Opts(out))
+    Ok((Opts(out), Vec::new()))
 }
 
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -96,9 +99,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     let spec = match command {
         "" => "d:r:l:fhV",
         "check" => "d:h",
+        "status" | "start" | "stop" | "restart" | "signal" | "reload" => "r:h",
         other => return usage(&format!("unknown command \"{other}\"")),
     };
-    let opts = match getopt(rest, spec) {
+    let (opts, operands) = match getopt(rest, spec) {
         Ok(o) => o,
         Err(e) => return usage(&e),
     };
@@ -110,6 +114,16 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         println!("going {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    let rundir = PathBuf::from(opts.get('r').unwrap_or("/run/going"));
+    if !matches!(command, "" | "check") {
+        return match request(command, &operands) {
+            Ok(req) => crate::client::run(&rundir, &req),
+            Err(e) => usage(&e),
+        };
+    }
+    if let Some(extra) = operands.first() {
+        return usage(&format!("unexpected argument \"{extra}\""));
+    }
     let confdir = PathBuf::from(opts.get('d').unwrap_or("/etc/going.d"));
     if command == "check" {
         return check(&confdir);
@@ -118,7 +132,6 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         return usage("-f and -l exclude each other");
     }
     let syslog = (!opts.has('f')).then(|| PathBuf::from(opts.get('l').unwrap_or("/dev/log")));
-    let rundir = PathBuf::from(opts.get('r').unwrap_or("/run/going"));
     match supervisor::run(Options {
         confdir,
         rundir,
@@ -130,6 +143,30 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// The request line for a command to a running going, checked here so that a typo is a
+/// usage error before anything is sent.
+fn request(command: &str, operands: &[String]) -> Result<String, String> {
+    let names = match (command, operands) {
+        ("reload", []) => return Ok("reload".into()),
+        ("reload", [extra, ..]) => return Err(format!("unexpected argument \"{extra}\"")),
+        ("status", names) => names,
+        ("signal", [sig, names @ ..]) if !names.is_empty() => {
+            crate::sys::signal_number(sig).ok_or(format!("unknown signal \"{sig}\""))?;
+            names
+        }
+        ("signal", _) => return Err("signal needs a signal and at least one NAME".into()),
+        (_, []) => return Err(format!("{command} needs at least one NAME")),
+        (_, names) => names,
+    };
+    if let Some(bad) = names.iter().find(|n| !config::valid_name(n)) {
+        return Err(format!("\"{bad}\" is not a service name"));
+    }
+    Ok(std::iter::once(command)
+        .chain(operands.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" "))
 }
 
 fn usage(msg: &str) -> ExitCode {
@@ -177,7 +214,7 @@ mod tests {
 
     fn g(args: &[&str], spec: &str) -> Result<Vec<(char, Option<String>)>, String> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        getopt(&args, spec).map(|o| o.0)
+        getopt(&args, spec).map(|o| o.0 .0)
     }
 
     #[test]
@@ -199,7 +236,32 @@ mod tests {
         assert_eq!(g(&["-d", "-f"], spec).unwrap(), [('d', Some("-f".into()))]);
         assert!(g(&["-x"], spec).is_err());
         assert!(g(&["-d"], spec).is_err());
-        assert!(g(&["extra"], spec).is_err());
         assert!(g(&["-:"], "d:").is_err());
+        let args: Vec<String> = ["-r", "/run", "web", "-x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (opts, operands) = getopt(&args, "r:").unwrap();
+        assert_eq!(
+            (opts.get('r'), operands),
+            (Some("/run"), vec!["web".to_string(), "-x".into()])
+        );
+    }
+
+    #[test]
+    fn requests_are_checked_before_they_are_sent() {
+        let r = |c: &str, ops: &[&str]| {
+            request(c, &ops.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(r("status", &[]).unwrap(), "status");
+        assert_eq!(
+            r("signal", &["HUP", "web", "db"]).unwrap(),
+            "signal HUP web db"
+        );
+        assert!(r("signal", &["BOGUS", "web"]).is_err());
+        assert!(r("signal", &["HUP"]).is_err());
+        assert!(r("stop", &[]).is_err());
+        assert!(r("stop", &["../etc"]).is_err());
+        assert!(r("reload", &["x"]).is_err());
     }
 }

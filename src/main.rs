@@ -1,8 +1,11 @@
 //! going, a small process supervisor: `main` hands the arguments to the command line and
 //! leaves with the exit code it gets back.
 
+mod admin;
 mod cli;
+mod client;
 mod config;
+mod control;
 mod log;
 mod output;
 mod service;

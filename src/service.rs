@@ -7,7 +7,7 @@
 //! signalled (a reaped pid is never signalled); every deadline of every service is in
 //! `timers`, absolute on the monotonic clock, so no service's events postpone another's.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::c_int;
 use std::fmt;
 use std::io;
@@ -27,6 +27,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub trait Ops {
     /// Starts a process; Err says what failed ("unable to fork: …").
     fn spawn(&mut self, name: &str, settings: &Settings) -> Result<Pid, String>;
+    /// Keeps (Some: the settings' fingerprint) or forgets (None) that the admin stopped
+    /// `name`, across restarts of going.
+    fn mark_down(&mut self, name: &str, fingerprint: Option<u64>);
     /// Signals a whole process group.
     fn signal(&mut self, pgid: Pid, sig: c_int);
     fn group_alive(&mut self, pgid: Pid) -> bool;
@@ -38,9 +41,13 @@ enum State {
     Running {
         pid: Pid,
         since: Instant,
+        /// Whether the exec is known to have happened.
+        execd: bool,
         /// Set when the child reported that it never reached the service's exec.
         failed: Option<ChildError>,
     },
+    /// Stopped by the admin (`going stop`), until `going start` or a change of its file.
+    Down,
     /// Quarantine: the next start is at `until`.
     Waiting { until: Instant },
     /// SIGTERM sent. `pid` is None once the leader is reaped while others of its group are
@@ -56,7 +63,7 @@ enum State {
 impl State {
     fn deadline(&self) -> Option<Instant> {
         match *self {
-            State::Running { .. } => None,
+            State::Running { .. } | State::Down => None,
             State::Waiting { until } => Some(until),
             State::Stopping { kill_at, .. } => kill_at,
         }
@@ -65,7 +72,7 @@ impl State {
     fn pid(&self) -> Option<Pid> {
         match *self {
             State::Running { pid, .. } => Some(pid),
-            State::Waiting { .. } => None,
+            State::Waiting { .. } | State::Down => None,
             State::Stopping { pid, .. } => pid,
         }
     }
@@ -78,6 +85,73 @@ struct Service {
     fails: u32,
     /// The file is gone: once stopped, the service is dropped instead of started again.
     removed: bool,
+    /// The admin stopped it: once stopped, it stays down.
+    down: bool,
+    /// Its file is invalid now; it runs from an earlier, valid version.
+    invalid: bool,
+    /// The last start failed before the service's exec (a missing binary, say).
+    failing: bool,
+    starts: u32,
+    /// The last exits, newest last: when, how, after how long (None: it never ran).
+    exits: VecDeque<(Instant, String, Option<Duration>)>,
+    /// The last lines of output, newest last, at most `LINES` and `LINES_BYTES` of them.
+    lines: VecDeque<String>,
+}
+
+/// How much of a service's history `going status` can show.
+const EXITS: usize = 10;
+const LINES: usize = 10;
+const LINES_BYTES: usize = 2048;
+
+impl Service {
+    fn new(settings: Settings, state: State) -> Service {
+        Service {
+            settings,
+            state,
+            fails: 0,
+            removed: false,
+            down: false,
+            invalid: false,
+            failing: false,
+            starts: 0,
+            exits: VecDeque::new(),
+            lines: VecDeque::new(),
+        }
+    }
+}
+
+/// What the admin asks of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admin {
+    Start,
+    Stop,
+    Restart,
+    Signal(c_int),
+}
+
+/// Why an admin's request could not be done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotSo {
+    Unknown,
+    NotRunning,
+}
+
+/// One service (or invalid file) as `going status` shows it.
+pub struct View<'a> {
+    pub name: &'a str,
+    pub state: &'static str,
+    /// The colour of the state: g(reen), y(ellow) or r(ed).
+    pub class: char,
+    pub pid: Option<Pid>,
+    pub up: Option<Duration>,
+    pub next_start: Option<Duration>,
+    pub restarts: u32,
+    /// Newest first: "3m2s ago: exited 1 after 2.0s".
+    pub exits: Vec<String>,
+    pub cmd: &'a [String],
+    pub lines: Vec<&'a str>,
+    /// The file's problems, when it is invalid.
+    pub problems: &'a [String],
 }
 
 /// What one reload did, for its summary line.
@@ -104,6 +178,10 @@ pub struct Table {
     services: BTreeMap<String, Service>,
     pids: BTreeMap<Pid, String>,
     timers: BTreeSet<(Instant, String)>,
+    /// Invalid files of the last reload, with their problems, for `going status`.
+    invalid: BTreeMap<String, Vec<String>>,
+    /// Services the admin stopped before going last exited, with their fingerprints.
+    pub down_marks: BTreeMap<String, u64>,
 }
 
 /// The quarantine after `fails` consecutive fast failures: 1 s, 2 s, 4 s, … 60 s.
@@ -143,32 +221,46 @@ impl Table {
             self.services.get_mut(&name).unwrap().removed = true;
             self.stop(&name, ops, now);
         }
+        self.invalid.clear();
         for (name, parsed) in scan {
             let settings = match parsed {
                 Ok(settings) => settings,
                 Err(errors) => {
                     sum.invalid += 1;
-                    for e in errors {
+                    for e in &errors {
                         ops.log(Level::Err, format_args!("{name}: {e}"));
                     }
+                    if let Some(svc) = self.services.get_mut(&name) {
+                        svc.invalid = true;
+                    }
+                    self.invalid
+                        .insert(name, errors.iter().map(|e| e.to_string()).collect());
                     continue;
                 }
             };
             let Some(svc) = self.services.get_mut(&name) else {
+                // Left down by the admin, and the file unchanged since: it stays down.
+                if self.down_marks.remove(&name) == Some(settings.fingerprint()) {
+                    ops.log(
+                        Level::Notice,
+                        format_args!("{name}: down, as the admin left it"),
+                    );
+                    let mut svc = Service::new(settings, State::Down);
+                    svc.down = true;
+                    self.services.insert(name, svc);
+                    continue;
+                }
+                ops.mark_down(&name, None);
                 sum.started += 1;
                 self.services.insert(
                     name.clone(),
-                    Service {
-                        settings,
-                        state: State::Waiting { until: now },
-                        fails: 0,
-                        removed: false,
-                    },
+                    Service::new(settings, State::Waiting { until: now }),
                 );
                 self.timers.insert((now, name.clone()));
                 self.start(&name, ops, now);
                 continue;
             };
+            svc.invalid = false;
             // A file back while its old service still stops: it starts once that is gone.
             let returned = std::mem::replace(&mut svc.removed, false);
             sum.started += returned as usize;
@@ -179,7 +271,14 @@ impl Table {
             sum.restarted += !returned as usize;
             svc.settings = settings;
             svc.fails = 0;
-            self.stop(&name, ops, now);
+            // A changed file lifts the admin's stop.
+            if std::mem::replace(&mut svc.down, false) {
+                ops.mark_down(&name, None);
+            }
+            match svc.state {
+                State::Down => self.start(&name, ops, now),
+                _ => self.stop(&name, ops, now),
+            }
         }
         sum
     }
@@ -189,60 +288,102 @@ impl Table {
         let Some(name) = self.pids.get(&pid).cloned() else {
             return false;
         };
-        let svc = &self.services[&name];
-        match svc.state {
-            State::Running { since, failed, .. } => {
-                let ran = now.saturating_duration_since(since);
-                if let Some(e) = failed {
-                    let err = io::Error::from_raw_os_error(e.errno);
-                    let what = Unable(&svc.settings, e);
-                    ops.log(
-                        Level::Err,
-                        format_args!("{name}: unable to {what}: {}", Errno(&err)),
-                    );
-                    self.fail(&name, ops, now);
+        let svc = self.services.get_mut(&name).unwrap();
+        let state = svc.state;
+        let (since, failed) = match state {
+            State::Running { since, failed, .. } => (since, failed),
+            State::Stopping { since, .. } => (since, None),
+            State::Waiting { .. } | State::Down => unreachable!("no pid without a process"),
+        };
+        let ran = now.saturating_duration_since(since);
+        let how = match failed {
+            Some(e) => {
+                let err = io::Error::from_raw_os_error(e.errno);
+                format!("unable to {}: {}", Unable(&svc.settings, e), Errno(&err))
+            }
+            None => How(exit).to_string(),
+        };
+        if svc.exits.len() == EXITS {
+            svc.exits.pop_front();
+        }
+        svc.exits
+            .push_back((now, how.clone(), failed.is_none().then_some(ran)));
+        svc.failing = failed.is_some();
+        match state {
+            State::Running { .. } if failed.is_some() => {
+                ops.log(Level::Err, format_args!("{name}: {how}"));
+                self.fail(&name, ops, now);
+            }
+            State::Running { .. } => {
+                ops.log(
+                    Level::Warning,
+                    format_args!("{name}[{pid}]: {how} after {}", Age(ran)),
+                );
+                if ran >= MIN_RUN {
+                    svc.fails = 0;
+                    self.start(&name, ops, now);
                 } else {
-                    ops.log(
-                        Level::Warning,
-                        format_args!("{name}[{pid}]: {} after {}", How(exit), Age(ran)),
-                    );
-                    if ran >= MIN_RUN {
-                        self.services.get_mut(&name).unwrap().fails = 0;
-                        self.start(&name, ops, now);
-                    } else {
-                        self.fail(&name, ops, now);
-                    }
+                    self.fail(&name, ops, now);
                 }
             }
-            State::Stopping {
-                pgid,
-                since,
-                kill_at,
-                ..
-            } => {
-                let ran = now.saturating_duration_since(since);
+            State::Stopping { pgid, kill_at, .. } => {
                 ops.log(
                     Level::Info,
-                    format_args!("{name}[{pid}]: stopped: {} after {}", How(exit), Age(ran)),
+                    format_args!("{name}[{pid}]: stopped: {how} after {}", Age(ran)),
                 );
                 if kill_at.is_some() && ops.group_alive(pgid) {
                     // Others of its group still run: they get their SIGKILL at the deadline.
-                    self.set(
-                        &name,
-                        State::Stopping {
-                            pid: None,
-                            pgid,
-                            since,
-                            kill_at,
-                        },
-                    );
+                    let state = State::Stopping {
+                        pid: None,
+                        pgid,
+                        since,
+                        kill_at,
+                    };
+                    self.set(&name, state);
                 } else {
                     self.stopped(&name, ops, now);
                 }
             }
-            State::Waiting { .. } => unreachable!("a waiting service has no pid"),
+            State::Waiting { .. } | State::Down => {}
         }
         true
+    }
+
+    /// The child `pid` has exec'd: it is the service now.
+    pub fn exec_ok(&mut self, pid: Pid) {
+        if let Some(svc) = self
+            .pids
+            .get(&pid)
+            .and_then(|name| self.services.get_mut(name))
+        {
+            if let State::Running { execd, .. } = &mut svc.state {
+                *execd = true;
+            }
+        }
+    }
+
+    /// A line the process `pid` wrote, kept for `going status`.
+    pub fn output(&mut self, pid: Pid, line: &str) {
+        let Some(svc) = self
+            .pids
+            .get(&pid)
+            .and_then(|name| self.services.get_mut(name))
+        else {
+            return;
+        };
+        let mut line = line.to_string();
+        if line.len() > LINES_BYTES {
+            let mut cut = LINES_BYTES;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+        }
+        svc.lines.push_back(line);
+        let mut bytes: usize = svc.lines.iter().map(String::len).sum();
+        while svc.lines.len() > LINES || bytes > LINES_BYTES {
+            bytes -= svc.lines.pop_front().map_or(0, |l| l.len());
+        }
     }
 
     /// After a round of reaping: a stopping service whose group has emptied is stopped.
@@ -305,7 +446,7 @@ impl Table {
                         None => self.stopped(&name, ops, now),
                     }
                 }
-                State::Running { .. } => unreachable!("a running service has no deadline"),
+                State::Running { .. } | State::Down => unreachable!("no deadline"),
             }
         }
     }
@@ -319,15 +460,133 @@ impl Table {
         }
     }
 
+    /// `going start|stop|restart|signal NAME`: what happened, as a line for the admin.
+    pub fn admin(
+        &mut self,
+        name: &str,
+        what: Admin,
+        ops: &mut impl Ops,
+        now: Instant,
+    ) -> Result<String, NotSo> {
+        let svc = self
+            .services
+            .get_mut(name)
+            .filter(|s| !s.removed)
+            .ok_or(NotSo::Unknown)?;
+        let state = svc.state;
+        if let Admin::Signal(sig) = what {
+            let State::Running { pid, .. } = state else {
+                return Err(NotSo::NotRunning);
+            };
+            ops.signal(pid, sig);
+            let sig = sys::signal_name(sig).map_or(sig.to_string(), |n| format!("SIG{n}"));
+            return Ok(format!("{name}: sent {sig} to process group {pid}"));
+        }
+        let down = matches!(what, Admin::Stop);
+        if std::mem::replace(&mut svc.down, down) != down {
+            ops.mark_down(name, down.then(|| svc.settings.fingerprint()));
+        }
+        if !down {
+            svc.fails = 0; // the admin's word lifts a quarantine
+        }
+        let msg = match (what, state) {
+            (Admin::Stop, State::Down) => "already stopped",
+            (Admin::Stop, _) => {
+                self.stop(name, ops, now);
+                "stopping"
+            }
+            (Admin::Start, State::Running { .. }) => "already running",
+            (Admin::Restart, State::Running { .. }) => {
+                self.stop(name, ops, now);
+                "restarting"
+            }
+            (_, State::Stopping { .. }) => "starts once stopped",
+            (_, State::Waiting { .. } | State::Down) => {
+                self.start(name, ops, now);
+                "started"
+            }
+            (Admin::Signal(_), _) => unreachable!(),
+        };
+        Ok(format!("{name}: {msg}"))
+    }
+
+    /// Every service and invalid file, by name, as `going status` shows them.
+    pub fn view(&self, now: Instant) -> Vec<View<'_>> {
+        let mut out: Vec<View> = (self.services.iter())
+            .filter(|(_, s)| !s.removed)
+            .map(|(name, s)| {
+                let (state, class, pid, up) = match s.state {
+                    State::Running {
+                        pid,
+                        since,
+                        execd: true,
+                        ..
+                    } => ("running", 'g', Some(pid), Some(now - since)),
+                    State::Running { pid, .. } => ("starting", 'y', Some(pid), None),
+                    State::Waiting { .. } if s.failing => ("exec failing", 'r', None, None),
+                    State::Waiting { .. } => ("quarantined", 'r', None, None),
+                    State::Stopping { pid, .. } => ("stopping", 'y', pid, None),
+                    State::Down => ("down", 'y', None, None),
+                };
+                let next_start = match s.state {
+                    State::Waiting { until } => Some(until.saturating_duration_since(now)),
+                    _ => None,
+                };
+                let exits = (s.exits.iter().rev())
+                    .map(|(at, how, ran)| match ran {
+                        Some(ran) => format!("{} ago: {how} after {}", Age(now - *at), Age(*ran)),
+                        None => format!("{} ago: {how}", Age(now - *at)),
+                    })
+                    .collect();
+                View {
+                    name,
+                    state,
+                    class,
+                    pid,
+                    up,
+                    next_start,
+                    restarts: s.starts.saturating_sub(1),
+                    exits,
+                    cmd: &s.settings.cmd,
+                    lines: s.lines.iter().map(String::as_str).collect(),
+                    problems: self.invalid.get(name).map_or(&[], |p| &p[..]),
+                }
+            })
+            .collect();
+        for (name, problems) in self
+            .invalid
+            .iter()
+            .filter(|(n, _)| !self.services.contains_key(*n))
+        {
+            out.push(View {
+                name,
+                state: "invalid file",
+                class: 'r',
+                pid: None,
+                up: None,
+                next_start: None,
+                restarts: 0,
+                exits: Vec::new(),
+                cmd: &[],
+                lines: Vec::new(),
+                problems,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(b.name));
+        out
+    }
+
     fn start(&mut self, name: &str, ops: &mut impl Ops, now: Instant) {
         match ops.spawn(name, &self.services[name].settings) {
             Ok(pid) => {
                 ops.log(Level::Info, format_args!("{name}[{pid}]: started"));
+                self.services.get_mut(name).unwrap().starts += 1;
                 self.set(
                     name,
                     State::Running {
                         pid,
                         since: now,
+                        execd: false,
                         failed: None,
                     },
                 );
@@ -375,16 +634,19 @@ impl Table {
                     },
                 );
             }
-            State::Waiting { .. } => self.stopped(name, ops, now),
+            State::Waiting { .. } | State::Down => self.stopped(name, ops, now),
             State::Stopping { .. } => {}
         }
     }
 
     /// Nothing of the service runs any more: drop it, or start it with its new settings.
     fn stopped(&mut self, name: &str, ops: &mut impl Ops, now: Instant) {
-        if self.services[name].removed {
+        let svc = &self.services[name];
+        if svc.removed {
             let state = self.services.remove(name).unwrap().state;
             self.unindex(name, state);
+        } else if svc.down {
+            self.set(name, State::Down);
         } else {
             self.start(name, ops, now);
         }
@@ -478,6 +740,7 @@ mod tests {
         alive_groups: BTreeSet<Pid>,
         logs: Vec<String>,
         refuse: bool,
+        marks: Vec<(String, Option<u64>)>,
     }
 
     impl Ops for Fake {
@@ -492,6 +755,9 @@ mod tests {
         }
         fn signal(&mut self, pgid: Pid, sig: c_int) {
             self.signals.push((pgid, sig));
+        }
+        fn mark_down(&mut self, name: &str, fingerprint: Option<u64>) {
+            self.marks.push((name.to_string(), fingerprint));
         }
         fn group_alive(&mut self, pgid: Pid) -> bool {
             self.alive_groups.contains(&pgid)

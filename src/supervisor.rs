@@ -15,15 +15,18 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use crate::admin::{self, Handled};
 use crate::config::{self, Settings};
+use crate::control::{self, Control};
 use crate::log::{Errno, Level, Logger};
 use crate::output::Outputs;
-use crate::service::{Ops, Table};
+use crate::service::{Ops, Summary, Table};
 use crate::sys::{self, ChildError, Epoll, Exit, Pid};
+use crate::watch::Watch;
 
 pub struct Options {
     pub confdir: PathBuf,
@@ -49,10 +52,13 @@ static TERM: AtomicBool = AtomicBool::new(false);
 const SIGNALS: u64 = 1;
 const INOTIFY: u64 = 2;
 const SYSLOG: u64 = 3;
+const CONTROL: u64 = 4;
 /// Token of a child's exec-error pipe: this bit plus the pid.
 const CHILD: u64 = 1 << 32;
 /// Token of a service process's output pipe: this bit plus the pid.
 const OUTPUT: u64 = 2 << 32;
+/// Token of a control client: this bit plus its id.
+const CLIENT: u64 = 3 << 32;
 
 /// The table's effects, done for real.
 struct Real {
@@ -63,6 +69,7 @@ struct Real {
     /// Exec-error pipes of children that have not exec'd (or failed) yet.
     pending: BTreeMap<Pid, OwnedFd>,
     outputs: Outputs,
+    rundir: PathBuf,
 }
 
 impl Ops for Real {
@@ -142,17 +149,45 @@ impl Ops for Real {
     fn log(&mut self, level: Level, msg: fmt::Arguments) {
         self.log.log(level, msg);
     }
+
+    fn mark_down(&mut self, name: &str, fingerprint: Option<u64>) {
+        let dir = self.rundir.join("down");
+        let path = dir.join(name);
+        let done = match fingerprint {
+            Some(fp) => fs::create_dir_all(&dir).and_then(|()| {
+                let tmp = dir.join(format!(".{name}.new"));
+                fs::write(&tmp, format!("{fp}\n"))?;
+                fs::rename(&tmp, &path)
+            }),
+            None => match fs::remove_file(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            },
+        };
+        if let Err(e) = done {
+            self.log(
+                Level::Err,
+                format_args!(
+                    "{name}: unable to record in {} that it is down: {}",
+                    path.display(),
+                    Errno(&e)
+                ),
+            );
+        }
+    }
 }
 
 impl Real {
-    /// Relays what the process `pid` wrote; `last` once it has exited.
-    fn read_output(&mut self, pid: Pid, last: bool) {
+    /// Relays what the process `pid` wrote, to syslog and to its service's last lines;
+    /// `last` once it has exited.
+    fn read_output(&mut self, pid: Pid, last: bool, table: &mut Table) {
         let Some(fd) = self.outputs.fd(pid) else {
             return;
         };
         let log = &mut self.log;
         let open = self.outputs.read(pid, last, &mut |name, line| {
             log.service_line(name, pid as u32, line.severity, &line.text);
+            table.output(pid, &line.text);
         });
         if !open {
             self.epoll.delete(fd);
@@ -160,17 +195,74 @@ impl Real {
         }
     }
 
-    /// What the child `pid` reported on its exec-error pipe, closing the pipe: nothing
-    /// (end of file) when it exec'd.
-    fn child_report(&mut self, pid: Pid) -> Option<ChildError> {
+    /// What the child `pid` reported on its exec-error pipe: Ok once it exec'd (end of
+    /// file), the error if it failed before; the pipe is closed then. None while it has
+    /// not said yet, or had no pipe.
+    fn child_report(&mut self, pid: Pid) -> Option<Result<(), ChildError>> {
         let pipe = self.pending.remove(&pid)?;
-        self.epoll.delete(pipe.as_raw_fd());
         let mut b = [0u8; 12];
-        match File::from(pipe).read(&mut b) {
-            Ok(12) => ChildError::decode(b),
-            _ => None,
+        let mut file = File::from(pipe);
+        let report = match file.read(&mut b) {
+            Ok(12) => ChildError::decode(b).map_or(Ok(()), Err),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.pending.insert(pid, file.into());
+                return None;
+            }
+            _ => Ok(()),
+        };
+        self.epoll.delete(file.as_raw_fd());
+        Some(report)
+    }
+}
+
+/// Rescans CONFDIR and applies it: the summary and every problem of every invalid file.
+fn reload(
+    table: &mut Table,
+    real: &mut Real,
+    watch: &mut Watch,
+    confdir: &Path,
+) -> Result<(Summary, Vec<String>), String> {
+    watch.reloading();
+    match config::scan(confdir) {
+        Ok(scan) => {
+            let problems = (scan.values())
+                .filter_map(|p| p.as_ref().err())
+                .flatten()
+                .map(|e| e.to_string())
+                .collect();
+            let sum = table.reconcile(scan, real, Instant::now());
+            real.log(Level::Notice, format_args!("reload: {sum}"));
+            Ok((sum, problems))
+        }
+        Err(e) => {
+            let msg = format!(
+                "unable to read {}: {}; {} services left as they are",
+                confdir.display(),
+                Errno(&e),
+                table.len()
+            );
+            real.log(Level::Err, format_args!("reload: {msg}"));
+            Err(msg)
         }
     }
+}
+
+/// The services the admin left stopped, from RUNDIR/down: name and settings fingerprint.
+fn down_marks(rundir: &Path) -> BTreeMap<String, u64> {
+    let Ok(dir) = fs::read_dir(rundir.join("down")) else {
+        return BTreeMap::new();
+    };
+    (dir.flatten())
+        .filter_map(|e| {
+            let name = e
+                .file_name()
+                .into_string()
+                .ok()
+                .filter(|n| config::valid_name(n))?;
+            let fp = fs::read_to_string(e.path()).ok()?.trim().parse().ok()?;
+            Some((name, fp))
+        })
+        .collect()
 }
 
 /// A service's environment: `PATH`, the user's `HOME`, `USER` and `LOGNAME`, the
@@ -269,6 +361,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         nofile,
         pending: BTreeMap::new(),
         outputs: Outputs::default(),
+        rundir: rundir.clone(),
     };
     if let Some(fd) = real.log.fd() {
         real.epoll
@@ -277,6 +370,18 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
     }
     let mut syslog_blocked = false;
     let mut table = Table::default();
+    table.down_marks = down_marks(rundir);
+    let control_path = rundir.join("control");
+    let mut control = Control::bind(&control_path).map_err(|e| {
+        unable(
+            EX_CANTCREAT,
+            &format!("create {}", control_path.display()),
+            e,
+        )
+    })?;
+    real.epoll
+        .add(control.fd(), CONTROL)
+        .map_err(|e| os("watch the control socket", e))?;
     real.log(
         Level::Notice,
         format_args!(
@@ -291,10 +396,14 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
     let mut stopping = false;
     loop {
         let now = Instant::now();
-        let due = [table.next_deadline(), watch.due().filter(|_| !stopping)]
-            .into_iter()
-            .flatten()
-            .min();
+        let due = [
+            table.next_deadline(),
+            watch.due().filter(|_| !stopping),
+            control.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let timeout = due.map_or(-1, |d| {
             let ns = d.saturating_duration_since(now).as_nanos();
             ns.div_ceil(1_000_000).min(i32::MAX as u128) as i32
@@ -315,11 +424,36 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
                 SIGNALS => while (&wake).read(&mut [0u8; 64]).is_ok_and(|n| n > 0) {},
                 INOTIFY => watch.read(now),
                 SYSLOG => real.log.flush(),
-                t if t & OUTPUT != 0 => real.read_output((t & !OUTPUT) as Pid, false),
+                CONTROL => control.accept(&real.epoll, |id| CLIENT | id as u64, now),
+                t if t & CLIENT == CLIENT => {
+                    let id = (t & !CLIENT) as u32;
+                    let control::Event::Request(id, line) = control.ready(id, &real.epoll) else {
+                        continue;
+                    };
+                    let reply =
+                        match admin::handle(&line, &mut table, &mut real, now, &opts.confdir) {
+                            Handled::Reply(text) => text,
+                            Handled::Reload if stopping => {
+                                format!("{}\n!going: stopping\n", control::FAILED)
+                            }
+                            Handled::Reload => admin::reload_reply(reload(
+                                &mut table,
+                                &mut real,
+                                &mut watch,
+                                &opts.confdir,
+                            )),
+                        };
+                    control.reply(id, reply, &real.epoll, CLIENT | id as u64);
+                }
+                t if t & OUTPUT == OUTPUT => {
+                    real.read_output((t & !OUTPUT) as Pid, false, &mut table)
+                }
                 t => {
                     let pid = (t & !CHILD) as Pid;
-                    if let Some(err) = real.child_report(pid) {
-                        table.child_failed(pid, err);
+                    match real.child_report(pid) {
+                        Some(Ok(())) => table.exec_ok(pid),
+                        Some(Err(err)) => table.child_failed(pid, err),
+                        None => {}
                     }
                 }
             }
@@ -327,10 +461,10 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         if CHLD.swap(false, Ordering::SeqCst) {
             // SIGCHLDs merge: reap until nothing is left, services or not.
             while let Some((pid, status)) = sys::reap() {
-                if let Some(err) = real.child_report(pid) {
+                if let Some(Err(err)) = real.child_report(pid) {
                     table.child_failed(pid, err);
                 }
-                real.read_output(pid, true);
+                real.read_output(pid, true, &mut table);
                 table.exited(pid, Exit::from_status(status), &mut real, now);
             }
             table.check_groups(&mut real, now);
@@ -347,24 +481,10 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
             watch.request(now);
         }
         if !stopping && watch.due().is_some_and(|d| d <= now) {
-            watch.reloading();
-            match config::scan(&opts.confdir) {
-                Ok(scan) => {
-                    let sum = table.reconcile(scan, &mut real, Instant::now());
-                    real.log(Level::Notice, format_args!("reload: {sum}"));
-                }
-                Err(e) => real.log(
-                    Level::Err,
-                    format_args!(
-                        "reload: unable to read {}: {}; {} services left as they are",
-                        opts.confdir.display(),
-                        Errno(&e),
-                        table.len()
-                    ),
-                ),
-            }
+            let _ = reload(&mut table, &mut real, &mut watch, &opts.confdir);
         }
         table.tick(&mut real, Instant::now());
+        control.expire(Instant::now(), &real.epoll);
         if real.log.waiting() != syslog_blocked {
             syslog_blocked = real.log.waiting();
             if let Some(fd) = real.log.fd() {
@@ -376,6 +496,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
                 Level::Notice,
                 format_args!("going: all services stopped, exiting"),
             );
+            let _ = fs::remove_file(&control_path);
             drop(lock);
             return Ok(());
         }

@@ -337,6 +337,11 @@ impl Epoll {
         )
     }
 
+    /// Watches `fd`, already added, for output instead of input.
+    pub fn want_output(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, libc::EPOLLOUT as u32, token)
+    }
+
     fn ctl(&self, op: c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
         let mut ev = libc::epoll_event { events, u64: token };
         // SAFETY: ev is a valid epoll_event for the duration of the call.
@@ -581,4 +586,39 @@ pub fn group_list(user: &str, gid: u32) -> Vec<u32> {
             n = groups.len() as c_int * 2;
         }
     }
+}
+
+/// A signal by name (`HUP`, `SIGHUP`) or number.
+pub fn signal_number(name: &str) -> Option<c_int> {
+    let bare = name.strip_prefix("SIG").unwrap_or(name);
+    match bare.parse::<c_int>() {
+        Ok(n) => (1..=64).contains(&n).then_some(n),
+        Err(_) => SIGNALS.iter().find(|s| s.1 == bare).map(|s| s.0),
+    }
+}
+
+/// The uid of the process at the other end of a Unix socket (SO_PEERCRED).
+pub fn peer_uid(fd: RawFd) -> io::Result<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(cred.uid)
+}
+
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
 }

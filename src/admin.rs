@@ -1,0 +1,225 @@
+//! What the control socket's requests do: `status`, `start`, `stop`, `restart` and
+//! `signal` on the service table, and the text of the replies. `reload` is left to the
+//! supervisor, which owns the directory watch.
+//!
+//! A reply is the exit code on the first line, then the text; `!` starts a line for stderr,
+//! and `\x02` + colour letter … `\x03` marks a state for the client to colour or strip.
+
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use crate::control::{EX_USAGE, FAILED, NOT_RUNNING, OK, UNKNOWN};
+use crate::log::Age;
+use crate::service::{Admin, NotSo, Ops, Summary, Table, View};
+use crate::sys;
+
+/// What the supervisor has to do for a request.
+pub enum Handled {
+    Reply(String),
+    Reload,
+}
+
+pub fn handle(
+    line: &str,
+    table: &mut Table,
+    ops: &mut impl Ops,
+    now: Instant,
+    confdir: &Path,
+) -> Handled {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let reply = match words.as_slice() {
+        ["status", names @ ..] => status(table, names, now, confdir),
+        ["reload"] => return Handled::Reload,
+        ["start", names @ ..] if !names.is_empty() => admin(table, names, Admin::Start, ops, now),
+        ["stop", names @ ..] if !names.is_empty() => admin(table, names, Admin::Stop, ops, now),
+        ["restart", names @ ..] if !names.is_empty() => {
+            admin(table, names, Admin::Restart, ops, now)
+        }
+        ["signal", sig, names @ ..] if !names.is_empty() => match sys::signal_number(sig) {
+            Some(sig) => admin(table, names, Admin::Signal(sig), ops, now),
+            None => format!("{EX_USAGE}\n!going: unknown signal {sig}\n"),
+        },
+        _ => format!("{EX_USAGE}\n!going: not a request going understands\n"),
+    };
+    Handled::Reply(reply)
+}
+
+/// The reply to `reload`: its summary and every problem of every invalid file.
+pub fn reload_reply(result: Result<(Summary, Vec<String>), String>) -> String {
+    match result {
+        Ok((sum, problems)) => {
+            let code = if sum.invalid > 0 { FAILED } else { OK };
+            let mut out = format!("{code}\nreload: {sum}\n");
+            for p in problems {
+                let _ = writeln!(out, "!{p}");
+            }
+            out
+        }
+        Err(e) => format!("{FAILED}\n!going: {e}\n"),
+    }
+}
+
+fn admin(
+    table: &mut Table,
+    names: &[&str],
+    what: Admin,
+    ops: &mut impl Ops,
+    now: Instant,
+) -> String {
+    let mut code = OK;
+    let mut text = String::new();
+    for name in names {
+        match table.admin(name, what, ops, now) {
+            Ok(msg) => {
+                let _ = writeln!(text, "{msg}");
+            }
+            Err(NotSo::NotRunning) => {
+                code = code.max(NOT_RUNNING);
+                let _ = writeln!(text, "!{name}: not running");
+            }
+            Err(NotSo::Unknown) => {
+                code = code.max(UNKNOWN);
+                let _ = writeln!(text, "!going: no such service: {name}");
+            }
+        }
+    }
+    format!("{code}\n{text}")
+}
+
+fn status(table: &Table, names: &[&str], now: Instant, confdir: &Path) -> String {
+    let views = table.view(now);
+    if names.is_empty() {
+        return format!("{OK}\n{}", overview(&views));
+    }
+    let mut code = OK;
+    let mut text = String::new();
+    for name in names {
+        match views.iter().find(|v| v.name == *name) {
+            Some(v) => {
+                if v.state != "running" {
+                    code = code.max(NOT_RUNNING);
+                }
+                details(&mut text, v, confdir);
+            }
+            None => {
+                code = code.max(UNKNOWN);
+                let _ = writeln!(text, "!going: no such service: {name}");
+            }
+        }
+    }
+    format!("{code}\n{text}")
+}
+
+fn state(v: &View) -> String {
+    format!("\x02{}{}\x03", v.class, v.state)
+}
+
+/// The table of `going status`: name, state, pid, uptime, restarts, last exit.
+fn overview(views: &[View]) -> String {
+    let dash = || "-".to_string();
+    let rows: Vec<[String; 6]> = (views.iter())
+        .map(|v| {
+            [
+                v.name.to_string(),
+                v.state.to_string(),
+                v.pid.map_or_else(dash, |p| p.to_string()),
+                v.up.map_or_else(dash, |u| Age(u).to_string()),
+                v.restarts.to_string(),
+                v.exits.first().cloned().unwrap_or_else(dash),
+            ]
+        })
+        .collect();
+    let head = ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT"];
+    let mut width = head.map(str::len);
+    for r in &rows {
+        for (w, cell) in width.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: [String; 6], colour: Option<char>| {
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = width[i] - cell.chars().count();
+            match (i, colour) {
+                (1, Some(c)) => {
+                    let _ = write!(out, "\x02{c}{cell}\x03{:pad$}  ", "");
+                }
+                (5, _) => out.push_str(cell),
+                _ => {
+                    let _ = write!(out, "{cell}{:pad$}  ", "");
+                }
+            }
+        }
+        out.push('\n');
+    };
+    line(&mut out, head.map(String::from), None);
+    for (r, v) in rows.into_iter().zip(views) {
+        line(&mut out, r, Some(v.class));
+    }
+    out
+}
+
+/// `going status NAME`: everything going knows of one service.
+fn details(out: &mut String, v: &View, confdir: &Path) {
+    let _ = writeln!(out, "{}: {}", v.name, state(v));
+    let mut field = |k: &str, val: String| {
+        let _ = writeln!(out, "  {k:<11}{val}");
+    };
+    if let Some(pid) = v.pid {
+        field("pid", pid.to_string());
+    }
+    if let Some(up) = v.up {
+        field("uptime", Age(up).to_string());
+    }
+    if let Some(next) = v.next_start {
+        field("next start", format!("in {}", Age(next)));
+    }
+    if !v.cmd.is_empty() {
+        field(
+            "command",
+            v.cmd.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" "),
+        );
+    }
+    field("file", confdir.join(v.name).display().to_string());
+    field("restarts", v.restarts.to_string());
+    if !v.problems.is_empty() {
+        let _ = writeln!(out, "  problems in the file:");
+        for p in v.problems {
+            let _ = writeln!(out, "    {p}");
+        }
+    }
+    if !v.exits.is_empty() {
+        let _ = writeln!(out, "  last exits, newest first:");
+        for e in &v.exits {
+            let _ = writeln!(out, "    {e}");
+        }
+    }
+    if !v.lines.is_empty() {
+        let _ = writeln!(out, "  last output:");
+        for l in &v.lines {
+            let _ = writeln!(out, "    {l}");
+        }
+    }
+}
+
+/// A word of a command as it could be written back in `cmd=`: quoted when it has to be.
+fn quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-=:,+@%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn commands_are_shown_as_they_could_be_written() {
+        assert_eq!(super::quote("/usr/sbin/nginx"), "/usr/sbin/nginx");
+        assert_eq!(super::quote("daemon off;"), "'daemon off;'");
+        assert_eq!(super::quote("it's"), r"'it'\''s'");
+        assert_eq!(super::quote(""), "''");
+    }
+}

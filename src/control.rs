@@ -1,0 +1,193 @@
+//! The control socket, RUNDIR/control: the server side of `going status`, `stop` and the
+//! other commands. A request is one line of words; the reply is the exit code on a line of
+//! its own, then the text to print (lines starting with `!` go to stderr).
+//!
+//! Invariant: no client can stall supervision or grow going's memory. Only root or going's
+//! own uid is served (checked with SO_PEERCRED, not only the file mode); every socket is
+//! non-blocking; a request is at most [`REQUEST_MAX`] bytes; a client has [`TIMEOUT`] to
+//! send its request and take its reply; at most [`CLIENTS`] are served at once.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::sys::{self, Epoll};
+
+pub const REQUEST_MAX: usize = 4096;
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+pub const CLIENTS: usize = 16;
+
+/// Exit codes of the commands, documented in going(8).
+pub const OK: u8 = 0;
+pub const FAILED: u8 = 1;
+pub const NOT_RUNNING: u8 = 3;
+pub const UNKNOWN: u8 = 4;
+pub const EX_USAGE: u8 = 64;
+pub const EX_UNAVAILABLE: u8 = 69;
+pub const EX_NOPERM: u8 = 77;
+
+struct Client {
+    stream: UnixStream,
+    request: Vec<u8>,
+    reply: Vec<u8>,
+    sent: usize,
+    replying: bool,
+    deadline: Instant,
+}
+
+pub struct Control {
+    listener: UnixListener,
+    clients: BTreeMap<u32, Client>,
+    next: u32,
+}
+
+/// What the loop should do after an event on the control socket.
+pub enum Event {
+    Nothing,
+    /// A client `id` asks this.
+    Request(u32, String),
+}
+
+impl Control {
+    /// Binds RUNDIR/control, replacing a stale socket (the RUNDIR lock is ours).
+    pub fn bind(path: &Path) -> io::Result<Control> {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        listener.set_nonblocking(true)?;
+        Ok(Control {
+            listener,
+            clients: BTreeMap::new(),
+            next: 0,
+        })
+    }
+
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.listener.as_raw_fd()
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.clients.values().map(|c| c.deadline).min()
+    }
+
+    /// Accepts every waiting client; `token` makes a client's epoll token from its id.
+    pub fn accept(&mut self, epoll: &Epoll, token: impl Fn(u32) -> u64, now: Instant) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            if self.clients.len() >= CLIENTS || stream.set_nonblocking(true).is_err() {
+                continue; // dropped: closed at once
+            }
+            self.next = self.next.wrapping_add(1);
+            let id = self.next;
+            if epoll.add(stream.as_raw_fd(), token(id)).is_err() {
+                continue;
+            }
+            let client = Client {
+                stream,
+                request: Vec::new(),
+                reply: Vec::new(),
+                sent: 0,
+                replying: false,
+                deadline: now + TIMEOUT,
+            };
+            self.clients.insert(id, client);
+            let me = sys::geteuid();
+            match sys::peer_uid(self.clients[&id].stream.as_raw_fd()) {
+                Ok(uid) if uid == 0 || uid == me => {}
+                Ok(uid) => {
+                    let msg = format!(
+                        "{EX_NOPERM}\n!going: permission denied: uid {uid} may not control going\n"
+                    );
+                    self.reply(id, msg, epoll, token(id));
+                }
+                Err(_) => self.close(id, epoll),
+            }
+        }
+    }
+
+    /// The client `id` can be read from, or written to.
+    pub fn ready(&mut self, id: u32, epoll: &Epoll) -> Event {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return Event::Nothing;
+        };
+        if c.replying {
+            self.send(id, epoll);
+            return Event::Nothing;
+        }
+        let mut buf = [0u8; 1024];
+        loop {
+            match c.stream.read(&mut buf) {
+                Ok(0) => {
+                    self.close(id, epoll); // gone before saying anything whole
+                    return Event::Nothing;
+                }
+                Ok(n) => c.request.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.close(id, epoll);
+                    return Event::Nothing;
+                }
+            }
+            if c.request.len() > REQUEST_MAX {
+                break;
+            }
+        }
+        match c.request.iter().position(|&b| b == b'\n') {
+            Some(nl) => match std::str::from_utf8(&c.request[..nl]) {
+                Ok(line) => Event::Request(id, line.to_string()),
+                Err(_) => Event::Request(id, String::from("\u{fffd}")),
+            },
+            None if c.request.len() > REQUEST_MAX => Event::Request(id, String::from("\u{fffd}")),
+            None => Event::Nothing,
+        }
+    }
+
+    /// Sends `text` to the client `id`, then closes the connection.
+    pub fn reply(&mut self, id: u32, text: String, epoll: &Epoll, token: u64) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        c.replying = true;
+        c.reply = text.into_bytes();
+        if epoll.want_output(c.stream.as_raw_fd(), token).is_err() {
+            return self.close(id, epoll);
+        }
+        self.send(id, epoll);
+    }
+
+    fn send(&mut self, id: u32, epoll: &Epoll) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        while c.sent < c.reply.len() {
+            match c.stream.write(&c.reply[c.sent..]) {
+                Ok(n) => c.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => break,
+            }
+        }
+        self.close(id, epoll);
+    }
+
+    /// Drops every client whose time is up.
+    pub fn expire(&mut self, now: Instant, epoll: &Epoll) {
+        let late: Vec<u32> = (self.clients.iter())
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            self.close(id, epoll);
+        }
+    }
+
+    fn close(&mut self, id: u32, epoll: &Epoll) {
+        if let Some(c) = self.clients.remove(&id) {
+            epoll.delete(c.stream.as_raw_fd());
+        }
+    }
+}
