@@ -88,19 +88,18 @@ fn admin(
 }
 
 fn status(table: &Table, names: &[&str], now: Instant, confdir: &Path) -> String {
-    let views = table.view(now);
     if names.is_empty() {
-        return format!("{OK}\n{}", overview(&views));
+        return overview(|| table.views(now));
     }
     let mut code = OK;
     let mut text = String::new();
     for name in names {
-        match views.iter().find(|v| v.name == *name) {
+        match table.views(now).find(|v| v.name == *name) {
             Some(v) => {
                 if v.state != "running" {
                     code = code.max(NOT_RUNNING);
                 }
-                details(&mut text, v, confdir);
+                details(&mut text, &v, confdir);
             }
             None => {
                 code = code.max(UNKNOWN);
@@ -115,30 +114,32 @@ fn state(v: &View) -> String {
     format!("\x02{}{}\x03", v.class, v.state)
 }
 
-/// The table of `going status`: name, state, pid, uptime, restarts, last exit.
-fn overview(views: &[View]) -> String {
+/// The table of `going status`: name, state, pid, uptime, restarts, last exit. Two passes
+/// over the services, widths then text, so that no copy of the table is ever held.
+fn overview<'a, I: Iterator<Item = View<'a>>>(views: impl Fn() -> I) -> String {
     let dash = || "-".to_string();
-    let rows: Vec<[String; 6]> = (views.iter())
-        .map(|v| {
-            [
-                v.name.to_string(),
-                v.state.to_string(),
-                v.pid.map_or_else(dash, |p| p.to_string()),
-                v.up.map_or_else(dash, |u| Age(u).to_string()),
-                v.restarts.to_string(),
-                v.exits.first().cloned().unwrap_or_else(dash),
-            ]
-        })
-        .collect();
-    let head = ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT"];
-    let mut width = head.map(str::len);
-    for r in &rows {
-        for (w, cell) in width.iter_mut().zip(r) {
+    let cells = |v: &View| {
+        [
+            v.name.to_string(),
+            v.state.to_string(),
+            v.pid.map_or_else(dash, |p| p.to_string()),
+            v.up.map_or_else(dash, |u| Age(u).to_string()),
+            v.restarts.to_string(),
+            v.exits().next().unwrap_or_else(dash),
+        ]
+    };
+    let head = ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT"].map(String::from);
+    let mut width = head.clone().map(|h| h.len());
+    let mut rows = 1;
+    for v in views() {
+        rows += 1;
+        for (w, cell) in width.iter_mut().zip(cells(&v)) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let mut out = String::new();
-    let line = |out: &mut String, cells: [String; 6], colour: Option<char>| {
+    let mut out = String::with_capacity(rows * (width.iter().sum::<usize>() + 20));
+    out.push_str(&format!("{OK}\n"));
+    let mut line = |cells: [String; 6], colour: Option<char>| {
         for (i, cell) in cells.iter().enumerate() {
             let pad = width[i] - cell.chars().count();
             match (i, colour) {
@@ -153,9 +154,9 @@ fn overview(views: &[View]) -> String {
         }
         out.push('\n');
     };
-    line(&mut out, head.map(String::from), None);
-    for (r, v) in rows.into_iter().zip(views) {
-        line(&mut out, r, Some(v.class));
+    line(head, None);
+    for v in views() {
+        line(cells(&v), Some(v.class));
     }
     out
 }
@@ -189,15 +190,16 @@ fn details(out: &mut String, v: &View, confdir: &Path) {
             let _ = writeln!(out, "    {p}");
         }
     }
-    if !v.exits.is_empty() {
+    let mut exits = v.exits().peekable();
+    if exits.peek().is_some() {
         let _ = writeln!(out, "  last exits, newest first:");
-        for e in &v.exits {
+        for e in exits {
             let _ = writeln!(out, "    {e}");
         }
     }
-    if !v.lines.is_empty() {
+    if let Some(lines) = v.lines.filter(|l| !l.is_empty()) {
         let _ = writeln!(out, "  last output:");
-        for l in &v.lines {
+        for l in lines {
             let _ = writeln!(out, "    {l}");
         }
     }

@@ -174,7 +174,9 @@ impl fmt::Display for FileError {
     }
 }
 
-pub type Parsed = Result<Settings, Vec<FileError>>;
+/// Boxed: a reload holds one per file in a map, whose nodes would otherwise be mostly
+/// empty slots of this size.
+pub type Parsed = Result<Box<Settings>, Vec<FileError>>;
 
 /// A key of the file format: whether it may repeat, and how its value lands in the draft.
 struct Key {
@@ -499,7 +501,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Parsed {
         err(lines.max(1), format!("missing {}=", key.name));
     }
     if errors.is_empty() {
-        Ok(draft.finish())
+        Ok(Box::new(draft.finish()))
     } else {
         Err(errors)
     }
@@ -566,7 +568,7 @@ pub fn split_words(s: &str) -> Result<Vec<String>, String> {
 mod tests {
     use super::*;
 
-    fn p(text: &str) -> Result<Settings, Vec<String>> {
+    fn p(text: &str) -> Result<Box<Settings>, Vec<String>> {
         parse(Path::new("d/web"), text.as_bytes())
             .map_err(|v| v.iter().map(|e| e.to_string()).collect())
     }

@@ -36,6 +36,8 @@ struct Client {
     reply: Vec<u8>,
     sent: usize,
     replying: bool,
+    /// Not root nor going's uid: its request is read, then refused.
+    refused: Option<u32>,
     deadline: Instant,
 }
 
@@ -85,31 +87,41 @@ impl Control {
             if epoll.add(stream.as_raw_fd(), token(id)).is_err() {
                 continue;
             }
+            let me = sys::geteuid();
+            let refused = match sys::peer_uid(stream.as_raw_fd()) {
+                Ok(uid) => (uid != 0 && uid != me).then_some(uid),
+                Err(_) => Some(u32::MAX),
+            };
             let client = Client {
                 stream,
                 request: Vec::new(),
                 reply: Vec::new(),
                 sent: 0,
                 replying: false,
+                refused,
                 deadline: now + TIMEOUT,
             };
             self.clients.insert(id, client);
-            let me = sys::geteuid();
-            match sys::peer_uid(self.clients[&id].stream.as_raw_fd()) {
-                Ok(uid) if uid == 0 || uid == me => {}
-                Ok(uid) => {
-                    let msg = format!(
-                        "{EX_NOPERM}\n!going: permission denied: uid {uid} may not control going\n"
-                    );
-                    self.reply(id, msg, epoll, token(id));
-                }
-                Err(_) => self.close(id, epoll),
-            }
         }
     }
 
-    /// The client `id` can be read from, or written to.
-    pub fn ready(&mut self, id: u32, epoll: &Epoll) -> Event {
+    /// The client `id` can be read from, or written to. A whole request comes back as an
+    /// `Event::Request`, except from a client that may not ask: that one is answered here.
+    pub fn ready(&mut self, id: u32, epoll: &Epoll, token: u64) -> Event {
+        match self.read(id, epoll) {
+            Event::Request(id, _) if self.clients[&id].refused.is_some() => {
+                let uid = self.clients[&id].refused.unwrap();
+                let msg = format!(
+                    "{EX_NOPERM}\n!going: permission denied: uid {uid} may not control going\n"
+                );
+                self.reply(id, msg, epoll, token);
+                Event::Nothing
+            }
+            event => event,
+        }
+    }
+
+    fn read(&mut self, id: u32, epoll: &Epoll) -> Event {
         let Some(c) = self.clients.get_mut(&id) else {
             return Event::Nothing;
         };
@@ -186,8 +198,16 @@ impl Control {
     }
 
     fn close(&mut self, id: u32, epoll: &Epoll) {
-        if let Some(c) = self.clients.remove(&id) {
+        if let Some(mut c) = self.clients.remove(&id) {
             epoll.delete(c.stream.as_raw_fd());
+            // Closing with unread input would reset the connection, and the client would
+            // lose its reply: read what is there (not more than a bounded amount) first.
+            let mut buf = [0u8; 4096];
+            for _ in 0..16 {
+                if !matches!(c.stream.read(&mut buf), Ok(n) if n > 0) {
+                    break;
+                }
+            }
         }
     }
 }

@@ -427,7 +427,9 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
                 CONTROL => control.accept(&real.epoll, |id| CLIENT | id as u64, now),
                 t if t & CLIENT == CLIENT => {
                     let id = (t & !CLIENT) as u32;
-                    let control::Event::Request(id, line) = control.ready(id, &real.epoll) else {
+                    let control::Event::Request(id, line) =
+                        control.ready(id, &real.epoll, CLIENT | id as u64)
+                    else {
                         continue;
                     };
                     let reply =

@@ -54,15 +54,12 @@ pub const WARNING: u8 = 3 * 8 + 4;
 pub const NOTICE: u8 = 3 * 8 + 5;
 pub const INFO: u8 = 3 * 8 + 6;
 
-/// `<PRI>Mmm dd hh:mm:ss TAG[PID]: MESSAGE`, as RFC 3164 without a hostname.
+/// `<PRI>TAG[PID]: MESSAGE`, as going sends it (the syslogd adds time and host).
 fn parse(d: &[u8]) -> Line {
     let s = String::from_utf8_lossy(d);
     let close = s.find('>').unwrap();
     let pri = s[1..close].parse().unwrap();
-    let rest = s[close + 1..]
-        .splitn(4, ' ')
-        .nth(3)
-        .expect("a timestamp, then the tag");
+    let rest = &s[close + 1..];
     let end = rest.find("]: ").unwrap();
     Line {
         pri,
@@ -129,13 +126,7 @@ impl Going {
                 }
             });
         }
-        let mut cmd = Command::new(BIN);
-        cmd.arg("-d").arg(dir.0.join("conf"));
-        cmd.arg("-r").arg(dir.0.join("run"));
-        cmd.arg("-l").arg(dir.0.join("log"));
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.0.join("stderr")).unwrap());
+        let mut cmd = going_in(&dir.0);
         for (k, v) in &setup.env {
             cmd.env(k, v);
         }
@@ -151,6 +142,14 @@ impl Going {
             lines: Vec::new(),
             cursor: 0,
         }
+    }
+
+    /// Stops going with SIGTERM and starts a new one on the same directories, as init
+    /// would; returns the old one's exit code.
+    pub fn restart(&mut self) -> i32 {
+        let code = self.stop();
+        self.child = going_in(&self.dir.0).spawn().unwrap();
+        code
     }
 
     pub fn conf(&self) -> PathBuf {
@@ -289,6 +288,23 @@ impl Drop for Going {
             }
         }
     }
+}
+
+/// going on `dir`/conf and `dir`/run, logging to `dir`/log, its stderr to `dir`/stderr.
+fn going_in(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("-d").arg(dir.join("conf"));
+    cmd.arg("-r").arg(dir.join("run"));
+    cmd.arg("-l").arg(dir.join("log"));
+    let stderr = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stderr"))
+        .unwrap();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    cmd
 }
 
 /// Polls a condition on the system (a /proc file, a process gone) until a deadline.

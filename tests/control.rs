@@ -1,0 +1,324 @@
+//! The commands that talk to a running going over RUNDIR/control, and the control socket's
+//! defences: who may use it, and clients that say nothing, say too much or say garbage.
+
+mod harness;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use harness::*;
+
+fn rundir(g: &Going) -> PathBuf {
+    g.dir.0.join("run")
+}
+
+/// Runs `going COMMAND -r RUNDIR ARGS…`: exit code, stdout, stderr.
+fn cmd(g: &Going, command: &str, args: &[&str]) -> (i32, String, String) {
+    let run_dir = rundir(g);
+    let mut all = vec![command, "-r", path_str(&run_dir)];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
+fn wait_for_socket(g: &Going) {
+    let sock = rundir(g).join("control");
+    wait_until("the control socket", || sock.exists());
+}
+
+#[test]
+fn status_shows_the_table_and_after_a_crash_the_exit_and_last_lines() {
+    let mut g = Going::start(&[
+        (
+            "web",
+            "cmd=/bin/sh -c 'echo listening on 8080; exec sleep 1000'\n",
+        ),
+        (
+            "crashy",
+            "cmd=/bin/sh -c 'echo starting up; echo \"<3>cannot open db\" >&2; exit 3'\n",
+        ),
+        ("typo", "cmd=/bin/true\nbogus=1\n"),
+    ]);
+    g.next_msg("crashy: failed 1 time in a row");
+    g.rewind();
+    let web = g.started("web");
+    wait_until("web's line", || {
+        g.lines.iter().any(|l| l.msg == "listening on 8080") || {
+            g.collect_for(std::time::Duration::from_millis(20));
+            false
+        }
+    });
+    let (code, out, err) = cmd(&g, "status", &[]);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME")
+            && lines[0].contains("STATE")
+            && lines[0].ends_with("LAST EXIT"),
+        "{out}"
+    );
+    let row = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("web")[1..3], ["running", &web.to_string()]);
+    assert!(
+        ["quarantined", "starting", "running"].contains(&row("crashy")[1]),
+        "{out}"
+    );
+    assert_eq!(row("typo")[1..3], ["invalid", "file"]);
+    assert!(
+        !out.contains('\x1b'),
+        "no colour when stdout is not a terminal"
+    );
+
+    let (code, out, _) = cmd(&g, "status", &["crashy"]);
+    assert_eq!(code, 3, "crashy is not running: {out}");
+    assert!(out.contains("exited 3 after"), "{out}");
+    assert!(
+        out.contains("    starting up\n") && out.contains("    cannot open db\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("file       {}", g.conf().join("crashy").display())),
+        "{out}"
+    );
+    let (code, out, _) = cmd(&g, "status", &["web"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("web: running\n") && out.contains("    listening on 8080\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("command    /bin/sh -c 'echo listening on 8080; exec sleep 1000'"),
+        "{out}"
+    );
+    let (code, out, _) = cmd(&g, "status", &["typo"]);
+    assert_eq!(code, 3);
+    assert!(
+        out.contains(&format!(
+            "{}:2: unknown key \"bogus\"",
+            g.conf().join("typo").display()
+        )),
+        "{out}"
+    );
+    let (code, _, err) = cmd(&g, "status", &["web", "nosuch"]);
+    assert_eq!(code, 4);
+    assert_eq!(err, "going: no such service: nosuch\n");
+}
+
+#[test]
+fn stop_keeps_a_service_down_until_start_across_restarts_of_going() {
+    let mut g = Going::start(&[("web", "cmd=sleep 1000\n"), ("db", "cmd=sleep 1000\n")]);
+    g.next_msg("reload: 2 started");
+    g.rewind();
+    let web = g.started("web");
+    let (code, out, _) = cmd(&g, "stop", &["web"]);
+    assert_eq!((code, out.as_str()), (0, "web: stopping\n"));
+    wait_until("web to be gone", || group_members(web).is_empty());
+    let (code, out, _) = cmd(&g, "status", &["web"]);
+    assert_eq!(code, 3);
+    assert!(out.starts_with("web: down\n"), "{out}");
+    assert_eq!(cmd(&g, "stop", &["web"]).1, "web: already stopped\n");
+    // Down survives a restart of going on the same RUNDIR.
+    assert_eq!(g.restart(), 0);
+    g.started("db");
+    g.next_msg("web: down, as the admin left it");
+    let (code, out, _) = cmd(&g, "start", &["web"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("web: started"), "{out}");
+    g.started("web");
+    assert!(!rundir(&g).join("down/web").exists());
+}
+
+#[test]
+fn a_changed_file_lifts_the_stop_and_restart_lifts_a_quarantine() {
+    let mut g = Going::start(&[
+        ("web", "cmd=sleep 1000\n"),
+        ("crashy", "cmd=/bin/sh -c 'exit 1'\n"),
+    ]);
+    let web = g.started("web");
+    cmd(&g, "stop", &["web"]);
+    wait_until("web to be gone", || group_members(web).is_empty());
+    g.write("web", "cmd=sleep 999\n");
+    g.started("web");
+    assert!(!rundir(&g).join("down/web").exists());
+    g.next_msg("crashy: failed 2 times in a row, next start in 2s");
+    let (code, out, _) = cmd(&g, "restart", &["crashy"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "crashy: started\n"),
+        "a quarantined service starts at once"
+    );
+    g.next_msg("crashy: failed 1 time in a row, next start in 1s");
+}
+
+#[test]
+fn restart_and_signal_reach_the_service() {
+    let mut g = Going::start(&[(
+        "web",
+        "cmd=/bin/sh -c 'trap \"echo reloading config\" HUP; echo ready; while :; do sleep 0.1; done'\n",
+    )]);
+    let web = g.started("web");
+    g.next_output(&format!("web[{web}]"), "ready");
+    let (code, out, _) = cmd(&g, "signal", &["HUP", "web"]);
+    assert_eq!(
+        (code, out),
+        (0, format!("web: sent SIGHUP to process group {web}\n"))
+    );
+    g.next_output(&format!("web[{web}]"), "reloading config");
+    let (code, out, _) = cmd(&g, "restart", &["web"]);
+    assert_eq!((code, out.as_str()), (0, "web: restarting\n"));
+    g.next_msg(&format!("web[{web}]: stopped: killed by SIGTERM"));
+    let again = g.started("web");
+    assert_ne!(again, web);
+    cmd(&g, "stop", &["web"]);
+    g.next_msg(&format!("web[{again}]: stopped"));
+    let (code, _, err) = cmd(&g, "signal", &["USR1", "web"]);
+    assert_eq!((code, err.as_str()), (3, "web: not running\n"));
+    let (code, _, err) = cmd(&g, "restart", &["nosuch"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (4, "going: no such service: nosuch\n")
+    );
+}
+
+#[test]
+fn reload_waits_and_prints_what_changed_and_every_problem() {
+    let mut g = Going::start(&[("web", "cmd=sleep 1000\n")]);
+    g.next_msg("reload: 1 started");
+    wait_for_socket(&g);
+    let (code, out, err) = cmd(&g, "reload", &[]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (
+            0,
+            "reload: 0 started, 0 stopped, 0 restarted, 0 invalid\n",
+            ""
+        )
+    );
+    // Hold going still, so the command, not inotify, does this reload.
+    g.signal(libc::SIGSTOP);
+    fs::write(g.conf().join("typo"), "cmd=sleep 1000\nusr=www-data\n").unwrap();
+    fs::write(g.conf().join("new"), "cmd=sleep 1000\n").unwrap();
+    let run_dir = rundir(&g);
+    let client = std::thread::spawn(move || run(&["reload", "-r", path_str(&run_dir)]));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    g.signal(libc::SIGCONT);
+    let (code, out, err) = client.join().unwrap();
+    assert_eq!(code, 1, "an invalid file: {out}{err}");
+    assert_eq!(
+        out,
+        "reload: 1 started, 0 stopped, 0 restarted, 1 invalid\n"
+    );
+    assert_eq!(
+        err,
+        format!(
+            "{}:2: unknown key \"usr\"\n",
+            g.conf().join("typo").display()
+        )
+    );
+}
+
+#[test]
+fn unreachable_going_and_usage_errors() {
+    let dir = TempDir::new();
+    let (code, _, err) = run(&["status", "-r", path_str(&dir.0)]);
+    assert_eq!(code, 69);
+    assert_eq!(
+        err,
+        format!(
+            "going: unable to reach going at {}: No such file or directory\n",
+            dir.0.join("control").display()
+        )
+    );
+    for bad in [
+        &["stop"][..],
+        &["signal", "HUP"],
+        &["signal", "NOPE", "web"],
+        &["reload", "x"],
+        &["start", "../x"],
+    ] {
+        let (code, _, err) = run(bad);
+        assert_eq!(code, 64, "{bad:?}: {err}");
+    }
+}
+
+#[test]
+fn silent_slow_and_garbage_clients_cost_nothing() {
+    let mut g = Going::start(&[("web", "cmd=sleep 1000\n")]);
+    g.next_msg("reload: 1 started");
+    wait_for_socket(&g);
+    let sock = rundir(&g).join("control");
+    // One says nothing, one sends garbage, one sends a request without end, one never reads.
+    let mut silent = UnixStream::connect(&sock).unwrap();
+    let mut garbage = UnixStream::connect(&sock).unwrap();
+    garbage.write_all(b"\xff\xfe rm -rf /\n").unwrap();
+    let mut endless = UnixStream::connect(&sock).unwrap();
+    let _ = endless.write_all(&vec![b'a'; 8192]);
+    let mut sleepy = UnixStream::connect(&sock).unwrap();
+    sleepy.write_all(b"status\n").unwrap();
+    // Meanwhile another admin is served at once.
+    let (code, out, _) = cmd(&g, "status", &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("web"), "{out}");
+    let mut reply = String::new();
+    garbage.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "64\n!going: not a request going understands\n");
+    let mut reply = String::new();
+    endless.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("64\n"), "{reply}");
+    // The silent one is dropped when its time is up.
+    silent.set_read_timeout(Some(DEADLINE)).unwrap();
+    assert_eq!(silent.read(&mut [0u8; 16]).unwrap(), 0);
+    drop(sleepy);
+    assert!(alive(g.pid()));
+}
+
+#[test]
+fn only_root_or_goings_own_user_may_control_it() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let mut g = Going::start(&[("web", "cmd=sleep 1000\n")]);
+    g.next_msg("reload: 1 started");
+    wait_for_socket(&g);
+    let run_dir = rundir(&g);
+    let as_nobody = || {
+        let mut c = Command::new(BIN);
+        c.args(["status", "-r", path_str(&run_dir)]);
+        // SAFETY: setgid/setuid are async-signal-safe.
+        unsafe {
+            c.pre_exec(|| {
+                libc::setgroups(0, std::ptr::null());
+                libc::setgid(65534);
+                libc::setuid(65534);
+                Ok(())
+            })
+        };
+        c.output().unwrap()
+    };
+    // The socket's mode keeps others out…
+    let out = as_nobody();
+    assert_eq!(out.status.code(), Some(69));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+    // …and were it open to all, the peer's credentials still would.
+    fs::set_permissions(run_dir.join("control"), fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&g.dir.0, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = as_nobody();
+    assert_eq!(out.status.code(), Some(77));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "going: permission denied: uid 65534 may not control going\n"
+    );
+}
