@@ -133,10 +133,7 @@ fn a_service_starts_clean() {
         env: vec![("GOING_LEAK".into(), "secret".into())],
         ..Setup::default()
     });
-    let pid = g.started("clean");
-    wait_until("the service to exec sleep", || {
-        proc_file(pid, "comm").trim() == "sleep"
-    });
+    let pid = g.exec_of("clean", "sleep");
     let stat = stat_fields(pid);
     // Fields 5 (pgrp), 6 (session), 7 (tty_nr), counted from the state at index 0.
     assert_eq!(stat[2], pid.to_string(), "process group");
@@ -313,10 +310,7 @@ fn orphans_are_reaped() {
         "forker",
         "cmd=/bin/sh -c '(sleep 0.3 &); (sleep 0.3 &); exec sleep 1000'\n",
     )]);
-    let pid = g.started("forker");
-    wait_until("the service to exec", || {
-        proc_file(pid, "comm").trim() == "sleep"
-    });
+    let pid = g.exec_of("forker", "sleep");
     // The orphaned sleeps are reparented to going (a subreaper), which must reap them.
     let others = || {
         children_of(g.pid())

@@ -34,10 +34,7 @@ fn log_null_sends_output_to_dev_null() {
         "quiet",
         "cmd=/bin/sh -c 'echo secret; exec sleep 1000'\nlog=null\n",
     )]);
-    let pid = g.started("quiet");
-    wait_until("quiet to exec sleep", || {
-        proc_file(pid, "comm").trim() == "sleep"
-    });
+    let pid = g.exec_of("quiet", "sleep");
     for fd in 0..3 {
         assert_eq!(
             fs::read_link(format!("/proc/{pid}/fd/{fd}"))

@@ -20,10 +20,7 @@ macro_rules! needs_root {
 /// Starts going with one service `svc` and waits until it has exec'd `comm`.
 fn service(file: &str, comm: &str) -> (Going, i32) {
     let mut g = Going::start(&[("svc", file)]);
-    let pid = g.started("svc");
-    wait_until(&format!("svc to exec {comm}"), || {
-        proc_file(pid, "comm").trim() == comm
-    });
+    let pid = g.exec_of("svc", comm);
     (g, pid)
 }
 
@@ -125,10 +122,7 @@ fn env_and_env_file_later_wins_and_the_file_is_read_at_each_start() {
     fs::write(&env_file, "TOKEN=two\n").unwrap();
     // SAFETY: kill has no memory effects.
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    let pid2 = g.started("svc");
-    wait_until("the new process to exec", || {
-        proc_file(pid2, "comm").trim() == "sleep"
-    });
+    let pid2 = g.exec_of("svc", "sleep");
     assert!(
         environ(pid2).iter().any(|e| e == "TOKEN=two"),
         "{:?}",

@@ -223,6 +223,15 @@ impl Going {
             .unwrap()
     }
 
+    /// Waits for `name` to start and exec `comm`; returns its pid.
+    pub fn exec_of(&mut self, name: &str, comm: &str) -> i32 {
+        let pid = self.started(name);
+        wait_until(&format!("{name} to exec {comm}"), || {
+            proc_file(pid, "comm").trim() == comm
+        });
+        pid
+    }
+
     /// Every line received until now and within `d` more, without consuming any.
     pub fn collect_for(&mut self, d: Duration) -> Vec<Line> {
         let end = Instant::now() + d;
