@@ -9,6 +9,7 @@ mod control;
 mod log;
 mod output;
 mod service;
+mod state;
 mod supervisor;
 mod sys;
 mod watch;

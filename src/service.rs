@@ -92,6 +92,8 @@ struct Service {
     /// The last start failed before the service's exec (a missing binary, say).
     failing: bool,
     starts: u32,
+    /// After its leftovers are stopped: when the next start is due (its quarantine).
+    resume_at: Option<Instant>,
     /// The last exits, newest last: when, how, after how long (None: it never ran).
     exits: VecDeque<(Instant, String, Option<Duration>)>,
     /// The last lines of output, newest last, at most `LINES` and `LINES_BYTES` of them.
@@ -114,6 +116,7 @@ impl Service {
             invalid: false,
             failing: false,
             starts: 0,
+            resume_at: None,
             exits: VecDeque::new(),
             lines: VecDeque::new(),
         })
@@ -193,6 +196,15 @@ pub struct Table {
     invalid: BTreeMap<String, Vec<String>>,
     /// Services the admin stopped before going last exited, with their fingerprints.
     pub down_marks: BTreeMap<String, u64>,
+    /// Whether the set of live processes changed since `take_dirty` (for the state file).
+    dirty: bool,
+}
+
+/// A live process a previous going started, found in the state file and verified.
+pub struct Adoptable {
+    pub pid: Pid,
+    pub since: Instant,
+    pub fingerprint: u64,
 }
 
 /// The quarantine after `fails` consecutive fast failures: 1 s, 2 s, 4 s, … 60 s.
@@ -207,6 +219,77 @@ impl Table {
 
     pub fn len(&self) -> usize {
         self.services.len()
+    }
+
+    /// Whether live processes came or went since the last call.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Every live service process: name, pid, process group, fingerprint of its settings.
+    pub fn live(&self) -> impl Iterator<Item = (&str, Pid, Pid, u64)> {
+        (self.services.iter()).filter_map(|(name, s)| {
+            let (pid, pgid) = match s.state {
+                State::Running { pid, .. } => (pid, pid),
+                State::Stopping {
+                    pid: Some(pid),
+                    pgid,
+                    ..
+                } => (pid, pgid),
+                _ => return None,
+            };
+            Some((name.as_str(), pid, pgid, s.settings.fingerprint()))
+        })
+    }
+
+    /// Takes over the processes a previous going left running (`adopt`, consumed): each
+    /// whose file is unchanged runs on; the others are stopped as a reload would.
+    pub fn adopt(
+        &mut self,
+        scan: &BTreeMap<String, Parsed>,
+        adopt: BTreeMap<String, Adoptable>,
+        ops: &mut impl Ops,
+        now: Instant,
+    ) {
+        for (name, a) in adopt {
+            let age = Age(now.saturating_duration_since(a.since));
+            let (settings, keep) = match scan.get(&name) {
+                Some(Ok(s)) => (s.clone(), s.fingerprint() == a.fingerprint),
+                _ => (Box::default(), false),
+            };
+            let running = State::Running {
+                pid: a.pid,
+                since: a.since,
+                execd: true,
+                failed: None,
+            };
+            let mut svc = Service::new(settings, State::Waiting { until: now });
+            svc.starts = 1;
+            svc.removed = !matches!(scan.get(&name), Some(Ok(_)));
+            self.services.insert(name.clone(), svc);
+            self.timers.insert((now, name.clone()));
+            self.set(&name, running);
+            if keep {
+                ops.log(
+                    Level::Notice,
+                    format_args!("{name}[{}]: adopted, running for {age}", a.pid),
+                );
+            } else {
+                let why = if self.services[&name].removed {
+                    "is gone or invalid"
+                } else {
+                    "changed"
+                };
+                ops.log(
+                    Level::Notice,
+                    format_args!(
+                        "{name}[{}]: adopted, but its file {why} since it started: stopping it",
+                        a.pid
+                    ),
+                );
+                self.stop(&name, ops, now);
+            }
+        }
     }
 
     /// The earliest deadline of any service: the loop sleeps until then, or forever.
@@ -332,9 +415,37 @@ impl Table {
                 );
                 if ran >= MIN_RUN {
                     svc.fails = 0;
-                    self.start(&name, ops, now);
                 } else {
                     self.fail(&name, ops, now);
+                }
+                let svc = self.services.get_mut(&name).unwrap();
+                let resume = match svc.state {
+                    State::Waiting { until } => until,
+                    _ => now,
+                };
+                if ops.group_alive(pid) {
+                    // What it started is still there: stopped first, so that the next copy
+                    // does not find its port taken.
+                    ops.log(
+                        Level::Notice,
+                        format_args!("{name}: stopping what is left of its process group"),
+                    );
+                    let (sig, timeout) = (svc.settings.stop_signal, svc.settings.stop_timeout);
+                    svc.resume_at = Some(resume);
+                    ops.signal(pid, sig);
+                    ops.signal(pid, libc::SIGCONT);
+                    let kill_at = Some(now + timeout);
+                    self.set(
+                        &name,
+                        State::Stopping {
+                            pid: None,
+                            pgid: pid,
+                            since,
+                            kill_at,
+                        },
+                    );
+                } else if resume <= now {
+                    self.start(&name, ops, now);
                 }
             }
             State::Stopping { pgid, kill_at, .. } => {
@@ -644,12 +755,15 @@ impl Table {
 
     /// Nothing of the service runs any more: drop it, or start it with its new settings.
     fn stopped(&mut self, name: &str, ops: &mut impl Ops, now: Instant) {
-        let svc = &self.services[name];
+        let svc = self.services.get_mut(name).unwrap();
+        let resume = svc.resume_at.take().filter(|t| *t > now);
         if svc.removed {
             let state = self.services.remove(name).unwrap().state;
             self.unindex(name, state);
         } else if svc.down {
             self.set(name, State::Down);
+        } else if let Some(until) = resume {
+            self.set(name, State::Waiting { until }); // the quarantine of the crash
         } else {
             self.start(name, ops, now);
         }
@@ -658,6 +772,7 @@ impl Table {
     /// The one place a state changes, so that `pids` and `timers` always match the states.
     fn set(&mut self, name: &str, state: State) {
         let old = std::mem::replace(&mut self.services.get_mut(name).unwrap().state, state);
+        self.dirty |= old.pid() != state.pid();
         self.unindex(name, old);
         if let Some(at) = state.deadline() {
             self.timers.insert((at, name.to_string()));
@@ -673,6 +788,7 @@ impl Table {
         }
         if let Some(pid) = state.pid() {
             self.pids.remove(&pid);
+            self.dirty = true;
         }
     }
 }
@@ -716,6 +832,7 @@ impl fmt::Display for How {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self.0 {
             Exit::Code(c) => write!(f, "exited {c}"),
+            Exit::Unknown => f.write_str("exited (status unknown: adopted, not going's child)"),
             Exit::Signal { sig, core } => {
                 match sys::signal_name(sig) {
                     Some(n) => write!(f, "killed by SIG{n}")?,

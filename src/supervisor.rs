@@ -14,6 +14,7 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +25,8 @@ use crate::config::{self, Settings};
 use crate::control::{self, Control};
 use crate::log::{Errno, Level, Logger};
 use crate::output::Outputs;
-use crate::service::{Ops, Summary, Table};
+use crate::service::{Adoptable, Ops, Summary, Table};
+use crate::state;
 use crate::sys::{self, ChildError, Epoll, Exit, Pid};
 use crate::watch::Watch;
 
@@ -59,6 +61,8 @@ const CHILD: u64 = 1 << 32;
 const OUTPUT: u64 = 2 << 32;
 /// Token of a control client: this bit plus its id.
 const CLIENT: u64 = 3 << 32;
+/// Token of an adopted process's pidfd: this bit plus the pid.
+const PIDFD: u64 = 4 << 32;
 
 /// The table's effects, done for real.
 struct Real {
@@ -70,6 +74,14 @@ struct Real {
     pending: BTreeMap<Pid, OwnedFd>,
     outputs: Outputs,
     rundir: PathBuf,
+    /// Pidfds of adopted processes, which are not going's children.
+    pidfds: BTreeMap<Pid, OwnedFd>,
+    /// Process groups of adopted services: their zombies are init's to reap.
+    adopted: std::collections::BTreeSet<Pid>,
+    /// Start times of live service processes, for the state file.
+    starts: BTreeMap<Pid, u64>,
+    /// The last failure to write the state file, logged once.
+    state_error: Option<String>,
 }
 
 impl Ops for Real {
@@ -143,7 +155,11 @@ impl Ops for Real {
     }
 
     fn group_alive(&mut self, pgid: Pid) -> bool {
-        sys::group_alive(pgid)
+        if self.adopted.contains(&pgid) {
+            sys::group_has_live(pgid)
+        } else {
+            sys::group_alive(pgid)
+        }
     }
 
     fn log(&mut self, level: Level, msg: fmt::Arguments) {
@@ -216,11 +232,13 @@ impl Real {
 }
 
 /// Rescans CONFDIR and applies it: the summary and every problem of every invalid file.
+/// The first one that can read CONFDIR also takes over what a previous going left.
 fn reload(
     table: &mut Table,
     real: &mut Real,
     watch: &mut Watch,
     confdir: &Path,
+    adopt: &mut Option<BTreeMap<String, Adoptable>>,
 ) -> Result<(Summary, Vec<String>), String> {
     watch.reloading();
     match config::scan(confdir) {
@@ -230,6 +248,9 @@ fn reload(
                 .flatten()
                 .map(|e| e.to_string())
                 .collect();
+            if let Some(adopt) = adopt.take() {
+                table.adopt(&scan, adopt, real, Instant::now());
+            }
             let sum = table.reconcile(scan, real, Instant::now());
             real.log(Level::Notice, format_args!("reload: {sum}"));
             Ok((sum, problems))
@@ -247,8 +268,111 @@ fn reload(
     }
 }
 
+/// What a previous going left running, from RUNDIR/state, each process verified by pid
+/// and start time, its pidfd (opened before the check, so that a pid recycled meanwhile
+/// fails it) watched from now on.
+fn adoptable(real: &mut Real, now: Instant) -> BTreeMap<String, Adoptable> {
+    let entries = match state::read(&real.rundir) {
+        Ok(entries) => entries,
+        Err(why) => {
+            real.log(
+                Level::Err,
+                format_args!("going: not adopting anything: {why}"),
+            );
+            return BTreeMap::new();
+        }
+    };
+    let mut out = BTreeMap::new();
+    for e in entries {
+        let Ok(pidfd) = sys::pidfd_open(e.pid) else {
+            continue;
+        }; // gone
+        if sys::proc_identity(e.pid) != Some((e.pgid, e.start)) || out.contains_key(&e.name) {
+            real.log(
+                Level::Info,
+                format_args!(
+                    "{}: pid {} is no longer the process going started",
+                    e.name, e.pid
+                ),
+            );
+            continue;
+        }
+        let age = sys::age(e.start).unwrap_or_default();
+        if real
+            .epoll
+            .add(pidfd.as_raw_fd(), PIDFD | e.pid as u64)
+            .is_err()
+        {
+            continue;
+        }
+        real.pidfds.insert(e.pid, pidfd);
+        real.adopted.insert(e.pgid);
+        real.starts.insert(e.pid, e.start);
+        let since = now.checked_sub(age).unwrap_or(now);
+        out.insert(
+            e.name,
+            Adoptable {
+                pid: e.pid,
+                since,
+                fingerprint: e.fingerprint,
+            },
+        );
+    }
+    out
+}
+
+/// Rewrites RUNDIR/state after the live processes changed. A failure (RUNDIR full or
+/// read-only) is logged once, and the next change tries again.
+fn save_state(table: &Table, real: &mut Real) {
+    let mut entries = Vec::new();
+    for (name, pid, pgid, fingerprint) in table.live() {
+        let start = match real.starts.get(&pid) {
+            Some(&s) => s,
+            None => match sys::proc_identity(pid) {
+                Some((_, s)) => s,
+                None => continue,
+            },
+        };
+        entries.push(state::Entry {
+            name: name.to_string(),
+            pid,
+            pgid,
+            start,
+            fingerprint,
+        });
+    }
+    real.starts = entries.iter().map(|e| (e.pid, e.start)).collect();
+    match state::write(&real.rundir, &entries) {
+        Ok(()) if real.state_error.take().is_some() => {
+            let path = real.rundir.join("state");
+            real.log(
+                Level::Notice,
+                format_args!("going: {} is written again", path.display()),
+            );
+        }
+        Ok(()) => {}
+        Err(e) => {
+            let msg = format!(
+                "unable to write {}: {}",
+                real.rundir.join("state").display(),
+                Errno(&e)
+            );
+            if real.state_error.as_ref() != Some(&msg) {
+                real.log(
+                    Level::Err,
+                    format_args!("going: {msg}; a restart of going would not adopt the services"),
+                );
+                real.state_error = Some(msg);
+            }
+        }
+    }
+}
+
 /// The services the admin left stopped, from RUNDIR/down: name and settings fingerprint.
 fn down_marks(rundir: &Path) -> BTreeMap<String, u64> {
+    if state::trusted(rundir).is_err() {
+        return BTreeMap::new();
+    }
     let Ok(dir) = fs::read_dir(rundir.join("down")) else {
         return BTreeMap::new();
     };
@@ -299,7 +423,10 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
     let lock_path = rundir.join("lock");
     let unable =
         |code, what: &str, e: io::Error| fatal(code, format!("unable to {what}: {}", Errno(&e)));
-    fs::create_dir_all(rundir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(rundir)
         .map_err(|e| unable(EX_CANTCREAT, &format!("create {}", rundir.display()), e))?;
     let lock = File::options()
         .write(true)
@@ -362,6 +489,10 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         pending: BTreeMap::new(),
         outputs: Outputs::default(),
         rundir: rundir.clone(),
+        pidfds: BTreeMap::new(),
+        adopted: Default::default(),
+        starts: BTreeMap::new(),
+        state_error: None,
     };
     if let Some(fd) = real.log.fd() {
         real.epoll
@@ -391,6 +522,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         ),
     );
     watch.request(Instant::now());
+    let mut adopt = Some(adoptable(&mut real, Instant::now()));
 
     let mut events = [sys::NO_EVENT; 64];
     let mut stopping = false;
@@ -425,6 +557,15 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
                 INOTIFY => watch.read(now),
                 SYSLOG => real.log.flush(),
                 CONTROL => control.accept(&real.epoll, |id| CLIENT | id as u64, now),
+                t if t & PIDFD == PIDFD => {
+                    // An adopted process ended; init, its parent now, reaps it.
+                    let pid = (t & !PIDFD) as Pid;
+                    if let Some(fd) = real.pidfds.remove(&pid) {
+                        real.epoll.delete(fd.as_raw_fd());
+                        table.exited(pid, Exit::Unknown, &mut real, now);
+                        table.check_groups(&mut real, now);
+                    }
+                }
                 t if t & CLIENT == CLIENT => {
                     let id = (t & !CLIENT) as u32;
                     let control::Event::Request(id, line) =
@@ -443,6 +584,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
                                 &mut real,
                                 &mut watch,
                                 &opts.confdir,
+                                &mut adopt,
                             )),
                         };
                     control.reply(id, reply, &real.epoll, CLIENT | id as u64);
@@ -483,10 +625,13 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
             watch.request(now);
         }
         if !stopping && watch.due().is_some_and(|d| d <= now) {
-            let _ = reload(&mut table, &mut real, &mut watch, &opts.confdir);
+            let _ = reload(&mut table, &mut real, &mut watch, &opts.confdir, &mut adopt);
         }
         table.tick(&mut real, Instant::now());
         control.expire(Instant::now(), &real.epoll);
+        if table.take_dirty() {
+            save_state(&table, &mut real);
+        }
         if real.log.waiting() != syslog_blocked {
             syslog_blocked = real.log.waiting();
             if let Some(fd) = real.log.fd() {

@@ -283,7 +283,12 @@ pub fn reap() -> Option<(Pid, c_int)> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
     Code(i32),
-    Signal { sig: i32, core: bool },
+    Signal {
+        sig: i32,
+        core: bool,
+    },
+    /// An adopted process: not going's child, so its exit status is not going's to read.
+    Unknown,
 }
 
 impl Exit {
@@ -621,4 +626,57 @@ pub fn peer_uid(fd: RawFd) -> io::Result<u32> {
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() }
+}
+
+/// An fd that becomes readable when process `pid` exits, for processes going did not fork
+/// (adopted after a restart of going), which it cannot wait for.
+pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open returns a new fd (close-on-exec by the kernel) that we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// A process's identity from /proc/PID/stat: its process group and its start time (field
+/// 22, in clock ticks since boot), which a recycled pid does not share.
+pub fn proc_identity(pid: Pid) -> Option<(Pid, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let state = *fields.first()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    Some((fields.get(2)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+/// How long ago a process with this start time (clock ticks since boot) started.
+pub fn age(start_ticks: u64) -> Option<std::time::Duration> {
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()?;
+    Some(std::time::Duration::from_secs_f64(
+        (uptime - start_ticks as f64 / hz).max(0.0),
+    ))
+}
+
+/// Whether a process other than a zombie is left in group `pgid`, from /proc: for groups
+/// whose members are not going's children, whose zombies it cannot reap (`group_alive`
+/// counts them).
+pub fn group_has_live(pgid: Pid) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return group_alive(pgid);
+    };
+    let pids = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<Pid>().ok());
+    pids.filter_map(proc_identity)
+        .any(|(group, _)| group == pgid)
 }

@@ -152,6 +152,25 @@ impl Going {
         code
     }
 
+    /// Kills going with SIGKILL and starts a new one on the same directories, as init's
+    /// respawn would after a crash.
+    pub fn kill9_restart(&mut self) {
+        self.kill9();
+        self.start_again();
+    }
+
+    /// Kills going with SIGKILL, leaving its services behind.
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// Starts a new going on the same directories, the previous one being gone.
+    pub fn start_again(&mut self) {
+        assert!(self.child.try_wait().unwrap().is_some(), "going still runs");
+        self.child = going_in(&self.dir.0).spawn().unwrap();
+    }
+
     pub fn conf(&self) -> PathBuf {
         self.dir.0.join("conf")
     }
@@ -381,6 +400,21 @@ pub fn children_of(ppid: i32) -> Vec<(i32, bool)> {
     (processes().into_iter())
         .filter(|(_, f)| f[1] == ppid)
         .map(|(pid, f)| (pid, f[0] == "Z"))
+        .collect()
+}
+
+/// A process's start time (field 22 of /proc/PID/stat): with the pid, its identity.
+pub fn start_time(pid: i32) -> Option<u64> {
+    stat_fields(pid).get(19)?.parse().ok()
+}
+
+/// Live processes whose command line is exactly `cmdline` (words joined by spaces).
+pub fn running(cmdline: &str) -> Vec<i32> {
+    (processes().into_iter())
+        .filter(|(pid, f)| {
+            f[0] != "Z" && proc_file(*pid, "cmdline").replace('\0', " ").trim_end() == cmdline
+        })
+        .map(|(pid, _)| pid)
         .collect()
 }
 

@@ -1,0 +1,130 @@
+//! The state file, RUNDIR/state: for every live service process, its name, pid, process
+//! group, start time and settings fingerprint — what a going started after the previous
+//! one was killed needs to adopt the services instead of starting duplicates.
+//!
+//! Invariants: the file is replaced atomically (a temporary file, then rename). It is only
+//! believed when RUNDIR and the file belong to going's uid and nobody else may write them,
+//! and an entry only when the process's start time still matches: a forged or stale file
+//! cannot make going adopt, or kill, a process it did not start.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use crate::sys::{self, Pid};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub pid: Pid,
+    pub pgid: Pid,
+    /// Start time of the process, in clock ticks since boot (field 22 of /proc/PID/stat).
+    pub start: u64,
+    pub fingerprint: u64,
+}
+
+/// Whether `path` belongs to going's uid and only it may write it.
+pub fn trusted(path: &Path) -> Result<(), String> {
+    let meta = fs::symlink_metadata(path)
+        .map_err(|e| format!("{}: {}", path.display(), crate::log::Errno(&e)))?;
+    if meta.uid() != sys::geteuid() {
+        return Err(format!(
+            "{} belongs to uid {}, not going's",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} may be written by others (mode {:o})",
+            path.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+pub fn write(rundir: &Path, entries: &[Entry]) -> io::Result<()> {
+    let mut text = String::new();
+    for e in entries {
+        let _ = writeln!(
+            text,
+            "{} {} {} {} {}",
+            e.name, e.pid, e.pgid, e.start, e.fingerprint
+        );
+    }
+    let tmp = rundir.join(".state.new");
+    let _ = fs::remove_file(&tmp);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| io::Write::write_all(&mut f, text.as_bytes()))?;
+    fs::rename(&tmp, rundir.join("state"))
+}
+
+/// The entries of the state file; none when there is no file. Err when it is not to be
+/// believed (its owner or mode), with the reason.
+pub fn read(rundir: &Path) -> Result<Vec<Entry>, String> {
+    let path = rundir.join("state");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    trusted(rundir)?;
+    trusted(&path)?;
+    let text = fs::read_to_string(&path)
+        .map_err(|e| format!("{}: {}", path.display(), crate::log::Errno(&e)))?;
+    Ok(text.lines().filter_map(parse).collect())
+}
+
+fn parse(line: &str) -> Option<Entry> {
+    let mut w = line.split(' ');
+    let entry = Entry {
+        name: w
+            .next()
+            .filter(|n| crate::config::valid_name(n))?
+            .to_string(),
+        pid: w.next()?.parse().ok().filter(|p| *p > 1)?,
+        pgid: w.next()?.parse().ok().filter(|p| *p > 1)?,
+        start: w.next()?.parse().ok()?,
+        fingerprint: w.next()?.parse().ok()?,
+    };
+    w.next().is_none().then_some(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_then_read_and_junk_ignored() {
+        let dir = std::env::temp_dir().join(format!("going-state-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        let e = Entry {
+            name: "web".into(),
+            pid: 42,
+            pgid: 42,
+            start: 1234,
+            fingerprint: 99,
+        };
+        write(&dir, std::slice::from_ref(&e)).unwrap();
+        assert_eq!(read(&dir).unwrap(), [e]);
+        for junk in [
+            "",
+            "web 42",
+            "../x 42 42 1 1",
+            "web 1 1 1 1",
+            "web 42 42 1 1 extra",
+            "web x 42 1 1",
+        ] {
+            assert_eq!(parse(junk), None, "{junk:?}");
+        }
+        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        assert!(read(&dir).unwrap_err().contains("may be written by others"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,179 @@
+//! going killed with SIGKILL and started again, as init's respawn does: the services it
+//! left are adopted — neither duplicated nor restarted — unless their files changed; a
+//! forged state file adopts and kills nothing; what a crashed service leaves in its process
+//! group is stopped before it starts again.
+
+mod harness;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use harness::*;
+
+/// Three services; `base` keeps their command lines apart from other tests running at once.
+fn services(base: u32) -> [(&'static str, String); 3] {
+    [
+        ("a", format!("sleep {base}")),
+        ("b", format!("sleep {}", base + 1)),
+        ("c", format!("sleep {}", base + 2)),
+    ]
+}
+
+fn start_three(base: u32) -> (Going, Vec<(i32, u64)>) {
+    let files: Vec<(String, String)> = services(base)
+        .iter()
+        .map(|(n, c)| (n.to_string(), format!("cmd={c}\nlog=null\n")))
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let mut g = Going::start(&refs);
+    let mut ids = Vec::new();
+    for (name, _) in services(base) {
+        g.rewind();
+        let pid = g.exec_of(name, "sleep");
+        ids.push((pid, start_time(pid).unwrap()));
+    }
+    g.next_msg("reload: 3 started");
+    wait_until("the state file", || {
+        fs::read_to_string(g.dir.0.join("run/state"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+            == 3
+    });
+    (g, ids)
+}
+
+#[test]
+fn after_kill_9_every_service_is_adopted_not_duplicated_nor_restarted() {
+    let (mut g, ids) = start_three(2000);
+    g.kill9_restart();
+    for ((name, cmd), (pid, start)) in services(2000).iter().zip(&ids) {
+        let l = g.next_msg(&format!("{name}[{pid}]: adopted, running for"));
+        assert_eq!(l.pri, NOTICE);
+        g.rewind();
+        assert_eq!(running(cmd), [*pid], "{name}: one process, the same one");
+        assert_eq!(start_time(*pid), Some(*start), "{name}: not restarted");
+    }
+    g.next_msg("reload: 0 started, 0 stopped, 0 restarted, 0 invalid");
+    let (code, out, _) = run(&["status", "-r", path_str(&g.dir.0.join("run")), "a"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("pid        {}", ids[0].0)), "{out}");
+    // An adopted service that exits is restarted, as if going had started it.
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(ids[0].0, libc::SIGKILL) };
+    g.next_msg(&format!(
+        "a[{}]: exited (status unknown: adopted, not going's child)",
+        ids[0].0
+    ));
+    let again = g.exec_of("a", "sleep");
+    assert_ne!(again, ids[0].0);
+    assert_eq!(running("sleep 2000"), [again]);
+    // And going stops adopted services like its own.
+    assert_eq!(g.stop(), 0);
+    for (_, cmd) in services(2000) {
+        assert!(running(&cmd).is_empty(), "{cmd} left behind");
+    }
+}
+
+#[test]
+fn a_file_changed_or_removed_meanwhile_stops_the_adopted_copy() {
+    let (mut g, ids) = start_three(3000);
+    g.kill9();
+    g.write("a", "cmd=sleep 2999\nlog=null\n");
+    fs::remove_file(g.conf().join("b")).unwrap();
+    g.start_again();
+    g.next_msg(&format!(
+        "a[{}]: adopted, but its file changed since it started: stopping it",
+        ids[0].0
+    ));
+    g.rewind();
+    g.next_msg(&format!(
+        "b[{}]: adopted, but its file is gone or invalid since it started: stopping it",
+        ids[1].0
+    ));
+    let new_a = g.exec_of("a", "sleep");
+    wait_until("the old a and b to be gone", || {
+        running("sleep 3000").is_empty() && running("sleep 3001").is_empty()
+    });
+    assert_eq!(running("sleep 2999"), [new_a]);
+    assert_eq!(running("sleep 3002"), [ids[2].0], "c is untouched");
+}
+
+#[test]
+fn a_forged_or_stale_state_file_adopts_and_kills_nothing() {
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("4003")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = bystander.id() as i32;
+    let start = start_time(pid).unwrap();
+    let mut g = Going::start(&[]);
+    g.next_msg("reload: 0 started");
+    let state = g.dir.0.join("run/state");
+    let forge = |text: String, mode: u32| {
+        fs::write(&state, text).unwrap();
+        fs::set_permissions(&state, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    // A wrong start time: the pid is someone else's now.
+    g.kill9();
+    forge(format!("a {pid} {pid} {} 1\n", start + 1), 0o600);
+    g.write("a", "cmd=sleep 4004\nlog=null\n");
+    g.start_again();
+    g.next_msg(&format!(
+        "a: pid {pid} is no longer the process going started"
+    ));
+    g.started("a");
+    assert_eq!(g.stop(), 0);
+    // The right start time, but a state file others may write: not believed at all.
+    forge(format!("a {pid} {pid} {start} 1\n"), 0o666);
+    g.start_again();
+    let l = g.next_msg("going: not adopting anything");
+    assert!(l.msg.contains("may be written by others"), "{}", l.msg);
+    g.started("a");
+    assert!(alive(pid), "the bystander was not touched");
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}
+
+#[test]
+fn a_service_whose_output_pipe_died_with_going_is_restarted_when_it_dies_of_it() {
+    let mut g = Going::start(&[(
+        "talker",
+        "cmd=/bin/sh -c 'while :; do echo tick; sleep 0.1; done'\n",
+    )]);
+    let pid = g.started("talker");
+    g.next_output(&format!("talker[{pid}]"), "tick");
+    wait_until("the state file", || {
+        fs::read_to_string(g.dir.0.join("run/state"))
+            .unwrap_or_default()
+            .contains("talker")
+    });
+    g.kill9_restart();
+    g.next_msg(&format!("talker[{pid}]: adopted"));
+    g.next_msg(&format!("talker[{pid}]: exited (status unknown"));
+    let again = g.started("talker");
+    g.next_output(&format!("talker[{again}]"), "tick");
+}
+
+#[test]
+fn what_a_crashed_service_left_in_its_group_is_stopped_before_it_starts_again() {
+    let mut g = Going::start(&[(
+        "leaky",
+        "cmd=/bin/sh -c 'sleep 5004 & sleep 0.3; exit 1'\nlog=null\n",
+    )]);
+    let first = g.started("leaky");
+    wait_until("the helper", || running("sleep 5004").len() == 1);
+    let helper = running("sleep 5004")[0];
+    g.next_msg(&format!("leaky[{first}]: exited 1"));
+    g.next_msg("leaky: stopping what is left of its process group");
+    g.started("leaky");
+    assert!(
+        !alive(helper),
+        "the old helper is gone before the next start"
+    );
+    wait_until("one helper", || running("sleep 5004").len() == 1);
+}
