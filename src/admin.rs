@@ -217,6 +217,49 @@ fn quote(word: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::log::Level;
+    use std::fmt;
+
+    struct Null;
+
+    impl Ops for Null {
+        fn spawn(&mut self, _: &str, _: &Settings) -> Result<sys::Pid, String> {
+            Ok(4242)
+        }
+        fn mark_down(&mut self, _: &str, _: Option<u64>) {}
+        fn signal(&mut self, _: sys::Pid, _: libc::c_int) {}
+        fn group_alive(&mut self, _: sys::Pid) -> bool {
+            false
+        }
+        fn log(&mut self, _: Level, _: fmt::Arguments) {}
+    }
+
+    #[test]
+    fn any_request_gets_a_reply_with_an_exit_code() {
+        let mut table = Table::default();
+        let scan = [(
+            "web".to_string(),
+            crate::config::parse(Path::new("web"), b"cmd=/x"),
+        )]
+        .into();
+        let now = Instant::now();
+        table.reconcile(scan, &mut Null, now);
+        let words = b"status start stop restart signal reload HUP KILL 9 web nosuch \t\xff\x00";
+        let mut seed = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            let bytes = crate::config::tests::random_bytes(&mut seed, words, 60);
+            let line = String::from_utf8_lossy(&bytes);
+            if let Handled::Reply(reply) =
+                handle(&line, &mut table, &mut Null, now, Path::new("/d"))
+            {
+                let code = reply.lines().next().unwrap_or("");
+                assert!(code.parse::<u8>().is_ok(), "{line:?} got {reply:?}");
+            }
+        }
+    }
+
     #[test]
     fn commands_are_shown_as_they_could_be_written() {
         assert_eq!(super::quote("/usr/sbin/nginx"), "/usr/sbin/nginx");

@@ -180,11 +180,7 @@ fn check(dir: &std::path::Path) -> ExitCode {
     let scan = match config::scan(dir) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!(
-                "going: unable to read {}: {}",
-                dir.display(),
-                crate::log::Errno(&e)
-            );
+            eprintln!("going: {e}");
             return ExitCode::FAILURE;
         }
     };

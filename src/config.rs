@@ -384,10 +384,20 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// Every service file in `dir`, by name. Err only when the directory itself is unreadable.
-pub fn scan(dir: &Path) -> io::Result<BTreeMap<String, Parsed>> {
+/// Err says why the directory as a whole is not read: unreadable, or not safe.
+pub fn scan(dir: &Path) -> Result<BTreeMap<String, Parsed>, String> {
+    let unable = |e: io::Error| {
+        format!(
+            "unable to read {}: {}",
+            dir.display(),
+            crate::log::Errno(&e)
+        )
+    };
+    let meta = fs::metadata(dir).map_err(unable)?;
+    safe(&meta).map_err(|why| format!("{} is {why}: refused", dir.display()))?;
     let mut out = BTreeMap::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
+    for entry in fs::read_dir(dir).map_err(unable)? {
+        let entry = entry.map_err(unable)?;
         let Some(name) = entry
             .file_name()
             .to_str()
@@ -400,6 +410,26 @@ pub fn scan(dir: &Path) -> io::Result<BTreeMap<String, Parsed>> {
         out.insert(name, parsed);
     }
     Ok(out)
+}
+
+/// As sshd's StrictModes: what going runs as root must be going's own and nobody else's
+/// to change — a file others may write is a way to run anything as root.
+fn safe(meta: &fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = crate::sys::geteuid();
+    if meta.uid() != me {
+        Err(format!(
+            "owned by uid {}, not by going's uid {me}",
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o022 != 0 {
+        Err(format!(
+            "writable by group or others (mode {:04o})",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// Reads and parses one service file.
@@ -433,7 +463,10 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .map_err(|e| unable("open", e))?;
-    check(&file.metadata().map_err(|e| unable("stat", e))?)?;
+    // Checked on the open file: what was read is what was checked.
+    let meta = file.metadata().map_err(|e| unable("stat", e))?;
+    check(&meta)?;
+    safe(&meta).map_err(|why| format!("{why}: refused"))?;
     let mut bytes = Vec::new();
     (&mut file)
         .take(MAX_FILE + 1)
@@ -565,7 +598,7 @@ pub fn split_words(s: &str) -> Result<Vec<String>, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn p(text: &str) -> Result<Box<Settings>, Vec<String>> {
@@ -785,6 +818,42 @@ mod tests {
             )
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A deterministic xorshift stream: the same cases on every run.
+    pub(crate) fn random_bytes(seed: &mut u64, alphabet: &[u8], max: usize) -> Vec<u8> {
+        let mut next = || {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed
+        };
+        let len = (next() % max as u64) as usize;
+        (0..len)
+            .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+            .collect()
+    }
+
+    #[test]
+    fn any_bytes_give_settings_or_errors_naming_file_and_line() {
+        let alphabet = b"cmd=user=env=limit_nofile=stop_signal=log=nice= \t\r\n\n#'\"\\=:0123456789/abc\0\xff\xc3\xa9";
+        let mut seed = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let bytes = random_bytes(&mut seed, alphabet, 200);
+            match parse(Path::new("d/web"), &bytes) {
+                Ok(s) => assert!(!s.cmd.is_empty() && s.cmd.iter().all(|w| !w.contains('\0'))),
+                Err(errors) => {
+                    assert!(!errors.is_empty());
+                    for e in errors {
+                        let text = e.to_string();
+                        assert!(
+                            text.starts_with("d/web:") && e.line >= 1,
+                            "{text:?} from {bytes:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -256,12 +256,7 @@ fn reload(
             Ok((sum, problems))
         }
         Err(e) => {
-            let msg = format!(
-                "unable to read {}: {}; {} services left as they are",
-                confdir.display(),
-                Errno(&e),
-                table.len()
-            );
+            let msg = format!("{e}; {} services left as they are", table.len());
             real.log(Level::Err, format_args!("reload: {msg}"));
             Err(msg)
         }
