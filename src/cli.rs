@@ -179,7 +179,7 @@ fn usage(msg: &str) -> ExitCode {
 fn check(dir: &std::path::Path) -> ExitCode {
     let scan = match config::scan(dir) {
         Ok(s) => s,
-        Err(e) => {
+        Err((e, _)) => {
             eprintln!("going: {e}");
             return ExitCode::FAILURE;
         }

@@ -163,6 +163,8 @@ pub struct FileError {
     pub path: PathBuf,
     pub line: usize,
     pub msg: String,
+    /// The file could not be read for want of a resource (fds, memory): worth another try.
+    pub transient: bool,
 }
 
 impl fmt::Display for FileError {
@@ -356,7 +358,7 @@ fn env_var(k: &str, v: &str) -> Result<(String, String), String> {
 /// Reads an `env_file`: `KEY=VALUE` lines, blank lines and `#` comments skipped, spaces
 /// around key and value trimmed. Errors read `PATH:LINE: message`.
 pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, String> {
-    let bytes = read_bounded(path).map_err(|msg| format!("{}: {msg}", path.display()))?;
+    let bytes = read_bounded(path).map_err(|(msg, _)| format!("{}: {msg}", path.display()))?;
     let text =
         std::str::from_utf8(&bytes).map_err(|_| format!("{}: invalid UTF-8", path.display()))?;
     let mut out = Vec::new();
@@ -383,18 +385,26 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'@')
 }
 
-/// Every service file in `dir`, by name. Err only when the directory itself is unreadable.
-/// Err says why the directory as a whole is not read: unreadable, or not safe.
-pub fn scan(dir: &Path) -> Result<BTreeMap<String, Parsed>, String> {
+/// Every service file in `dir`, by name. Err says why the directory as a whole is not
+/// read (unreadable, or not safe), and whether that was for want of a resource (fds,
+/// memory), so worth another try.
+pub fn scan(dir: &Path) -> Result<BTreeMap<String, Parsed>, (String, bool)> {
     let unable = |e: io::Error| {
-        format!(
-            "unable to read {}: {}",
-            dir.display(),
-            crate::log::Errno(&e)
+        let transient = matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+        );
+        (
+            format!(
+                "unable to read {}: {}",
+                dir.display(),
+                crate::log::Errno(&e)
+            ),
+            transient,
         )
     };
     let meta = fs::metadata(dir).map_err(unable)?;
-    safe(&meta).map_err(|why| format!("{} is {why}: refused", dir.display()))?;
+    safe(&meta).map_err(|why| (format!("{} is {why}: refused", dir.display()), false))?;
     let mut out = BTreeMap::new();
     for entry in fs::read_dir(dir).map_err(unable)? {
         let entry = entry.map_err(unable)?;
@@ -439,24 +449,35 @@ pub fn read(path: &Path) -> Parsed {
         Err(msg) => Err(vec![FileError {
             path: path.to_owned(),
             line: 0,
-            msg,
+            transient: msg.1,
+            msg: msg.0,
         }]),
     }
 }
 
 /// Reads a small file without ever blocking: the type is checked before opening (a FIFO
 /// or device is never opened) and again on the open file; more than 64 KiB is an error.
-fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+/// Err: the message, and whether it was for want of a resource (worth another try).
+fn read_bounded(path: &Path) -> Result<Vec<u8>, (String, bool)> {
     let check = |meta: &fs::Metadata| {
         if !meta.is_file() {
-            Err("not a regular file".to_string())
+            Err(("not a regular file".to_string(), false))
         } else if meta.len() > MAX_FILE {
-            Err(format!("larger than {} KiB", MAX_FILE / 1024))
+            Err((format!("larger than {} KiB", MAX_FILE / 1024), false))
         } else {
             Ok(())
         }
     };
-    let unable = |verb: &str, e: io::Error| format!("unable to {verb}: {}", crate::log::Errno(&e));
+    let unable = |verb: &str, e: io::Error| {
+        let transient = matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+        );
+        (
+            format!("unable to {verb}: {}", crate::log::Errno(&e)),
+            transient,
+        )
+    };
     check(&fs::metadata(path).map_err(|e| unable("stat", e))?)?;
     let mut file = File::options()
         .read(true)
@@ -466,14 +487,14 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
     // Checked on the open file: what was read is what was checked.
     let meta = file.metadata().map_err(|e| unable("stat", e))?;
     check(&meta)?;
-    safe(&meta).map_err(|why| format!("{why}: refused"))?;
+    safe(&meta).map_err(|why| (format!("{why}: refused"), false))?;
     let mut bytes = Vec::new();
     (&mut file)
         .take(MAX_FILE + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| unable("read", e))?;
     if bytes.len() as u64 > MAX_FILE {
-        return Err(format!("larger than {} KiB", MAX_FILE / 1024));
+        return Err((format!("larger than {} KiB", MAX_FILE / 1024), false));
     }
     Ok(bytes)
 }
@@ -488,6 +509,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Parsed {
             path: path.to_owned(),
             line,
             msg,
+            transient: false,
         })
     };
     let mut lines = 0;

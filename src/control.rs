@@ -45,6 +45,8 @@ pub struct Control {
     listener: UnixListener,
     clients: BTreeMap<u32, Client>,
     next: u32,
+    /// Accepting stopped after an error, until then.
+    paused_until: Option<Instant>,
 }
 
 /// What the loop should do after an event on the control socket.
@@ -65,6 +67,7 @@ impl Control {
             listener,
             clients: BTreeMap::new(),
             next: 0,
+            paused_until: None,
         })
     }
 
@@ -73,12 +76,28 @@ impl Control {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.clients.values().map(|c| c.deadline).min()
+        self.clients
+            .values()
+            .map(|c| c.deadline)
+            .chain(self.paused_until)
+            .min()
     }
 
     /// Accepts every waiting client; `token` makes a client's epoll token from its id.
     pub fn accept(&mut self, epoll: &Epoll, token: impl Fn(u32) -> u64, now: Instant) {
-        while let Ok((stream, _)) = self.listener.accept() {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    // Out of fds, say: the client stays queued and the listener readable,
+                    // which would wake the loop at once, forever. Look again in a second.
+                    epoll.delete(self.listener.as_raw_fd());
+                    self.paused_until = Some(now + Duration::from_secs(1));
+                    return;
+                }
+            };
             if self.clients.len() >= CLIENTS || stream.set_nonblocking(true).is_err() {
                 continue; // dropped: closed at once
             }
@@ -186,8 +205,13 @@ impl Control {
         self.close(id, epoll);
     }
 
-    /// Drops every client whose time is up.
-    pub fn expire(&mut self, now: Instant, epoll: &Epoll) {
+    /// Drops every client whose time is up, and accepts again after a pause.
+    pub fn expire(&mut self, now: Instant, epoll: &Epoll, token: u64) {
+        if self.paused_until.is_some_and(|t| t <= now)
+            && epoll.add(self.listener.as_raw_fd(), token).is_ok()
+        {
+            self.paused_until = None;
+        }
         let late: Vec<u32> = (self.clients.iter())
             .filter(|(_, c)| c.deadline <= now)
             .map(|(id, _)| *id)

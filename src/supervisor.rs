@@ -241,8 +241,18 @@ fn reload(
     adopt: &mut Option<BTreeMap<String, Adoptable>>,
 ) -> Result<(Summary, Vec<String>), String> {
     watch.reloading();
+    // A file or the directory unreadable for want of fds or memory: another try soon.
+    let retry = Instant::now() + std::time::Duration::from_secs(1);
     match config::scan(confdir) {
         Ok(scan) => {
+            if scan
+                .values()
+                .filter_map(|p| p.as_ref().err())
+                .flatten()
+                .any(|e| e.transient)
+            {
+                watch.retry(retry);
+            }
             let problems = (scan.values())
                 .filter_map(|p| p.as_ref().err())
                 .flatten()
@@ -255,7 +265,10 @@ fn reload(
             real.log(Level::Notice, format_args!("reload: {sum}"));
             Ok((sum, problems))
         }
-        Err(e) => {
+        Err((e, transient)) => {
+            if transient {
+                watch.retry(retry);
+            }
             let msg = format!("{e}; {} services left as they are", table.len());
             real.log(Level::Err, format_args!("reload: {msg}"));
             Err(msg)
@@ -623,7 +636,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
             let _ = reload(&mut table, &mut real, &mut watch, &opts.confdir, &mut adopt);
         }
         table.tick(&mut real, Instant::now());
-        control.expire(Instant::now(), &real.epoll);
+        control.expire(Instant::now(), &real.epoll, CONTROL);
         if table.take_dirty() {
             save_state(&table, &mut real);
         }

@@ -67,6 +67,11 @@ impl Watch {
         self.due = Some(now);
     }
 
+    /// A reload at `at` at the latest (a retry after a transient failure).
+    pub fn retry(&mut self, at: Instant) {
+        self.due = Some(self.due.map_or(at, |d| d.min(at)));
+    }
+
     /// The reload is happening: forget the burst, and watch the directory again if needed.
     pub fn reloading(&mut self) {
         self.due = None;

@@ -1,0 +1,204 @@
+//! Faults going keeps working through: running as PID 1, a RUNDIR it cannot write, running
+//! out of fds, a thousand services crash-looping at once, an inotify queue that overflows.
+
+mod harness;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use harness::*;
+
+fn cpu_ticks(pid: i32) -> u64 {
+    let f = stat_fields(pid);
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn as_pid_1_going_reaps_orphans_and_stops_cleanly() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = TempDir::new();
+    fs::create_dir(dir.0.join("conf")).unwrap();
+    fs::write(
+        dir.0.join("conf/s"),
+        "cmd=/bin/sh -c '(sleep 0.2 &); (sleep 0.2 &); exec sleep 1000'\n",
+    )
+    .unwrap();
+    let mut unshare = std::process::Command::new("unshare")
+        .args(["-pf", "--mount-proc", BIN, "-f", "-d"])
+        .arg(dir.0.join("conf"))
+        .arg("-r")
+        .arg(dir.0.join("run"))
+        .stderr(fs::File::create(dir.0.join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || fs::read_to_string(dir.0.join("stderr")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !log().contains("going[1]: s[2]: started") {
+        if Instant::now() > deadline || unshare.try_wait().unwrap().is_some() {
+            eprintln!("skipped: no pid namespace here: {}", log());
+            let _ = unshare.kill();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let going = children_of(unshare.id() as i32)[0].0;
+    assert_eq!(
+        status_field(going, "NSpid").split_whitespace().last(),
+        Some("1")
+    );
+    let others = || {
+        children_of(going)
+            .into_iter()
+            .filter(|c| proc_file(c.0, "cmdline") != "sleep\x001000\x00")
+            .count()
+    };
+    wait_until("the orphans to be reparented to going", || others() > 0);
+    wait_until("the orphans to be reaped", || others() == 0);
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(going, libc::SIGTERM) };
+    assert_eq!(unshare.wait().unwrap().code(), Some(0), "{}", log());
+    assert!(log().contains("going[1]: going: all services stopped, exiting"));
+}
+
+#[test]
+fn a_rundir_going_cannot_write_is_logged_once_and_supervision_goes_on() {
+    let mut g = Going::start(&[("a", "cmd=sleep 1000\n")]);
+    g.started("a");
+    g.next_msg("reload: 1 started");
+    // A directory where the state file's temporary goes: every write fails.
+    let blocker = g.dir.0.join("run/.state.new");
+    // going may be writing its temporary at this very moment: try until the directory takes.
+    wait_until("the blocking directory", || {
+        let _ = fs::remove_file(&blocker);
+        fs::create_dir(&blocker).is_ok()
+    });
+    g.write("b", "cmd=sleep 1000\n");
+    g.started("b");
+    g.rewind(); // the first failed write may come before b's start or after it
+    let l = g.next_msg("unable to write");
+    assert!(
+        l.msg
+            .ends_with("a restart of going would not adopt the services"),
+        "{}",
+        l.msg
+    );
+    assert_eq!(l.pri, ERR);
+    g.write("c", "cmd=sleep 1000\n");
+    g.started("c");
+    assert_eq!(
+        g.lines
+            .iter()
+            .filter(|l| l.msg.contains("unable to write"))
+            .count(),
+        1,
+        "{}",
+        g.dump()
+    );
+    fs::remove_dir(g.dir.0.join("run/.state.new")).unwrap();
+    g.write("d", "cmd=sleep 1000\n");
+    g.next_msg("state is written again");
+}
+
+fn set_soft_nofile(pid: i32, soft: u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit reads `new` and writes `old`, both valid.
+    unsafe {
+        assert_eq!(
+            libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut r),
+            0
+        );
+        r.rlim_cur = soft.min(r.rlim_max);
+        assert_eq!(
+            libc::prlimit(pid, libc::RLIMIT_NOFILE, &r, std::ptr::null_mut()),
+            0
+        );
+    }
+}
+
+#[test]
+fn out_of_fds_going_retries_and_recovers_when_the_limit_is_lifted() {
+    let mut g = Going::start(&[]);
+    g.next_msg("reload: 0 started");
+    // Lowered from outside, as an admin's prlimit(1) would.
+    set_soft_nofile(g.pid(), 40);
+    g.signal(libc::SIGSTOP);
+    for i in 0..40 {
+        g.write(&format!("s{i}"), &format!("cmd=sleep {}\n", 6000 + i));
+    }
+    g.signal(libc::SIGCONT);
+    g.next_msg("Too many open files");
+    // The control socket is out of reach or answers; either way the loop does not spin.
+    let _ = run(&["status", "-r", path_str(&g.dir.0.join("run"))]);
+    let before = cpu_ticks(g.pid());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        cpu_ticks(g.pid()) - before < 25,
+        "going spins while out of fds"
+    );
+    assert!(alive(g.pid()));
+    set_soft_nofile(g.pid(), 4096);
+    wait_until("all 40 services to run", || {
+        (0..40).all(|i| running(&format!("sleep {}", 6000 + i)).len() == 1)
+    });
+}
+
+#[test]
+fn a_thousand_crash_loopers_leave_going_responsive() {
+    let dir_files: Vec<(String, String)> = (0..1000)
+        .map(|i| (format!("c{i}"), "cmd=/bin/false\nlog=null\n".to_string()))
+        .collect();
+    let g = Going::with(Setup {
+        files: dir_files,
+        ..Setup::default()
+    });
+    // 2000 messages in a burst: past going's queue they go to stderr, so ask going itself.
+    let run_dir = g.dir.0.join("run");
+    wait_until("going to answer", || {
+        run(&["status", "-r", path_str(&run_dir), "c999"]).0 != 69
+    });
+    let t0 = Instant::now();
+    let cpu0 = cpu_ticks(g.pid());
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let (code, out, _) = run(&["status", "-r", path_str(&g.dir.0.join("run")), "c1"]);
+        assert!(code == 0 || code == 3, "{out}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "status took {:?}",
+            asked.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The backoff bounds the work: going is mostly idle while they wait.
+    let ticks = cpu_ticks(g.pid()) - cpu0;
+    let wall = t0.elapsed().as_secs_f64() * 100.0;
+    assert!(
+        (ticks as f64) < wall * 0.6,
+        "going used {ticks} ticks in {wall:.0}"
+    );
+}
+
+#[test]
+fn an_overflowing_inotify_queue_means_one_rescan() {
+    let max: usize = fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut g = Going::start(&[]);
+    g.next_msg("reload: 0 started");
+    g.signal(libc::SIGSTOP);
+    for i in 0..max + 100 {
+        fs::write(g.conf().join(format!("junk{i}.tmp")), "").unwrap();
+    }
+    g.write("web", "cmd=sleep 1000\n");
+    g.signal(libc::SIGCONT);
+    g.started("web");
+    g.next_msg("reload: 1 started, 0 stopped, 0 restarted, 0 invalid");
+}
