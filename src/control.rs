@@ -57,11 +57,18 @@ pub enum Event {
 }
 
 impl Control {
-    /// Binds RUNDIR/control, replacing a stale socket (the RUNDIR lock is ours).
-    pub fn bind(path: &Path) -> io::Result<Control> {
-        let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    /// Binds RUNDIR/control, replacing a stale socket (the RUNDIR lock is ours), or takes
+    /// the listener a going that exec'd this one handed over.
+    pub fn bind(path: &Path, inherited: Option<std::os::fd::OwnedFd>) -> io::Result<Control> {
+        let listener = match inherited {
+            Some(fd) => UnixListener::from(fd),
+            None => {
+                let _ = std::fs::remove_file(path);
+                let listener = UnixListener::bind(path)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+                listener
+            }
+        };
         listener.set_nonblocking(true)?;
         Ok(Control {
             listener,

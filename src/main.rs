@@ -12,6 +12,7 @@ mod service;
 mod state;
 mod supervisor;
 mod sys;
+mod upgrade;
 mod watch;
 
 fn main() -> std::process::ExitCode {

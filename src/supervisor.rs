@@ -50,6 +50,7 @@ pub const EX_TEMPFAIL: u8 = 75;
 static CHLD: AtomicBool = AtomicBool::new(false);
 static HUP: AtomicBool = AtomicBool::new(false);
 static TERM: AtomicBool = AtomicBool::new(false);
+static UPGRADE: AtomicBool = AtomicBool::new(false);
 
 const SIGNALS: u64 = 1;
 const INOTIFY: u64 = 2;
@@ -329,6 +330,92 @@ fn adoptable(real: &mut Real, now: Instant) -> BTreeMap<String, Adoptable> {
     out
 }
 
+/// The processes a going that exec'd this one handed over: its children (now ours, with
+/// their output pipes) and those it had adopted itself (watched by pidfd).
+fn take_over(
+    real: &mut Real,
+    h: crate::upgrade::Handover,
+    now: Instant,
+) -> BTreeMap<String, Adoptable> {
+    let mut out = BTreeMap::new();
+    for p in h.procs {
+        if !p.child {
+            let Ok(pidfd) = sys::pidfd_open(p.pid) else {
+                continue;
+            };
+            if real
+                .epoll
+                .add(pidfd.as_raw_fd(), PIDFD | p.pid as u64)
+                .is_err()
+            {
+                continue;
+            }
+            real.pidfds.insert(p.pid, pidfd);
+            real.adopted.insert(p.pid);
+        }
+        if let Some(fd) = p.output {
+            let _ = real.epoll.add(fd.as_raw_fd(), OUTPUT | p.pid as u64);
+            real.outputs.add(p.pid, &p.name, fd);
+        }
+        let since = now.checked_sub(p.age).unwrap_or(now);
+        out.insert(
+            p.name,
+            Adoptable {
+                pid: p.pid,
+                since,
+                fingerprint: p.fingerprint,
+            },
+        );
+    }
+    out
+}
+
+/// SIGUSR2: exec the binary installed where going was started from, handing over all that
+/// runs. Returns only if that failed; going then carries on as it was.
+fn upgrade(table: &Table, real: &mut Real, lock: &File, control: &Control) {
+    let Some(path) = crate::upgrade::own_path() else {
+        real.log(
+            Level::Err,
+            format_args!("going: unable to upgrade: cannot tell where going was started from"),
+        );
+        return;
+    };
+    let procs: Vec<_> = (table.live())
+        .map(|(name, pid, _, fp)| {
+            let age = (real.starts.get(&pid).copied())
+                .or_else(|| sys::proc_identity(pid).map(|p| p.1))
+                .and_then(sys::age)
+                .unwrap_or_default();
+            crate::upgrade::Leaving {
+                name: name.to_string(),
+                pid,
+                fingerprint: fp,
+                age,
+                child: !real.pidfds.contains_key(&pid),
+                output: real.outputs.fd(pid),
+            }
+        })
+        .collect();
+    real.log(
+        Level::Notice,
+        format_args!(
+            "going: upgrading: exec {} with {} services",
+            path.display(),
+            procs.len()
+        ),
+    );
+    real.log.flush();
+    let err = crate::upgrade::exec(&path, lock.as_raw_fd(), control.fd(), &procs);
+    real.log(
+        Level::Err,
+        format_args!(
+            "going: unable to upgrade: exec {}: {}; carrying on",
+            path.display(),
+            Errno(&err)
+        ),
+    );
+}
+
 /// Rewrites RUNDIR/state after the live processes changed. A failure (RUNDIR full or
 /// read-only) is logged once, and the next change tries again.
 fn save_state(table: &Table, real: &mut Real) {
@@ -436,13 +523,24 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         .mode(0o700)
         .create(rundir)
         .map_err(|e| unable(EX_CANTCREAT, &format!("create {}", rundir.display()), e))?;
-    let lock = File::options()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(|e| unable(EX_CANTCREAT, &format!("open {}", lock_path.display()), e))?;
-    if lock.try_lock().is_err() {
+    // After an upgrade the lock is still held, on the fd the previous binary handed over.
+    let handover = crate::upgrade::take();
+    let (lock, handed) = match handover.as_ref().map(|h| h.lock.is_some()) {
+        Some(true) => {
+            let mut h = handover.unwrap();
+            (File::from(h.lock.take().unwrap()), Some(h))
+        }
+        _ => (
+            File::options()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&lock_path)
+                .map_err(|e| unable(EX_CANTCREAT, &format!("open {}", lock_path.display()), e))?,
+            None,
+        ),
+    };
+    if handed.is_none() && lock.try_lock().is_err() {
         return Err(fatal(
             EX_TEMPFAIL,
             format!(
@@ -463,6 +561,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         (libc::SIGTERM, &TERM),
         (libc::SIGINT, &TERM),
         (libc::SIGQUIT, &TERM),
+        (libc::SIGUSR2, &UPGRADE),
     ] {
         // The flag first: by the time the byte wakes the loop, the flag is set.
         signal_hook::flag::register(sig, flag).map_err(|e| os("set a signal handler", e))?;
@@ -511,7 +610,9 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
     let mut table = Table::default();
     table.down_marks = down_marks(rundir);
     let control_path = rundir.join("control");
-    let mut control = Control::bind(&control_path).map_err(|e| {
+    let mut handed = handed;
+    let inherited = handed.as_mut().and_then(|h| h.control.take());
+    let mut control = Control::bind(&control_path, inherited).map_err(|e| {
         unable(
             EX_CANTCREAT,
             &format!("create {}", control_path.display()),
@@ -530,7 +631,12 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         ),
     );
     watch.request(Instant::now());
-    let mut adopt = Some(adoptable(&mut real, Instant::now()));
+    let mut adopt = Some(match handed {
+        Some(h) => take_over(&mut real, h, Instant::now()),
+        None => adoptable(&mut real, Instant::now()),
+    });
+    // A SIGCHLD that came while an upgrade exec'd this binary is lost: look anyway.
+    CHLD.store(true, Ordering::SeqCst);
 
     let mut events = [sys::NO_EVENT; 64];
     let mut stopping = false;
@@ -631,6 +737,9 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         }
         if HUP.swap(false, Ordering::SeqCst) {
             watch.request(now);
+        }
+        if UPGRADE.swap(false, Ordering::SeqCst) && !stopping {
+            upgrade(&table, &mut real, &lock, &control);
         }
         if !stopping && watch.due().is_some_and(|d| d <= now) {
             let _ = reload(&mut table, &mut real, &mut watch, &opts.confdir, &mut adopt);

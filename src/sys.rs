@@ -680,3 +680,31 @@ pub fn group_has_live(pgid: Pid) -> bool {
     pids.filter_map(proc_identity)
         .any(|(group, _)| group == pgid)
 }
+
+/// Takes over an fd inherited across going's own re-exec: None unless it is open. It is
+/// made close-on-exec again, so that no service inherits it.
+pub fn inherit_fd(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: fcntl on an fd number; we take ownership only if it is open, and it was
+    // handed to us by the going that exec'd us, which owned it.
+    unsafe {
+        if fd < 3 || libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) < 0 {
+            return None;
+        }
+        Some(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Lets `fd` survive an exec (true) or not (false).
+pub fn keep_on_exec(fd: RawFd, keep: bool) {
+    // SAFETY: fcntl only changes the fd's flags.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, if keep { 0 } else { libc::FD_CLOEXEC }) };
+}
+
+/// Replaces going with `path` (argv and environment as given); returns only on failure.
+pub fn exec(path: &CString, argv: &[CString], envp: &[CString]) -> io::Error {
+    let argv = nul_terminated(argv);
+    let envp = nul_terminated(envp);
+    // SAFETY: argv and envp are NUL-terminated arrays of pointers to live C strings.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    io::Error::last_os_error()
+}

@@ -69,12 +69,13 @@ fn a_rundir_going_cannot_write_is_logged_once_and_supervision_goes_on() {
     g.started("a");
     g.next_msg("reload: 1 started");
     // A directory where the state file's temporary goes: every write fails.
-    let blocker = g.dir.0.join("run/.state.new");
-    // going may be writing its temporary at this very moment: try until the directory takes.
+    // A non-empty directory where the state file goes: a file cannot be renamed over it.
+    let blocker = g.dir.0.join("run/state");
     wait_until("the blocking directory", || {
         let _ = fs::remove_file(&blocker);
         fs::create_dir(&blocker).is_ok()
     });
+    fs::write(blocker.join("keep"), "").unwrap();
     g.write("b", "cmd=sleep 1000\n");
     g.started("b");
     g.rewind(); // the first failed write may come before b's start or after it
@@ -97,7 +98,7 @@ fn a_rundir_going_cannot_write_is_logged_once_and_supervision_goes_on() {
         "{}",
         g.dump()
     );
-    fs::remove_dir(g.dir.0.join("run/.state.new")).unwrap();
+    fs::remove_dir_all(&blocker).unwrap();
     g.write("d", "cmd=sleep 1000\n");
     g.next_msg("state is written again");
 }

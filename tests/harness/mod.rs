@@ -71,6 +71,7 @@ fn parse(d: &[u8]) -> Line {
 
 pub struct Going {
     pub dir: TempDir,
+    binary: PathBuf,
     pub child: Child,
     rx: Receiver<Line>,
     pub lines: Vec<Line>,
@@ -84,6 +85,8 @@ pub struct Setup {
     pub pre_exec: Option<fn() -> std::io::Result<()>>,
     pub env: Vec<(String, String)>,
     pub bind_log: bool,
+    /// Another going binary than the one cargo built (a copy, to replace or break).
+    pub binary: Option<PathBuf>,
 }
 
 impl Default for Setup {
@@ -93,6 +96,7 @@ impl Default for Setup {
             pre_exec: None,
             env: Vec::new(),
             bind_log: true,
+            binary: None,
         }
     }
 }
@@ -126,7 +130,8 @@ impl Going {
                 }
             });
         }
-        let mut cmd = going_in(&dir.0);
+        let binary = setup.binary.clone().unwrap_or_else(|| PathBuf::from(BIN));
+        let mut cmd = going_in(&binary, &dir.0);
         for (k, v) in &setup.env {
             cmd.env(k, v);
         }
@@ -137,6 +142,7 @@ impl Going {
         let child = cmd.spawn().unwrap();
         Going {
             dir,
+            binary,
             child,
             rx,
             lines: Vec::new(),
@@ -148,7 +154,7 @@ impl Going {
     /// would; returns the old one's exit code.
     pub fn restart(&mut self) -> i32 {
         let code = self.stop();
-        self.child = going_in(&self.dir.0).spawn().unwrap();
+        self.child = going_in(&self.binary, &self.dir.0).spawn().unwrap();
         code
     }
 
@@ -168,7 +174,7 @@ impl Going {
     /// Starts a new going on the same directories, the previous one being gone.
     pub fn start_again(&mut self) {
         assert!(self.child.try_wait().unwrap().is_some(), "going still runs");
-        self.child = going_in(&self.dir.0).spawn().unwrap();
+        self.child = going_in(&self.binary, &self.dir.0).spawn().unwrap();
     }
 
     pub fn conf(&self) -> PathBuf {
@@ -319,8 +325,8 @@ impl Drop for Going {
 }
 
 /// going on `dir`/conf and `dir`/run, logging to `dir`/log, its stderr to `dir`/stderr.
-fn going_in(dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
+fn going_in(binary: &Path, dir: &Path) -> Command {
+    let mut cmd = Command::new(binary);
     cmd.arg("-d").arg(dir.join("conf"));
     cmd.arg("-r").arg(dir.join("run"));
     cmd.arg("-l").arg(dir.join("log"));
