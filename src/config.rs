@@ -503,7 +503,8 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, (String, bool)> {
 pub fn parse(path: &Path, bytes: &[u8]) -> Parsed {
     let mut draft = Draft::default();
     let mut errors = Vec::new();
-    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    // Which key was first on which line: a handful, so a list (a map costs code size).
+    let mut seen: Vec<(&str, usize)> = Vec::new();
     let mut err = |line: usize, msg: String| {
         errors.push(FileError {
             path: path.to_owned(),
@@ -540,18 +541,21 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Parsed {
             err(n, format!("unknown key \"{key}\""));
             continue;
         };
-        if let Some(first) = seen.get(spec.name).filter(|_| !spec.repeat) {
+        let first = seen.iter().find(|k| k.0 == spec.name).map(|k| k.1);
+        if let Some(first) = first.filter(|_| !spec.repeat) {
             err(n, format!("repeated key \"{key}\" (first on line {first})"));
             continue;
         }
-        seen.entry(spec.name).or_insert(n);
+        if first.is_none() {
+            seen.push((spec.name, n));
+        }
         if let Err(msg) = (spec.apply)(&mut draft, value) {
             err(n, msg);
         }
     }
     for key in KEYS
         .iter()
-        .filter(|k| k.required && !unreadable && !seen.contains_key(k.name))
+        .filter(|k| k.required && !unreadable && !seen.iter().any(|s| s.0 == k.name))
     {
         err(lines.max(1), format!("missing {}=", key.name));
     }

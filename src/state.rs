@@ -16,8 +16,8 @@ use std::path::Path;
 use crate::sys::{self, Pid};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub name: String,
+pub struct Entry<'a> {
+    pub name: std::borrow::Cow<'a, str>,
     pub pid: Pid,
     pub pgid: Pid,
     /// Start time of the process, in clock ticks since boot (field 22 of /proc/PID/stat).
@@ -46,8 +46,12 @@ pub fn trusted(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-pub fn write(rundir: &Path, entries: &[Entry]) -> io::Result<()> {
-    let mut text = String::new();
+pub fn write<'a>(
+    rundir: &Path,
+    entries: impl Iterator<Item = Entry<'a>>,
+    count: usize,
+) -> io::Result<()> {
+    let mut text = String::with_capacity(count * 64);
     for e in entries {
         let _ = writeln!(
             text,
@@ -68,7 +72,7 @@ pub fn write(rundir: &Path, entries: &[Entry]) -> io::Result<()> {
 
 /// The entries of the state file; none when there is no file. Err when it is not to be
 /// believed (its owner or mode), with the reason.
-pub fn read(rundir: &Path) -> Result<Vec<Entry>, String> {
+pub fn read(rundir: &Path) -> Result<Vec<Entry<'static>>, String> {
     let path = rundir.join("state");
     if !path.exists() {
         return Ok(Vec::new());
@@ -80,13 +84,14 @@ pub fn read(rundir: &Path) -> Result<Vec<Entry>, String> {
     Ok(text.lines().filter_map(parse).collect())
 }
 
-fn parse(line: &str) -> Option<Entry> {
+fn parse(line: &str) -> Option<Entry<'static>> {
     let mut w = line.split(' ');
     let entry = Entry {
         name: w
             .next()
             .filter(|n| crate::config::valid_name(n))?
-            .to_string(),
+            .to_string()
+            .into(),
         pid: w.next()?.parse().ok().filter(|p| *p > 1)?,
         pgid: w.next()?.parse().ok().filter(|p| *p > 1)?,
         start: w.next()?.parse().ok()?,
@@ -111,7 +116,7 @@ mod tests {
             start: 1234,
             fingerprint: 99,
         };
-        write(&dir, std::slice::from_ref(&e)).unwrap();
+        write(&dir, std::iter::once(e.clone()), 1).unwrap();
         assert_eq!(read(&dir).unwrap(), [e]);
         for junk in [
             "",

@@ -296,7 +296,8 @@ fn adoptable(real: &mut Real, now: Instant) -> BTreeMap<String, Adoptable> {
         let Ok(pidfd) = sys::pidfd_open(e.pid) else {
             continue;
         }; // gone
-        if sys::proc_identity(e.pid) != Some((e.pgid, e.start)) || out.contains_key(&e.name) {
+        if sys::proc_identity(e.pid) != Some((e.pgid, e.start)) || out.contains_key(e.name.as_ref())
+        {
             real.log(
                 Level::Info,
                 format_args!(
@@ -319,7 +320,7 @@ fn adoptable(real: &mut Real, now: Instant) -> BTreeMap<String, Adoptable> {
         real.starts.insert(e.pid, e.start);
         let since = now.checked_sub(age).unwrap_or(now);
         out.insert(
-            e.name,
+            e.name.into_owned(),
             Adoptable {
                 pid: e.pid,
                 since,
@@ -419,25 +420,26 @@ fn upgrade(table: &Table, real: &mut Real, lock: &File, control: &Control) {
 /// Rewrites RUNDIR/state after the live processes changed. A failure (RUNDIR full or
 /// read-only) is logged once, and the next change tries again.
 fn save_state(table: &Table, real: &mut Real) {
-    let mut entries = Vec::new();
-    for (name, pid, pgid, fingerprint) in table.live() {
-        let start = match real.starts.get(&pid) {
-            Some(&s) => s,
-            None => match sys::proc_identity(pid) {
-                Some((_, s)) => s,
-                None => continue,
-            },
-        };
-        entries.push(state::Entry {
-            name: name.to_string(),
+    // Start times are read once per process, and forgotten with it.
+    let live: std::collections::BTreeSet<Pid> = table.live().map(|l| l.1).collect();
+    real.starts.retain(|pid, _| live.contains(pid));
+    for &pid in &live {
+        if let (None, Some((_, start))) = (real.starts.get(&pid), sys::proc_identity(pid)) {
+            real.starts.insert(pid, start);
+        }
+    }
+    let starts = &real.starts;
+    let entries = table.live().filter_map(|(name, pid, pgid, fingerprint)| {
+        let start = *starts.get(&pid)?;
+        Some(state::Entry {
+            name: name.into(),
             pid,
             pgid,
             start,
             fingerprint,
-        });
-    }
-    real.starts = entries.iter().map(|e| (e.pid, e.start)).collect();
-    match state::write(&real.rundir, &entries) {
+        })
+    });
+    match state::write(&real.rundir, entries, live.len()) {
         Ok(()) if real.state_error.take().is_some() => {
             let path = real.rundir.join("state");
             real.log(

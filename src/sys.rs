@@ -642,14 +642,24 @@ pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
 /// A process's identity from /proc/PID/stat: its process group and its start time (field
 /// 22, in clock ticks since boot), which a recycled pid does not share.
 pub fn proc_identity(pid: Pid) -> Option<(Pid, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    use std::io::Read;
+    // Read into the stack: this runs for every process on some paths.
+    let mut buf = [0u8; 1024];
+    let mut path = [0u8; 32];
+    let mut w = &mut path[..];
+    std::io::Write::write_fmt(&mut w, format_args!("/proc/{pid}/stat")).ok()?;
+    let len = 32 - w.len();
+    let path = std::str::from_utf8(&path[..len]).ok()?;
+    let n = std::fs::File::open(path).ok()?.read(&mut buf).ok()?;
+    let stat = std::str::from_utf8(&buf[..n]).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-    let state = *fields.first()?;
+    let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
+    let state = fields.next()?;
     if state == "Z" || state == "X" {
         return None;
     }
-    Some((fields.get(2)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+    let pgid = fields.nth(1)?.parse().ok()?;
+    Some((pgid, fields.nth(16)?.parse().ok()?))
 }
 
 /// How long ago a process with this start time (clock ticks since boot) started.

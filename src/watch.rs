@@ -6,7 +6,6 @@
 //! Invariant: any event that can change what the directory holds sets a due time; the
 //! loop rescans the whole directory then, so merged or overflowed events lose nothing.
 
-use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -29,7 +28,7 @@ pub struct Watch {
     dir_wd: Option<WatchDescriptor>,
     parent_wd: Option<WatchDescriptor>,
     /// Service files created in this burst and not yet closed after writing.
-    writing: BTreeSet<OsString>,
+    writing: Vec<OsString>,
     burst: Option<Instant>,
     due: Option<Instant>,
     buf: Vec<u8>,
@@ -44,7 +43,7 @@ impl Watch {
             name: dir.file_name().unwrap_or(OsStr::new("")).to_owned(),
             dir_wd: None,
             parent_wd: None,
-            writing: BTreeSet::new(),
+            writing: Vec::new(),
             burst: None,
             due: None,
             buf: vec![0; 4096],
@@ -146,9 +145,9 @@ impl Watch {
                 } else if let Some(name) = ev.name.filter(|n| n.to_str().is_some_and(valid_name)) {
                     changed = true;
                     if ev.mask == EventMask::CREATE {
-                        self.writing.insert(name.to_owned());
+                        self.writing.push(name.to_owned());
                     } else {
-                        self.writing.remove(name);
+                        self.writing.retain(|w| w != name);
                     }
                 }
             }

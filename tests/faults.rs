@@ -203,3 +203,101 @@ fn an_overflowing_inotify_queue_means_one_rescan() {
     g.started("web");
     g.next_msg("reload: 1 started, 0 stopped, 0 restarted, 0 invalid");
 }
+
+#[test]
+fn when_fork_fails_going_retries_with_backoff_and_recovers() {
+    if !is_root() {
+        eprintln!("skipped: needs root (to run going as another user with few processes)");
+        return;
+    }
+    // going runs as nobody, with room for itself and a couple of services at most.
+    let nobody_procs = processes()
+        .iter()
+        .filter(|(p, _)| status_field(*p, "Uid").starts_with("65534\t"))
+        .count();
+    let dir = TempDir::new();
+    let conf = dir.0.join("conf");
+    fs::create_dir(&conf).unwrap();
+    for i in 0..6 {
+        fs::write(
+            conf.join(format!("s{i}")),
+            format!("cmd=sleep {}\nlog=null\n", 8000 + i),
+        )
+        .unwrap();
+        std::os::unix::fs::chown(conf.join(format!("s{i}")), Some(65534), Some(65534)).unwrap();
+    }
+    for d in [&dir.0, &conf] {
+        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
+    }
+    let limit = (nobody_procs + 3) as u64;
+    let stderr = dir.0.join("stderr");
+    let mut going = std::process::Command::new(BIN);
+    going.args([
+        "-f",
+        "-d",
+        path_str(&conf),
+        "-r",
+        path_str(&dir.0.join("run")),
+    ]);
+    going.stderr(fs::File::create(&stderr).unwrap());
+    // SAFETY: only async-signal-safe calls in the child.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut going, move || {
+            // The hard limit stays: raising it would need CAP_SYS_RESOURCE.
+            let mut r = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NPROC, &mut r);
+            r.rlim_cur = limit.min(r.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NPROC, &r);
+            libc::setgroups(0, std::ptr::null());
+            libc::setgid(65534);
+            libc::setuid(65534);
+            Ok(())
+        });
+    }
+    going.stdout(std::process::Stdio::null());
+    // Stopped with SIGTERM however the test ends, so that nothing of it lingers.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            // SAFETY: kill has no memory effects.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+    let mut going = Stop(going.spawn().unwrap());
+    let log = || fs::read_to_string(&stderr).unwrap_or_default();
+    wait_until("a failed fork", || {
+        log().contains("unable to fork: Resource temporarily unavailable")
+    });
+    wait_until("its quarantine", || {
+        log().contains("failed 1 time in a row, next start in 1s")
+    });
+    assert!(
+        going.0.try_wait().unwrap().is_none(),
+        "going is still there:\n{}",
+        log()
+    );
+    // The limit is lifted (by a process of the same user, as root may not here).
+    let lift = "--nproc=10000".to_string();
+    let mut prlimit = std::process::Command::new("prlimit");
+    prlimit.args(["--pid", &going.0.id().to_string(), &lift]);
+    // SAFETY: as above.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut prlimit, || {
+            libc::setgroups(0, std::ptr::null());
+            libc::setgid(65534);
+            libc::setuid(65534);
+            Ok(())
+        });
+    }
+    assert!(prlimit.status().unwrap().success());
+    wait_until("all six services to run", || {
+        (0..6).all(|i| running(&format!("sleep {}", 8000 + i)).len() == 1)
+    });
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(going.0.id() as i32, libc::SIGTERM) };
+    assert_eq!(going.0.wait().unwrap().code(), Some(0), "{}", log());
+}
