@@ -195,6 +195,21 @@ impl Ops for Real {
 }
 
 impl Real {
+    /// Watches an adopted process (not going's child) through its pidfd; false if epoll
+    /// will not have it. Its process group is the pid: going started it with setsid.
+    fn watch_adopted(&mut self, pid: Pid, pidfd: OwnedFd) -> bool {
+        if self
+            .epoll
+            .add(pidfd.as_raw_fd(), PIDFD | pid as u64)
+            .is_err()
+        {
+            return false;
+        }
+        self.pidfds.insert(pid, pidfd);
+        self.adopted.insert(pid);
+        true
+    }
+
     /// Relays what the process `pid` wrote, to syslog and to its service's last lines;
     /// `last` once it has exited.
     fn read_output(&mut self, pid: Pid, last: bool, table: &mut Table) {
@@ -308,15 +323,9 @@ fn adoptable(real: &mut Real, now: Instant) -> BTreeMap<String, Adoptable> {
             continue;
         }
         let age = sys::age(e.start).unwrap_or_default();
-        if real
-            .epoll
-            .add(pidfd.as_raw_fd(), PIDFD | e.pid as u64)
-            .is_err()
-        {
+        if !real.watch_adopted(e.pid, pidfd) {
             continue;
         }
-        real.pidfds.insert(e.pid, pidfd);
-        real.adopted.insert(e.pgid);
         real.starts.insert(e.pid, e.start);
         let since = now.checked_sub(age).unwrap_or(now);
         out.insert(
@@ -340,19 +349,8 @@ fn take_over(
 ) -> BTreeMap<String, Adoptable> {
     let mut out = BTreeMap::new();
     for p in h.procs {
-        if !p.child {
-            let Ok(pidfd) = sys::pidfd_open(p.pid) else {
-                continue;
-            };
-            if real
-                .epoll
-                .add(pidfd.as_raw_fd(), PIDFD | p.pid as u64)
-                .is_err()
-            {
-                continue;
-            }
-            real.pidfds.insert(p.pid, pidfd);
-            real.adopted.insert(p.pid);
+        if !p.child && !sys::pidfd_open(p.pid).is_ok_and(|fd| real.watch_adopted(p.pid, fd)) {
+            continue;
         }
         if let Some(fd) = p.output {
             let _ = real.epoll.add(fd.as_raw_fd(), OUTPUT | p.pid as u64);

@@ -563,15 +563,7 @@ fn a_stalled_syslog_never_blocks_going() {
     // A syslogd that never reads: its queue fills after a few datagrams.
     let _stalled = std::os::unix::net::UnixDatagram::bind(dir.0.join("log")).unwrap();
     let stderr = dir.0.join("stderr");
-    let mut child = std::process::Command::new(BIN)
-        .args([
-            "-d",
-            path_str(&dir.0.join("conf")),
-            "-r",
-            path_str(&dir.0.join("run")),
-            "-l",
-            path_str(&dir.0.join("log")),
-        ])
+    let mut child = going_in(std::path::Path::new(BIN), &dir.0)
         .stderr(fs::File::create(&stderr).unwrap())
         .spawn()
         .unwrap();

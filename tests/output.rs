@@ -99,15 +99,7 @@ fn a_slow_syslog_drops_lines_and_says_how_many() {
     .unwrap();
     // A syslogd that reads nothing at first: its queue fills.
     let sock = std::os::unix::net::UnixDatagram::bind(dir.0.join("log")).unwrap();
-    let mut child = std::process::Command::new(BIN)
-        .args([
-            "-d",
-            path_str(&dir.0.join("conf")),
-            "-r",
-            path_str(&dir.0.join("run")),
-            "-l",
-            path_str(&dir.0.join("log")),
-        ])
+    let mut child = going_in(std::path::Path::new(BIN), &dir.0)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -325,7 +325,7 @@ impl Drop for Going {
 }
 
 /// going on `dir`/conf and `dir`/run, logging to `dir`/log, its stderr to `dir`/stderr.
-fn going_in(binary: &Path, dir: &Path) -> Command {
+pub fn going_in(binary: &Path, dir: &Path) -> Command {
     let mut cmd = Command::new(binary);
     cmd.arg("-d").arg(dir.join("conf"));
     cmd.arg("-r").arg(dir.join("run"));
