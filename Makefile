@@ -5,6 +5,7 @@
 #   make test            the whole test suite (what .ci/run runs)
 #   make lint            rustfmt and clippy, warnings as errors
 #   make run             going in the foreground on etc/going.d, logging to stderr
+#   make bench           measure the static binary (bench/results.md, bench/results.json)
 
 prefix ?= /usr
 DESTDIR ?=
@@ -17,7 +18,7 @@ MUSL := $(ARCH)-unknown-linux-musl
 GNU := $(ARCH)-unknown-linux-gnu
 BIN := target/going
 
-.PHONY: all build install uninstall test lint run man-check clean
+.PHONY: all build install uninstall test lint run man-check bench clean
 
 all: build
 
@@ -62,9 +63,15 @@ man-check:
 		if [ -n "$$out" ]; then echo "$$m: $$out"; exit 1; fi; \
 	done; echo "man pages: no warnings"
 
+# Service files must not be writable by others (going refuses them): a checkout made
+# under umask 002 would be.
 run: build
+	chmod -R go-w etc/going.d
 	mkdir -p target/run
 	$(BIN) -f -d etc/going.d -r target/run
+
+bench: build
+	python3 bench/bench.py $(BIN)
 
 clean:
 	$(CARGO) clean

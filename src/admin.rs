@@ -245,7 +245,7 @@ mod tests {
         )]
         .into();
         let now = Instant::now();
-        table.reconcile(scan, &mut Null, now);
+        table.reconcile(scan, &[], &mut Null, now);
         let words = b"status start stop restart signal reload HUP KILL 9 web nosuch \t\xff\x00";
         let mut seed = 0x2545_f491_4f6c_dd1d;
         for _ in 0..20_000 {

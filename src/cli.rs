@@ -177,8 +177,8 @@ fn usage(msg: &str) -> ExitCode {
 /// `going check`: every problem as `PATH:LINE: message` on stderr, a summary on stdout;
 /// 0 when every service file is valid, 1 otherwise.
 fn check(dir: &std::path::Path) -> ExitCode {
-    let scan = match config::scan(dir) {
-        Ok(s) => s,
+    let scan = match config::scan(dir, None) {
+        Ok(s) => s.files,
         Err((e, _)) => {
             eprintln!("going: {e}");
             return ExitCode::FAILURE;

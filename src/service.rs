@@ -302,12 +302,15 @@ impl Table {
     pub fn reconcile(
         &mut self,
         scan: BTreeMap<String, Parsed>,
+        unchanged: &[String],
         ops: &mut impl Ops,
         now: Instant,
     ) -> Summary {
+        // `unchanged`: sorted names of files not read again, as they did not change.
+        let kept = |name: &str| unchanged.binary_search_by(|n| n.as_str().cmp(name)).is_ok();
         let mut sum = Summary::default();
         let gone: Vec<String> = (self.services.iter())
-            .filter(|(name, svc)| !svc.removed && !scan.contains_key(*name))
+            .filter(|(name, svc)| !svc.removed && !scan.contains_key(*name) && !kept(name))
             .map(|(name, _)| name.clone())
             .collect();
         for name in gone {
@@ -315,7 +318,9 @@ impl Table {
             self.services.get_mut(&name).unwrap().removed = true;
             self.stop(&name, ops, now);
         }
-        self.invalid.clear();
+        // An unchanged invalid file stays invalid, and is counted so, without a word more.
+        self.invalid.retain(|name, _| kept(name));
+        sum.invalid += self.invalid.len();
         for (name, parsed) in scan {
             let settings = match parsed {
                 Ok(settings) => settings,
@@ -923,7 +928,7 @@ mod tests {
     #[test]
     fn fast_failures_are_quarantined_with_backoff() {
         let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
-        let sum = t.reconcile(scan(&[("web", "cmd=/bin/web")]), &mut ops, t0);
+        let sum = t.reconcile(scan(&[("web", "cmd=/bin/web")]), &[], &mut ops, t0);
         assert_eq!(
             sum,
             Summary {
@@ -977,7 +982,7 @@ mod tests {
     #[test]
     fn deadlines_are_per_service() {
         let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
-        t.reconcile(scan(&[("a", "cmd=/a"), ("b", "cmd=/b")]), &mut ops, t0);
+        t.reconcile(scan(&[("a", "cmd=/a"), ("b", "cmd=/b")]), &[], &mut ops, t0);
         let (a, b) = (ops.spawned[0].0, ops.spawned[1].0);
         t.exited(a, DIED, &mut ops, t0 + Duration::from_millis(100));
         let due = t0 + Duration::from_millis(1100);
@@ -1005,6 +1010,7 @@ mod tests {
                 ("edit", "cmd=/old"),
                 ("bad", "cmd=/bad"),
             ]),
+            &[],
             &mut ops,
             t0,
         );
@@ -1024,6 +1030,7 @@ mod tests {
                 ("bad", "cmd=/bad\nbogus=1"),
                 ("new", "cmd=/new-svc"),
             ]),
+            &[],
             &mut ops,
             now,
         );
@@ -1070,7 +1077,7 @@ mod tests {
     #[test]
     fn a_fixed_file_lifts_quarantine_and_an_unchanged_one_keeps_it() {
         let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
-        t.reconcile(scan(&[("web", "cmd=/broken")]), &mut ops, t0);
+        t.reconcile(scan(&[("web", "cmd=/broken")]), &[], &mut ops, t0);
         let mut now = t0;
         for _ in 0..7 {
             now += secs(1);
@@ -1081,14 +1088,14 @@ mod tests {
         now += secs(1);
         t.exited(ops.last_pid(), DIED, &mut ops, now);
         assert_eq!(t.next_deadline(), Some(now + secs(60)));
-        t.reconcile(scan(&[("web", "cmd=/broken")]), &mut ops, now);
+        t.reconcile(scan(&[("web", "cmd=/broken")]), &[], &mut ops, now);
         assert_eq!(
             t.next_deadline(),
             Some(now + secs(60)),
             "unchanged: quarantine kept"
         );
         let before = ops.spawned.len();
-        t.reconcile(scan(&[("web", "cmd=/fixed")]), &mut ops, now);
+        t.reconcile(scan(&[("web", "cmd=/fixed")]), &[], &mut ops, now);
         assert_eq!(ops.spawned.len(), before + 1, "changed: started at once");
         t.exited(ops.last_pid(), DIED, &mut ops, now + secs(1));
         assert_eq!(
@@ -1100,9 +1107,9 @@ mod tests {
     #[test]
     fn stop_escalates_to_sigkill_after_the_timeout() {
         let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
-        t.reconcile(scan(&[("web", "cmd=/web")]), &mut ops, t0);
+        t.reconcile(scan(&[("web", "cmd=/web")]), &[], &mut ops, t0);
         let pid = ops.last_pid();
-        t.reconcile(BTreeMap::new(), &mut ops, t0);
+        t.reconcile(BTreeMap::new(), &[], &mut ops, t0);
         t.tick(
             &mut ops,
             t0 + Duration::from_secs(10) - Duration::from_millis(1),
@@ -1130,7 +1137,7 @@ mod tests {
     #[test]
     fn a_stop_waits_for_the_rest_of_the_group() {
         let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
-        t.reconcile(scan(&[("web", "cmd=/web")]), &mut ops, t0);
+        t.reconcile(scan(&[("web", "cmd=/web")]), &[], &mut ops, t0);
         let pid = ops.last_pid();
         t.shutdown(&mut ops, t0);
         ops.alive_groups.insert(pid);
@@ -1141,7 +1148,7 @@ mod tests {
         t.check_groups(&mut ops, t0 + secs(2));
         assert!(t.is_empty());
         // Or the workers outlive the timeout: SIGKILL to the group, never to the reaped pid alone.
-        t.reconcile(scan(&[("web", "cmd=/web")]), &mut ops, t0);
+        t.reconcile(scan(&[("web", "cmd=/web")]), &[], &mut ops, t0);
         let pid = ops.last_pid();
         t.shutdown(&mut ops, t0);
         ops.alive_groups.insert(pid);
@@ -1154,7 +1161,12 @@ mod tests {
     #[test]
     fn exec_failures_and_fork_failures_are_fast_failures() {
         let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
-        t.reconcile(scan(&[("web", "cmd=/usr/sbin/nginx -g x")]), &mut ops, t0);
+        t.reconcile(
+            scan(&[("web", "cmd=/usr/sbin/nginx -g x")]),
+            &[],
+            &mut ops,
+            t0,
+        );
         let pid = ops.last_pid();
         t.child_failed(
             pid,
@@ -1185,11 +1197,11 @@ mod tests {
     #[test]
     fn a_file_back_while_stopping_starts_afterwards() {
         let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
-        t.reconcile(scan(&[("web", "cmd=/web")]), &mut ops, t0);
+        t.reconcile(scan(&[("web", "cmd=/web")]), &[], &mut ops, t0);
         let pid = ops.last_pid();
-        assert_eq!(t.reconcile(BTreeMap::new(), &mut ops, t0).stopped, 1);
+        assert_eq!(t.reconcile(BTreeMap::new(), &[], &mut ops, t0).stopped, 1);
         assert_eq!(
-            t.reconcile(scan(&[("web", "cmd=/web")]), &mut ops, t0)
+            t.reconcile(scan(&[("web", "cmd=/web")]), &[], &mut ops, t0)
                 .started,
             1
         );
@@ -1201,16 +1213,17 @@ mod tests {
     #[test]
     fn stop_signal_and_timeout_are_the_services_own_and_need_no_restart() {
         let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
-        t.reconcile(scan(&[("web", "cmd=/web")]), &mut ops, t0);
+        t.reconcile(scan(&[("web", "cmd=/web")]), &[], &mut ops, t0);
         let pid = ops.last_pid();
         let sum = t.reconcile(
             scan(&[("web", "cmd=/web\nstop_signal=INT\nstop_timeout=2")]),
+            &[],
             &mut ops,
             t0,
         );
         assert_eq!(sum, Summary::default(), "no restart");
         assert!(ops.signals.is_empty());
-        t.reconcile(BTreeMap::new(), &mut ops, t0);
+        t.reconcile(BTreeMap::new(), &[], &mut ops, t0);
         assert_eq!(ops.signals, [(pid, libc::SIGINT), (pid, libc::SIGCONT)]);
         t.tick(&mut ops, t0 + secs(2));
         assert_eq!(
@@ -1223,7 +1236,7 @@ mod tests {
     fn child_failures_say_what_failed_on_what() {
         let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
         let file = "cmd=/x\nchroot=/jail\ncwd=/srv\nlimit_nofile=10\nnice=5\nuser=4000000";
-        t.reconcile(scan(&[("web", file)]), &mut ops, t0);
+        t.reconcile(scan(&[("web", file)]), &[], &mut ops, t0);
         let nofile = libc::RLIMIT_NOFILE as i32;
         for (step, arg, want) in [
             (
@@ -1266,6 +1279,35 @@ mod tests {
             let due = t.next_deadline().unwrap();
             t.tick(&mut ops, due);
         }
+    }
+
+    #[test]
+    fn files_not_read_again_are_left_as_they_are() {
+        let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+        t.reconcile(
+            scan(&[("web", "cmd=/web"), ("bad", "oops")]),
+            &[],
+            &mut ops,
+            t0,
+        );
+        let unchanged = ["bad".to_string(), "web".to_string()];
+        let sum = t.reconcile(scan(&[("new", "cmd=/new")]), &unchanged, &mut ops, t0);
+        assert_eq!(
+            sum,
+            Summary {
+                started: 1,
+                stopped: 0,
+                restarted: 0,
+                invalid: 1
+            }
+        );
+        assert!(ops.signals.is_empty(), "web was not stopped");
+        let sum = t.reconcile(BTreeMap::new(), &["new".to_string()], &mut ops, t0);
+        assert_eq!(
+            (sum.stopped, sum.invalid),
+            (1, 0),
+            "web and bad are gone now"
+        );
     }
 
     #[test]

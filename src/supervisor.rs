@@ -255,12 +255,18 @@ fn reload(
     watch: &mut Watch,
     confdir: &Path,
     adopt: &mut Option<BTreeMap<String, Adoptable>>,
+    full: bool,
 ) -> Result<(Summary, Vec<String>), String> {
-    watch.reloading();
+    if watch.reloading() || full {
+        watch.stamps.clear();
+    }
     // A file or the directory unreadable for want of fds or memory: another try soon.
     let retry = Instant::now() + std::time::Duration::from_secs(1);
-    match config::scan(confdir) {
-        Ok(scan) => {
+    match config::scan(confdir, Some(&mut watch.stamps)) {
+        Ok(config::Scan {
+            files: scan,
+            mut unchanged,
+        }) => {
             if scan
                 .values()
                 .filter_map(|p| p.as_ref().err())
@@ -277,7 +283,8 @@ fn reload(
             if let Some(adopt) = adopt.take() {
                 table.adopt(&scan, adopt, real, Instant::now());
             }
-            let sum = table.reconcile(scan, real, Instant::now());
+            unchanged.sort_unstable();
+            let sum = table.reconcile(scan, &unchanged, real, Instant::now());
             real.log(Level::Notice, format_args!("reload: {sum}"));
             Ok((sum, problems))
         }
@@ -699,6 +706,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
                                 &mut watch,
                                 &opts.confdir,
                                 &mut adopt,
+                                true, // every problem of every file, for the admin
                             )),
                         };
                     control.reply(id, reply, &real.epoll, CLIENT | id as u64);
@@ -742,7 +750,14 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
             upgrade(&table, &mut real, &lock, &control);
         }
         if !stopping && watch.due().is_some_and(|d| d <= now) {
-            let _ = reload(&mut table, &mut real, &mut watch, &opts.confdir, &mut adopt);
+            let _ = reload(
+                &mut table,
+                &mut real,
+                &mut watch,
+                &opts.confdir,
+                &mut adopt,
+                false,
+            );
         }
         table.tick(&mut real, Instant::now());
         control.expire(Instant::now(), &real.epoll, CONTROL);

@@ -31,6 +31,11 @@ pub struct Watch {
     writing: Vec<OsString>,
     burst: Option<Instant>,
     due: Option<Instant>,
+    /// Whether the next reload reads every file (SIGHUP, start-up, a retry), or only
+    /// those whose stamps changed (inotify).
+    full: bool,
+    /// How each file looked when last read.
+    pub stamps: std::collections::BTreeMap<String, crate::config::Stamp>,
     buf: Vec<u8>,
 }
 
@@ -46,6 +51,8 @@ impl Watch {
             writing: Vec::new(),
             burst: None,
             due: None,
+            full: true,
+            stamps: Default::default(),
             buf: vec![0; 4096],
         };
         w.rewatch();
@@ -61,22 +68,30 @@ impl Watch {
         self.due
     }
 
-    /// A reload at once (SIGHUP, start-up).
+    /// A reload at once, of every file (SIGHUP, start-up).
     pub fn request(&mut self, now: Instant) {
         self.due = Some(now);
+        self.full = true;
     }
 
-    /// A reload at `at` at the latest (a retry after a transient failure).
+    /// A reload of every file at `at` at the latest (a retry after a transient failure).
     pub fn retry(&mut self, at: Instant) {
         self.due = Some(self.due.map_or(at, |d| d.min(at)));
+        self.full = true;
     }
 
     /// The reload is happening: forget the burst, and watch the directory again if needed.
-    pub fn reloading(&mut self) {
+    /// True when every file is to be read: the stamps are then forgotten.
+    pub fn reloading(&mut self) -> bool {
+        let full = std::mem::replace(&mut self.full, false);
+        if full {
+            self.stamps.clear();
+        }
         self.due = None;
         self.burst = None;
         self.writing.clear();
         self.rewatch();
+        full
     }
 
     fn rewatch(&mut self) {
