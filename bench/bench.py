@@ -7,7 +7,7 @@ from /proc and that log, and everything started is cleaned up by pid.
 
 Today the script knows going; runit, daemontools, s6 and supervisord are to be added as
 further Supervisor classes with the same methods (setup, start, add, stop, pids).
-Usage: bench/bench.py [GOING_BINARY]   (writes bench/results.md and bench/results.json)
+Usage: bench/bench.py [--only NAME] [GOING_BINARY]   (writes bench/results.md and .json)
 """
 
 import json
@@ -115,6 +115,185 @@ class Going:
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
+
+    def kill9_and_restart(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.start()
+
+
+class ServiceDirs:
+    """runit, daemontools and s6: a scan directory holding a directory per service, each
+    with a `run` script, and a supervisor process per service."""
+
+    def __init__(self, root):
+        self.root = root
+        self.scan = os.path.join(root, "scan")
+        self.proc = None
+
+    def setup(self, services):
+        shutil.rmtree(self.scan, ignore_errors=True)
+        os.makedirs(self.scan)
+        for name, cmd in services.items():
+            self.add(name, cmd, rescan=False)
+
+    def add(self, name, cmd, rescan=True):
+        # Built aside, then renamed in: the scanner never sees half a directory.
+        tmp = os.path.join(self.root, f".{name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        with open(os.path.join(tmp, "run"), "w") as f:
+            f.write(f"#!/bin/sh\nexec {cmd}\n")
+        os.chmod(os.path.join(tmp, "run"), 0o755)
+        os.rename(tmp, os.path.join(self.scan, name))
+        if rescan:
+            self.rescan()
+
+    def rescan(self):
+        pass
+
+    def start(self):
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def supervisor_pids(self):
+        if not self.proc or not alive(self.proc.pid):
+            return []
+        return [self.proc.pid] + [p for p in children(self.proc.pid) if alive(p)]
+
+    def top(self):
+        return self.proc.pid
+
+    def kill9_and_restart(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.start()
+
+
+def children(ppid):
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == ppid:
+                        out.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def dpkg_version(package):
+    r = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True, text=True)
+    return f"{package} {r.stdout.strip()}"
+
+
+class Runit(ServiceDirs):
+    name = "runit"
+
+    def version(self):
+        return dpkg_version("runit")
+
+    def command(self):
+        return ["runsvdir", "-P", self.scan]
+
+    def stop(self):
+        # runsvdir on SIGHUP: TERM to every runsv, which stops its service, and exit.
+        supervisors = self.supervisor_pids()
+        self.proc.send_signal(signal.SIGHUP)
+        self.proc.wait(timeout=60)
+        wait_for("every runsv gone", lambda: not any(alive(p) for p in supervisors))
+
+
+class Daemontools(ServiceDirs):
+    name = "daemontools"
+
+    def version(self):
+        return dpkg_version("daemontools")
+
+    def command(self):
+        return ["svscan", self.scan]
+
+    def stop(self):
+        supervisors = self.supervisor_pids()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        dirs = [os.path.join(self.scan, d) for d in os.listdir(self.scan)]
+        for i in range(0, len(dirs), 200):
+            subprocess.run(["svc", "-dx"] + dirs[i:i + 200], stderr=subprocess.DEVNULL)
+        wait_for("every supervise gone", lambda: not any(alive(p) for p in supervisors))
+
+
+class S6(ServiceDirs):
+    name = "s6"
+
+    def version(self):
+        return dpkg_version("s6")
+
+    def command(self):
+        # Room for 1000 services and one more (the default cap is 1000 in all).
+        return ["s6-svscan", "-c", "2000", self.scan]
+
+    def rescan(self):
+        subprocess.run(["s6-svscanctl", "-a", self.scan])
+
+    def stop(self):
+        supervisors = self.supervisor_pids()
+        subprocess.run(["s6-svscanctl", "-t", self.scan])
+        self.proc.wait(timeout=60)
+        wait_for("every s6-supervise gone", lambda: not any(alive(p) for p in supervisors))
+
+
+class Supervisord:
+    name = "supervisord"
+
+    def __init__(self, root):
+        self.root = root
+        self.confd = os.path.join(root, "conf.d")
+        self.conf = os.path.join(root, "supervisord.conf")
+        self.proc = None
+
+    def version(self):
+        return dpkg_version("supervisor")
+
+    def setup(self, services):
+        shutil.rmtree(self.confd, ignore_errors=True)
+        os.makedirs(self.confd)
+        with open(self.conf, "w") as f:
+            f.write(f"""[supervisord]
+nodaemon=true
+logfile={self.root}/supervisord.log
+pidfile={self.root}/supervisord.pid
+[unix_http_server]
+file={self.root}/supervisor.sock
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+[supervisorctl]
+serverurl=unix://{self.root}/supervisor.sock
+[include]
+files = {self.confd}/*.conf
+""")
+        for name, cmd in services.items():
+            self.add(name, cmd, update=False)
+
+    def add(self, name, cmd, update=True):
+        with open(os.path.join(self.confd, f"{name}.conf"), "w") as f:
+            f.write(f"[program:{name}]\ncommand={cmd}\nautorestart=true\n")
+        if update:
+            subprocess.run(["supervisorctl", "-c", self.conf, "update"], stdout=subprocess.DEVNULL)
+
+    def start(self):
+        self.proc = subprocess.Popen(["supervisord", "-c", self.conf],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def supervisor_pids(self):
+        return [self.proc.pid] if self.proc and alive(self.proc.pid) else []
+
+    def top(self):
+        return self.proc.pid
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=120)
 
     def kill9_and_restart(self):
         self.proc.send_signal(signal.SIGKILL)
@@ -276,11 +455,7 @@ class Bench:
         return {"n": n, "running": len(running), "duplicated": duplicated, "restarted": restarted}
 
 
-def main():
-    binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "target", "going")
-    root = tempfile.mkdtemp(prefix="going-bench-")
-    sup = Going(binary, os.path.join(root, "going"))
-    os.makedirs(sup.root)
+def run_one(sup):
     b = Bench(sup, sup.root)
     results = {"supervisor": sup.name, "version": sup.version(), "memory": []}
     try:
@@ -293,42 +468,96 @@ def main():
             results["memory"].append(m)
             b.teardown()
         m = b.memory_and_start(1000)
-        results["add_one_ms"] = b.add_one()
+        try:
+            results["add_one_ms"] = b.add_one()
+        except TimeoutError:
+            results["add_one_ms"] = None  # svscan and runsvdir take 1000 services at most
         results["memory"].append(m)
         results["teardown_1000_s"], results["left_behind"] = b.teardown()
         results["crash_loop"] = b.crash_loop()
         results["kill9"] = b.kill9()
     finally:
         b.cleanup()
-        if sup.proc and sup.proc.poll() is None:
-            sup.proc.kill()
+        for p in sup.supervisor_pids():
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return results
+
+
+ROWS = [
+    ("memory, PSS of all supervisor processes, N=100 / 1000",
+     lambda r, m: f"{m[100]['pss_kb']} / {m[1000]['pss_kb']} kB"),
+    ("RSS of all supervisor processes, N=100 / 1000",
+     lambda r, m: f"{m[100]['rss_kb']} / {m[1000]['rss_kb']} kB"),
+    ("VmPeak of the top process, N=1 / 100 / 1000",
+     lambda r, m: f"{m[1]['vmpeak_kb']} / {m[100]['vmpeak_kb']} / {m[1000]['vmpeak_kb']} kB"),
+    ("supervisor processes, N=100", lambda r, m: str(m[100]["processes"])),
+    ("respawn after kill -9, p50 / p90 / max (N=100, 50 kills)",
+     lambda r, m: f"{r['respawn']['p50_ms']} / {r['respawn']['p90_ms']} / {r['respawn']['max_ms']} ms"),
+    ("the service started directly, to its log line (the floor), p50", lambda r, m: f"{r['floor_ms']} ms"),
+    ("start 100 / 1000 services", lambda r, m: f"{m[100]['start_s']} / {m[1000]['start_s']} s"),
+    ("add a service to 1000 running",
+     lambda r, m: "cannot (1000 max)" if r["add_one_ms"] is None else f"{r['add_one_ms']} ms"),
+    ("wake-ups in 20 s idle (N=100), CPU", lambda r, m: f"{r['idle']['wakeups']}, {r['idle']['cpu_ms']} ms"),
+    ("crash-looper starts in 30 s, supervisor CPU",
+     lambda r, m: f"{r['crash_loop']['starts']}, {r['crash_loop']['cpu_ms']} ms"),
+    ("teardown of 1000, processes left behind", lambda r, m: f"{r['teardown_1000_s']} s, {r['left_behind']}"),
+    ("kill -9 of the top supervisor (N=10), then restart: running / duplicated / restarted",
+     lambda r, m: f"{r['kill9']['running']} / {r['kill9']['duplicated']} / {r['kill9']['restarted']}"),
+]
+
+
+def main():
+    args = sys.argv[1:]
+    only = None
+    if "--only" in args:  # measure one supervisor again, keeping the others' results
+        i = args.index("--only")
+        only = args[i + 1]
+        del args[i:i + 2]
+    binary = args[0] if args else os.path.join(HERE, "..", "target", "going")
+    root = tempfile.mkdtemp(prefix="going-bench-")
+    candidates = [(Going, "going"), (Daemontools, "svscan"), (Runit, "runsvdir"), (S6, "s6-svscan"),
+                  (Supervisord, "supervisord")]
+    all_results = []
+    if only:
+        with open(os.path.join(HERE, "results.json")) as f:
+            all_results = [r for r in json.load(f) if r["supervisor"] != only]
+        candidates = [c for c in candidates if c[0].name == only]
+    try:
+        for cls, program in candidates:
+            if cls is not Going and shutil.which(program) is None:
+                print(f"{cls.name}: not installed, left out (apt-get install it to compare)", file=sys.stderr)
+                continue
+            dir_ = os.path.join(root, cls.name)
+            os.makedirs(dir_)
+            sup = Going(binary, dir_) if cls is Going else cls(dir_)
+            print(f"measuring {sup.version()} ...", file=sys.stderr)
+            try:
+                all_results.append(run_one(sup))
+            except Exception as e:  # one peer failing does not spoil the others' numbers
+                print(f"{sup.name}: {e!r}", file=sys.stderr)
+    finally:
         shutil.rmtree(root, ignore_errors=True)
+    order = ["going", "daemontools", "runit", "s6", "supervisord"]
+    all_results.sort(key=lambda r: order.index(r["supervisor"]))
     with open(os.path.join(HERE, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    mem = {m["n"]: m for m in results["memory"]}
-    rows = [
-        ("memory, PSS of all supervisor processes, N=100 / 1000",
-         f"{mem[100]['pss_kb']} / {mem[1000]['pss_kb']} kB"),
-        ("VmPeak of the top process, N=1 / 100 / 1000",
-         f"{mem[1]['vmpeak_kb']} / {mem[100]['vmpeak_kb']} / {mem[1000]['vmpeak_kb']} kB"),
-        ("supervisor processes, N=100", str(mem[100]["processes"])),
-        ("respawn after kill -9, p50 / p90 / max (N=100, 50 kills)",
-         f"{results['respawn']['p50_ms']} / {results['respawn']['p90_ms']} / {results['respawn']['max_ms']} ms"),
-        ("the service started directly, to its log line (the floor), p50", f"{results['floor_ms']} ms"),
-        ("start 100 / 1000 services", f"{mem[100]['start_s']} / {mem[1000]['start_s']} s"),
-        ("add a service to 1000 running", f"{results['add_one_ms']} ms"),
-        ("wake-ups in 20 s idle (N=100), CPU", f"{results['idle']['wakeups']}, {results['idle']['cpu_ms']} ms"),
-        ("crash-looper starts in 30 s, supervisor CPU",
-         f"{results['crash_loop']['starts']}, {results['crash_loop']['cpu_ms']} ms"),
-        ("teardown of 1000, processes left behind",
-         f"{results['teardown_1000_s']} s, {results['left_behind']}"),
-        ("kill -9 of the supervisor (N=10), then restart: running / duplicated / restarted",
-         f"{results['kill9']['running']} / {results['kill9']['duplicated']} / {results['kill9']['restarted']}"),
-    ]
-    table = f"| | {results['version']} |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+        json.dump(all_results, f, indent=2)
+    head = "| | " + " | ".join(r["version"] for r in all_results) + " |\n"
+    head += "|---" * (len(all_results) + 1) + "|\n"
+    body = ""
+    for label, cell in ROWS:
+        cells = []
+        for r in all_results:
+            try:
+                cells.append(cell(r, {m["n"]: m for m in r["memory"]}))
+            except (KeyError, IndexError):
+                cells.append("-")
+        body += f"| {label} | " + " | ".join(cells) + " |\n"
     with open(os.path.join(HERE, "results.md"), "w") as f:
-        f.write(table)
-    print(table)
+        f.write(head + body)
+    print(head + body)
 
 
 if __name__ == "__main__":
