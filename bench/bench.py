@@ -313,6 +313,7 @@ class Bench:
                 f.write(text)
             os.chmod(path, 0o755)
         self.started = []  # every service pid ever seen, for the clean-up
+        self.orphans = []  # supervisor processes a stop did not reach
 
     def starts(self):
         """[(name, pid, time)] from the log."""
@@ -337,7 +338,8 @@ class Bench:
     def cleanup(self):
         for _, pid, _ in self.starts():
             self.started.append(pid)
-        for pid in self.started:
+        # Supervisors first, so that they restart nothing that is killed after them.
+        for pid in self.orphans + self.started:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -443,6 +445,7 @@ class Bench:
         wait_for("the services", lambda: len(self.starts()) >= n)
         time.sleep(1)
         before = {s[0]: s[1] for s in self.starts()}
+        old_supervisors = [p for p in self.sup.supervisor_pids() if p != self.sup.top()]
         self.sup.kill9_and_restart()
         time.sleep(3)
         running = {}
@@ -450,9 +453,14 @@ class Bench:
             if alive(pid):
                 running.setdefault(name, []).append(pid)
         self.sup.stop()
+        time.sleep(1)
+        # What the stop did not reach: orphaned per-service supervisors and their services.
+        left = [p for p in old_supervisors + [pid for _, pid, _ in self.starts()] if alive(p)]
+        self.orphans.extend(left)
         duplicated = sum(len(p) - 1 for p in running.values() if len(p) > 1)
         restarted = sum(1 for name, p in running.items() if before.get(name) not in p)
-        return {"n": n, "running": len(running), "duplicated": duplicated, "restarted": restarted}
+        return {"n": n, "running": len(running), "duplicated": duplicated, "restarted": restarted,
+                "left_behind": len(left)}
 
 
 def run_one(sup):
@@ -504,8 +512,9 @@ ROWS = [
     ("crash-looper starts in 30 s, supervisor CPU",
      lambda r, m: f"{r['crash_loop']['starts']}, {r['crash_loop']['cpu_ms']} ms"),
     ("teardown of 1000, processes left behind", lambda r, m: f"{r['teardown_1000_s']} s, {r['left_behind']}"),
-    ("kill -9 of the top supervisor (N=10), then restart: running / duplicated / restarted",
-     lambda r, m: f"{r['kill9']['running']} / {r['kill9']['duplicated']} / {r['kill9']['restarted']}"),
+    ("kill -9 of the top supervisor (N=10), restart, stop: running / duplicated / restarted / left behind",
+     lambda r, m: f"{r['kill9']['running']} / {r['kill9']['duplicated']} / {r['kill9']['restarted']}"
+                  f" / {r['kill9'].get('left_behind', '-')}"),
 ]
 
 
