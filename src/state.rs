@@ -60,13 +60,13 @@ pub fn write<'a>(
         );
     }
     let tmp = rundir.join(".state.new");
-    let _ = fs::remove_file(&tmp);
-    fs::OpenOptions::new()
+    let mut f = fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| io::Write::write_all(&mut f, text.as_bytes()))?;
+        .open(&tmp)?;
+    io::Write::write_all(&mut f, text.as_bytes())?;
     fs::rename(&tmp, rundir.join("state"))
 }
 

@@ -429,8 +429,11 @@ fn save_state(table: &Table, real: &mut Real) {
     let live: std::collections::BTreeSet<Pid> = table.live().map(|l| l.1).collect();
     real.starts.retain(|pid, _| live.contains(pid));
     for &pid in &live {
-        if let (None, Some((_, start))) = (real.starts.get(&pid), sys::proc_identity(pid)) {
-            real.starts.insert(pid, start);
+        // Only for processes not seen before: one read of /proc each, not one per write.
+        if let std::collections::btree_map::Entry::Vacant(e) = real.starts.entry(pid) {
+            if let Some((_, start)) = sys::proc_identity(pid) {
+                e.insert(start);
+            }
         }
     }
     let starts = &real.starts;
