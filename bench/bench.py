@@ -75,7 +75,35 @@ def alive(pid):
         return False
 
 
-class Going:
+class Supervisor:
+    """What every supervisor has: its top process, started by `start` from `command`."""
+
+    proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def top(self):
+        return self.proc.pid
+
+    def kill9_and_restart(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.start()
+
+
+class OneProcess(Supervisor):
+    """going and supervisord: one process supervises them all; SIGTERM stops everything."""
+
+    def supervisor_pids(self):
+        return [self.proc.pid] if self.proc and alive(self.proc.pid) else []
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=120)
+
+
+class Going(OneProcess):
     name = "going"
 
     def __init__(self, binary, root):
@@ -102,27 +130,11 @@ class Going:
             f.write(f"cmd={cmd}\nlog=null\n")
         os.rename(tmp, os.path.join(self.conf, name))
 
-    def start(self):
-        self.proc = subprocess.Popen([self.binary, "-f", "-d", self.conf, "-r", self.run],
-                                     stderr=subprocess.DEVNULL)
-
-    def supervisor_pids(self):
-        return [self.proc.pid] if self.proc and alive(self.proc.pid) else []
-
-    def top(self):
-        return self.proc.pid
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
-
-    def kill9_and_restart(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self.start()
+    def command(self):
+        return [self.binary, "-f", "-d", self.conf, "-r", self.run]
 
 
-class ServiceDirs:
+class ServiceDirs(Supervisor):
     """runit, daemontools and s6: a scan directory holding a directory per service, each
     with a `run` script, and a supervisor process per service."""
 
@@ -152,21 +164,10 @@ class ServiceDirs:
     def rescan(self):
         pass
 
-    def start(self):
-        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
     def supervisor_pids(self):
         if not self.proc or not alive(self.proc.pid):
             return []
         return [self.proc.pid] + [p for p in children(self.proc.pid) if alive(p)]
-
-    def top(self):
-        return self.proc.pid
-
-    def kill9_and_restart(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self.start()
 
 
 def children(ppid):
@@ -243,7 +244,7 @@ class S6(ServiceDirs):
         wait_for("every s6-supervise gone", lambda: not any(alive(p) for p in supervisors))
 
 
-class Supervisord:
+class Supervisord(OneProcess):
     name = "supervisord"
 
     def __init__(self, root):
@@ -281,24 +282,8 @@ files = {self.confd}/*.conf
         if update:
             subprocess.run(["supervisorctl", "-c", self.conf, "update"], stdout=subprocess.DEVNULL)
 
-    def start(self):
-        self.proc = subprocess.Popen(["supervisord", "-c", self.conf],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def supervisor_pids(self):
-        return [self.proc.pid] if self.proc and alive(self.proc.pid) else []
-
-    def top(self):
-        return self.proc.pid
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=120)
-
-    def kill9_and_restart(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self.start()
+    def command(self):
+        return ["supervisord", "-c", self.conf]
 
 
 class Bench:
