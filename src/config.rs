@@ -437,10 +437,7 @@ pub fn scan(
     mut stamps: Option<&mut BTreeMap<String, Stamp>>,
 ) -> Result<Scan, (String, bool)> {
     let unable = |e: io::Error| {
-        let transient = matches!(
-            e.raw_os_error(),
-            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
-        );
+        let transient = transient(&e);
         (
             format!(
                 "unable to read {}: {}",
@@ -492,6 +489,14 @@ pub fn scan(
     Ok(out)
 }
 
+/// Whether an error is for want of a resource (fds, memory): worth another try soon.
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+    )
+}
+
 /// As sshd's StrictModes: what going runs as root must be going's own and nobody else's
 /// to change — a file others may write is a way to run anything as root.
 fn safe(meta: &fs::Metadata) -> Result<(), String> {
@@ -539,10 +544,7 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, (String, bool)> {
         }
     };
     let unable = |verb: &str, e: io::Error| {
-        let transient = matches!(
-            e.raw_os_error(),
-            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
-        );
+        let transient = transient(&e);
         (
             format!("unable to {verb}: {}", crate::log::Errno(&e)),
             transient,

@@ -80,6 +80,8 @@ impl State {
 
 struct Service {
     settings: Box<Settings>,
+    /// `settings.fingerprint()`, kept: the state file wants it at every start and exit.
+    fingerprint: u64,
     state: State,
     /// Consecutive fast failures.
     fails: u32,
@@ -106,8 +108,14 @@ const LINES: usize = 10;
 const LINES_BYTES: usize = 2048;
 
 impl Service {
+    fn set_settings(&mut self, settings: Box<Settings>) {
+        self.fingerprint = settings.fingerprint();
+        self.settings = settings;
+    }
+
     fn new(settings: Box<Settings>, state: State) -> Box<Service> {
         Box::new(Service {
+            fingerprint: settings.fingerprint(),
             settings,
             state,
             fails: 0,
@@ -238,7 +246,7 @@ impl Table {
                 } => (pid, pgid),
                 _ => return None,
             };
-            Some((name.as_str(), pid, pgid, s.settings.fingerprint()))
+            Some((name.as_str(), pid, pgid, s.fingerprint))
         })
     }
 
@@ -364,11 +372,11 @@ impl Table {
             let returned = std::mem::replace(&mut svc.removed, false);
             sum.started += returned as usize;
             if svc.settings.same_run(&settings) {
-                svc.settings = settings; // stop_signal and stop_timeout need no restart
+                svc.set_settings(settings); // stop_signal and stop_timeout need no restart
                 continue;
             }
             sum.restarted += !returned as usize;
-            svc.settings = settings;
+            svc.set_settings(settings);
             svc.fails = 0;
             // A changed file lifts the admin's stop.
             if std::mem::replace(&mut svc.down, false) {
@@ -611,7 +619,7 @@ impl Table {
         }
         let down = matches!(what, Admin::Stop);
         if std::mem::replace(&mut svc.down, down) != down {
-            ops.mark_down(name, down.then(|| svc.settings.fingerprint()));
+            ops.mark_down(name, down.then_some(svc.fingerprint));
         }
         if !down {
             svc.fails = 0; // the admin's word lifts a quarantine
