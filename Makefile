@@ -6,6 +6,8 @@
 #   make lint            rustfmt and clippy, warnings as errors
 #   make run             going in the foreground on etc/going.d, logging to stderr
 #   make bench           measure the static binary (bench/results.md, bench/results.json)
+#   make deb             Debian package target/going_VERSION_ARCH.deb (dpkg-deb only)
+#   make e2e             the package under busybox init, rsyslog, redis, nginx (root)
 
 prefix ?= /usr
 DESTDIR ?=
@@ -18,7 +20,7 @@ MUSL := $(ARCH)-unknown-linux-musl
 GNU := $(ARCH)-unknown-linux-gnu
 BIN := target/going
 
-.PHONY: all build install uninstall test lint run man-check bench clean
+.PHONY: all build install uninstall test lint run man-check bench deb e2e clean
 
 all: build
 
@@ -72,6 +74,12 @@ run: build
 
 bench: build
 	python3 bench/bench.py $(BIN)
+
+deb: build
+	pkg/mkdeb '$(BIN)' target
+
+e2e: build
+	e2e/run "$$(pkg/mkdeb '$(BIN)' target)"
 
 clean:
 	$(CARGO) clean
