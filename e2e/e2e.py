@@ -392,6 +392,10 @@ def steps(m, d, s, holder):
     restarted = [e for e in going_says(s, r"^(redis|nginx)\[\d+\]: started$") if e[0] > mark]
     check("no start of redis or nginx logged after going's restart", not restarted, str(restarted))
     check("redis still answers, nginx still serves", ping(s) and page(f"{s}/nginx-v2.sock"))
+    master = [p for p in m.named("nginx") if "master" in p[3]][0]
+    out = wait_for("nginx's access line after the adoption", lambda: [
+        e for e in log(s) if e[0] > mark and e[3] == f"nginx[{master[1]}]" and '"GET / HTTP/1.0" 200' in e[4]], 5)
+    check("the new going reads the adopted nginx's output again", out, out[0][4])
 
     # Removing nginx's file stops the master and every worker.
     nginx = m.named("nginx")

@@ -8,9 +8,10 @@
 //! as fast as it can does not hold up the loop.
 
 use std::collections::BTreeMap;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
 use crate::sys::Pid;
 
@@ -27,6 +28,8 @@ pub struct Line {
 
 struct Pipe {
     file: File,
+    /// The pipe's inode, kept in the state file.
+    ino: u64,
     name: String,
     partial: Vec<u8>,
     /// The `<N>` of the line being assembled, kept for its continuation after a split.
@@ -40,13 +43,20 @@ pub struct Outputs {
 
 impl Outputs {
     pub fn add(&mut self, pid: Pid, name: &str, fd: OwnedFd) {
+        let file = File::from(fd);
         let pipe = Pipe {
-            file: File::from(fd),
+            ino: file.metadata().map_or(0, |m| m.ino()),
+            file,
             name: name.to_string(),
             partial: Vec::new(),
             severity: None,
         };
         self.pipes.insert(pid, pipe);
+    }
+
+    /// The inode of the pipe of `pid`; 0 when it has none.
+    pub fn ino(&self, pid: Pid) -> u64 {
+        self.pipes.get(&pid).map_or(0, |p| p.ino)
     }
 
     pub fn fd(&self, pid: Pid) -> Option<std::os::fd::RawFd> {
@@ -173,6 +183,27 @@ pub fn escape(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// The output pipe of a process a killed going left running, opened again for reading
+/// through /proc: its stdout or stderr, if that still is the pipe of inode `ino` (so that
+/// a pipe the service set up itself is never read). While no going read it, the service's
+/// writes failed with EPIPE; from now on they are read again.
+pub fn reopen(pid: Pid, ino: u64) -> Option<OwnedFd> {
+    let ours = |m: &fs::Metadata| m.file_type().is_fifo() && m.ino() == ino;
+    [1, 2].into_iter().find_map(|fd| {
+        let path = format!("/proc/{pid}/fd/{fd}");
+        if !fs::metadata(&path).is_ok_and(|m| ours(&m)) {
+            return None;
+        }
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .ok()?;
+        // checked again on what was opened: the fd may have been replaced meanwhile
+        file.metadata().is_ok_and(|m| ours(&m)).then(|| file.into())
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The state file, RUNDIR/state: for every live service process, its name, pid, process
-//! group, start time and settings fingerprint — what a going started after the previous
-//! one was killed needs to adopt the services instead of starting duplicates.
+//! group, start time, settings fingerprint and output pipe — what a going started after
+//! the previous one was killed needs to adopt the services instead of starting duplicates,
+//! and to read their output again.
 //!
 //! Invariants: the file is replaced atomically (a temporary file, then rename). It is only
 //! believed when RUNDIR and the file belong to going's uid and nobody else may write them,
@@ -23,6 +24,8 @@ pub struct Entry<'a> {
     /// Start time of the process, in clock ticks since boot (field 22 of /proc/PID/stat).
     pub start: u64,
     pub fingerprint: u64,
+    /// The inode of its output pipe (0: none), to find that pipe again in /proc.
+    pub pipe: u64,
 }
 
 /// Whether `path` belongs to going's uid and only it may write it.
@@ -55,8 +58,8 @@ pub fn write<'a>(
     for e in entries {
         let _ = writeln!(
             text,
-            "{} {} {} {} {}",
-            e.name, e.pid, e.pgid, e.start, e.fingerprint
+            "{} {} {} {} {} {}",
+            e.name, e.pid, e.pgid, e.start, e.fingerprint, e.pipe
         );
     }
     let tmp = rundir.join(".state.new");
@@ -96,6 +99,8 @@ fn parse(line: &str) -> Option<Entry<'static>> {
         pgid: w.next()?.parse().ok().filter(|p| *p > 1)?,
         start: w.next()?.parse().ok()?,
         fingerprint: w.next()?.parse().ok()?,
+        // absent in files written by going 0.1.0 before output was reattached
+        pipe: w.next().map_or(Some(0), |p| p.parse().ok())?,
     };
     w.next().is_none().then_some(entry)
 }
@@ -115,15 +120,18 @@ mod tests {
             pgid: 42,
             start: 1234,
             fingerprint: 99,
+            pipe: 7,
         };
         write(&dir, std::iter::once(e.clone()), 1).unwrap();
         assert_eq!(read(&dir).unwrap(), [e]);
+        assert_eq!(parse("web 42 42 1234 99").unwrap().pipe, 0);
         for junk in [
             "",
             "web 42",
             "../x 42 42 1 1",
             "web 1 1 1 1",
-            "web 42 42 1 1 extra",
+            "web 42 42 1 1 7 extra",
+            "web 42 42 1 1 x",
             "web x 42 1 1",
         ] {
             assert_eq!(parse(junk), None, "{junk:?}");

@@ -24,7 +24,7 @@ use crate::admin::{self, Handled};
 use crate::config::{self, Settings};
 use crate::control::{self, Control};
 use crate::log::{Errno, Level, Logger};
-use crate::output::Outputs;
+use crate::output::{self, Outputs};
 use crate::service::{Adoptable, Ops, Summary, Table};
 use crate::state;
 use crate::sys::{self, ChildError, Epoll, Exit, Pid};
@@ -334,6 +334,13 @@ fn adoptable(real: &mut Real, now: Instant) -> BTreeMap<String, Adoptable> {
             continue;
         }
         real.starts.insert(e.pid, e.start);
+        if let Some(fd) = (e.pipe != 0)
+            .then(|| output::reopen(e.pid, e.pipe))
+            .flatten()
+        {
+            let _ = real.epoll.add(fd.as_raw_fd(), OUTPUT | e.pid as u64);
+            real.outputs.add(e.pid, &e.name, fd);
+        }
         let since = now.checked_sub(age).unwrap_or(now);
         out.insert(
             e.name.into_owned(),
@@ -436,7 +443,7 @@ fn save_state(table: &Table, real: &mut Real) {
             }
         }
     }
-    let starts = &real.starts;
+    let (starts, outputs) = (&real.starts, &real.outputs);
     let entries = table.live().filter_map(|(name, pid, pgid, fingerprint)| {
         let start = *starts.get(&pid)?;
         Some(state::Entry {
@@ -445,6 +452,7 @@ fn save_state(table: &Table, real: &mut Real) {
             pgid,
             start,
             fingerprint,
+            pipe: outputs.ino(pid),
         })
     });
     match state::write(&real.rundir, entries, live.len()) {
@@ -686,6 +694,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
                     let pid = (t & !PIDFD) as Pid;
                     if let Some(fd) = real.pidfds.remove(&pid) {
                         real.epoll.delete(fd.as_raw_fd());
+                        real.read_output(pid, true, &mut table);
                         table.exited(pid, Exit::Unknown, &mut real, now);
                         table.check_groups(&mut real, now);
                     }

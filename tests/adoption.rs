@@ -140,13 +140,14 @@ fn a_forged_or_stale_state_file_adopts_and_kills_nothing() {
 }
 
 #[test]
-fn a_service_whose_output_pipe_died_with_going_is_restarted_when_it_dies_of_it() {
+fn an_adopted_service_output_is_read_again_and_a_write_while_no_going_ran_kills_it() {
+    // It writes only when told to (SIGUSR1), so that each step is deterministic.
     let mut g = Going::start(&[(
         "talker",
-        "cmd=/bin/sh -c 'while :; do echo tick; sleep 0.1; done'\n",
+        "cmd=/bin/sh -c 'trap \"echo ping\" USR1; echo hello; while :; do sleep 2601 & wait; done'\n",
     )]);
     let pid = g.started("talker");
-    g.next_output(&format!("talker[{pid}]"), "tick");
+    g.next_output(&format!("talker[{pid}]"), "hello");
     wait_until("the state file", || {
         fs::read_to_string(g.dir.0.join("run/state"))
             .unwrap_or_default()
@@ -154,9 +155,25 @@ fn a_service_whose_output_pipe_died_with_going_is_restarted_when_it_dies_of_it()
     });
     g.kill9_restart();
     g.next_msg(&format!("talker[{pid}]: adopted"));
-    g.next_msg(&format!("talker[{pid}]: exited (status unknown"));
+    // The new going found the pipe in /proc and reads it: lines go on, same process.
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    g.next_output(&format!("talker[{pid}]"), "ping");
+    // Written while no going runs: nobody reads the pipe, so sh dies of SIGPIPE, and the
+    // next going starts it afresh.
+    g.kill9();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    wait_until("the talker to die of SIGPIPE", || !alive(pid));
+    g.start_again();
     let again = g.started("talker");
-    g.next_output(&format!("talker[{again}]"), "tick");
+    assert_ne!(again, pid);
+    g.next_output(&format!("talker[{again}]"), "hello");
+    assert_eq!(g.stop(), 0);
+    for left in running("sleep 2601") {
+        // SAFETY: as above; the first talker's sleep, orphaned when it died.
+        unsafe { libc::kill(left, libc::SIGKILL) };
+    }
 }
 
 #[test]
