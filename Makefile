@@ -25,11 +25,13 @@ BIN := target/going
 all: build
 
 # The musl build is what keeps VmPeak under 1024 kB; the target is added when missing.
+# SMALL leaves out the unwind tables, which panic=abort never reads (link/*.ld says more).
+SMALL := -C link-arg=-Wl,--no-eh-frame-hdr -C link-arg=-Wl,-T,$(CURDIR)/link/no-unwind-tables.ld
 # Where that fails (no rustup, no network) a static glibc binary is built instead.
 build:
 	@set -e; \
 	if { rustup target list --installed 2>/dev/null | grep -qx '$(MUSL)' || rustup target add '$(MUSL)'; } \
-	   && $(CARGO) build --release --locked --target '$(MUSL)'; then \
+	   && RUSTFLAGS='$(SMALL)' $(CARGO) build --release --locked --target '$(MUSL)'; then \
 		cp 'target/$(MUSL)/release/going' '$(BIN)'; \
 	else \
 		echo 'going: the musl build failed; building a static glibc binary instead' >&2; \

@@ -12,6 +12,7 @@ Usage: bench/bench.py [--only NAME] [GOING_BINARY]   (writes bench/results.md an
 
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -67,6 +68,15 @@ def ctx_switches(pid):
     return int(status(pid, "voluntary_ctxt_switches")) + int(status(pid, "nonvoluntary_ctxt_switches"))
 
 
+def nofile(pid):
+    """The soft RLIMIT_NOFILE of a process."""
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    return None
+
+
 def alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -116,18 +126,18 @@ class Going(OneProcess):
     def version(self):
         return subprocess.run([self.binary, "-V"], capture_output=True, text=True).stdout.strip()
 
-    def setup(self, services):
+    def setup(self, services, log="null"):
         """services: {name: command line}."""
         shutil.rmtree(self.conf, ignore_errors=True)
         os.makedirs(self.conf)
         for name, cmd in services.items():
-            self.add(name, cmd)
+            self.add(name, cmd, log)
 
-    def add(self, name, cmd):
+    def add(self, name, cmd, log="null"):
         # Written aside, then renamed in: one inotify event, a complete file.
         tmp = os.path.join(self.root, f".{name}.new")
         with open(tmp, "w") as f:
-            f.write(f"cmd={cmd}\nlog=null\n")
+            f.write(f"cmd={cmd}\nlog={log}\n")
         os.rename(tmp, os.path.join(self.conf, name))
 
     def command(self):
@@ -297,28 +307,36 @@ class Bench:
             with open(path, "w") as f:
                 f.write(text)
             os.chmod(path, 0o755)
+        self._lines, self._offset = [], 0  # what starts() has read of the log
         self.started = []  # every service pid ever seen, for the clean-up
         self.orphans = []  # supervisor processes a stop did not reach
 
     def starts(self):
-        """[(name, pid, time)] from the log."""
-        out = []
+        """[(name, pid, time)] from the log, read incrementally: at 10,000 services a full
+        re-read every 2 ms would take a core from the supervisor being measured."""
         try:
             with open(self.log) as f:
-                for line in f:
-                    parts = line.split()
-                    if len(parts) == 3:
-                        out.append((parts[0], int(parts[1]), float(parts[2])))
+                f.seek(self._offset)
+                chunk = f.read()
         except OSError:
-            pass
-        return out
+            return self._lines
+        end = chunk.rfind("\n") + 1  # a line being written waits for its end
+        for line in chunk[:end].splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                self._lines.append((parts[0], int(parts[1]), float(parts[2])))
+        self._offset += len(chunk[:end].encode())
+        return self._lines
 
     def services(self, n, prefix="s"):
         return {f"{prefix}{i}": f"{self.script} {prefix}{i} {self.log}" for i in range(n)}
 
     def fresh(self):
+        for _, pid, _ in self.starts():
+            self.started.append(pid)  # still cleaned up at the end
         if os.path.exists(self.log):
             os.remove(self.log)
+        self._lines, self._offset = [], 0
 
     def cleanup(self):
         for _, pid, _ in self.starts():
@@ -423,6 +441,36 @@ class Bench:
         self.sup.stop()
         return {"seconds": seconds, "starts": starts, "cpu_ms": cpu}
 
+    def big(self, n=10000):
+        """going alone: n services, each with its output pipe (log=syslog, the default), going
+        started with a soft fd limit of 1024: it must raise its own, and only its own."""
+        self.fresh()
+        self.sup.setup(self.services(n), log="syslog")
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        low = min(1024, hard)
+        t0 = time.time()
+        self.sup.proc = subprocess.Popen(
+            self.sup.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard)))
+        wait_for(f"{n} services to start", lambda: len({s[0] for s in self.starts()}) >= n, timeout=600)
+        start_s = time.time() - t0
+        time.sleep(1)
+        top = self.sup.top()
+        service = self.starts()[0][1]
+        result = {
+            "n": n,
+            "start_s": round(start_s, 3),
+            "running": sum(alive(p) for _, p, _ in self.starts()),
+            "pss_kb": pss_kb(top),
+            "vmpeak_kb": int(status(top, "VmPeak")),
+            "fds": len(os.listdir(f"/proc/{top}/fd")),
+            "service_nofile": nofile(service),
+            "nofile_given": low,
+        }
+        result["respawn"] = self.respawn(kills=10)
+        result["teardown_s"], result["left_behind"] = self.teardown()
+        return result
+
     def kill9(self, n=10):
         self.fresh()
         self.sup.setup(self.services(n))
@@ -469,6 +517,8 @@ def run_one(sup):
         results["teardown_1000_s"], results["left_behind"] = b.teardown()
         results["crash_loop"] = b.crash_loop()
         results["kill9"] = b.kill9()
+        if sup.name == "going":  # the peers stop at 500 (supervisord's fds) or 1000
+            results["big"] = b.big()
     finally:
         b.cleanup()
         for p in sup.supervisor_pids():
@@ -500,6 +550,12 @@ ROWS = [
     ("kill -9 of the top supervisor (N=10), restart, stop: running / duplicated / restarted / left behind",
      lambda r, m: f"{r['kill9']['running']} / {r['kill9']['duplicated']} / {r['kill9']['restarted']}"
                   f" / {r['kill9'].get('left_behind', '-')}"),
+    ("10,000 services with output pipes: running, start, VmPeak / PSS, fds, respawn p50, teardown",
+     lambda r, m: f"{r['big']['running']}, {r['big']['start_s']} s, {r['big']['vmpeak_kb']} /"
+                  f" {r['big']['pss_kb']} kB, {r['big']['fds']}, {r['big']['respawn']['p50_ms']} ms,"
+                  f" {r['big']['teardown_s']} s" if "big" in r else "-"),
+    ("10,000: soft fd limit going was given / a service has",
+     lambda r, m: f"{r['big']['nofile_given']} / {r['big']['service_nofile']}" if "big" in r else "-"),
 ]
 
 
