@@ -204,8 +204,9 @@ pub struct Table {
     invalid: BTreeMap<String, Vec<String>>,
     /// Services the admin stopped before going last exited, with their fingerprints.
     pub down_marks: BTreeMap<String, u64>,
-    /// Whether the set of live processes changed since `take_dirty` (for the state file).
-    dirty: bool,
+    /// Live processes that began (true) or ended (false) since `take_changes`, and live
+    /// ones whose settings' fingerprint changed (true again): what the state file is told.
+    changes: Vec<(Pid, bool)>,
 }
 
 /// A live process a previous going started, found in the state file and verified.
@@ -229,9 +230,24 @@ impl Table {
         self.services.len()
     }
 
-    /// Whether live processes came or went since the last call.
-    pub fn take_dirty(&mut self) -> bool {
-        std::mem::take(&mut self.dirty)
+    /// What live processes came, went or changed since the last call.
+    pub fn take_changes(&mut self) -> Vec<(Pid, bool)> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// The live process `pid`: its service's name, its process group and its settings'
+    /// fingerprint; None once it is no service's live process.
+    pub fn live_entry(&self, pid: Pid) -> Option<(&str, Pid, u64)> {
+        let name = self.pids.get(&pid)?;
+        let svc = &self.services[name];
+        let pgid = match svc.state {
+            State::Running { pid: p, .. } if p == pid => p,
+            State::Stopping {
+                pid: Some(p), pgid, ..
+            } if p == pid => pgid,
+            _ => return None,
+        };
+        Some((name, pgid, svc.fingerprint))
     }
 
     /// Every live service process: name, pid, process group, fingerprint of its settings.
@@ -373,6 +389,11 @@ impl Table {
             sum.started += returned as usize;
             if svc.settings.same_run(&settings) {
                 svc.set_settings(settings); // stop_signal and stop_timeout need no restart
+                                            // The state file keeps the new fingerprint: an adoption must not take
+                                            // this process for one of other settings.
+                if let Some(pid) = svc.state.pid() {
+                    self.changes.push((pid, true));
+                }
                 continue;
             }
             sum.restarted += !returned as usize;
@@ -785,7 +806,10 @@ impl Table {
     /// The one place a state changes, so that `pids` and `timers` always match the states.
     fn set(&mut self, name: &str, state: State) {
         let old = std::mem::replace(&mut self.services.get_mut(name).unwrap().state, state);
-        self.dirty |= old.pid() != state.pid();
+        if old.pid() != state.pid() {
+            self.changes.extend(old.pid().map(|pid| (pid, false)));
+            self.changes.extend(state.pid().map(|pid| (pid, true)));
+        }
         self.unindex(name, old);
         if let Some(at) = state.deadline() {
             self.timers.insert((at, name.to_string()));
@@ -801,7 +825,6 @@ impl Table {
         }
         if let Some(pid) = state.pid() {
             self.pids.remove(&pid);
-            self.dirty = true;
         }
     }
 }

@@ -83,6 +83,9 @@ struct Real {
     starts: BTreeMap<Pid, u64>,
     /// The last failure to write the state file, logged once.
     state_error: Option<String>,
+    /// Changes appended to RUNDIR/state since its last snapshot; None: the next write is a
+    /// snapshot (at start, and after a failed write).
+    journal: Option<usize>,
 }
 
 impl Ops for Real {
@@ -429,33 +432,56 @@ fn upgrade(table: &Table, real: &mut Real, lock: &File, control: &Control) {
     );
 }
 
-/// Rewrites RUNDIR/state after the live processes changed. A failure (RUNDIR full or
-/// read-only) is logged once, and the next change tries again.
-fn save_state(table: &Table, real: &mut Real) {
+/// Tells RUNDIR/state what live processes came, went or changed: appended, or as a new
+/// snapshot when the changes since the last one outnumber the live processes, or the last
+/// write failed. A failure (RUNDIR full or read-only) is logged once.
+fn save_state(table: &mut Table, real: &mut Real) {
+    let changes = table.take_changes();
+    if changes.is_empty() {
+        return;
+    }
     // Start times are read once per process, and forgotten with it.
-    let live: std::collections::BTreeSet<Pid> = table.live().map(|l| l.1).collect();
-    real.starts.retain(|pid, _| live.contains(pid));
-    for &pid in &live {
-        // Only for processes not seen before: one read of /proc each, not one per write.
-        if let std::collections::btree_map::Entry::Vacant(e) = real.starts.entry(pid) {
+    for &(pid, live) in &changes {
+        if !live {
+            real.starts.remove(&pid);
+        } else if table.live_entry(pid).is_some() && !real.starts.contains_key(&pid) {
             if let Some((_, start)) = sys::proc_identity(pid) {
-                e.insert(start);
+                real.starts.insert(pid, start);
             }
         }
     }
     let (starts, outputs) = (&real.starts, &real.outputs);
-    let entries = table.live().filter_map(|(name, pid, pgid, fingerprint)| {
-        let start = *starts.get(&pid)?;
+    let entry = |pid: Pid| {
+        let (name, pgid, fingerprint) = table.live_entry(pid)?;
         Some(state::Entry {
             name: name.into(),
             pid,
             pgid,
-            start,
+            start: *starts.get(&pid)?,
             fingerprint,
             pipe: outputs.ino(pid),
         })
+    };
+    let appended = real.journal.map(|n| n + changes.len());
+    let done = match appended.filter(|&n| n <= 2 * table.len() + 64) {
+        Some(n) => {
+            let changes = changes.iter().filter_map(|&(pid, live)| match live {
+                true => entry(pid).map(state::Change::Live),
+                false => Some(state::Change::Ended(pid)),
+            });
+            state::append(&real.rundir, changes).map(|()| n)
+        }
+        None => Err(io::ErrorKind::NotFound.into()),
+    };
+    let done = done.or_else(|e| match e.kind() {
+        io::ErrorKind::NotFound => {
+            let entries = table.live().filter_map(|(_, pid, ..)| entry(pid));
+            state::write(&real.rundir, entries, table.len()).map(|()| 0)
+        }
+        _ => Err(e),
     });
-    match state::write(&real.rundir, entries, live.len()) {
+    real.journal = done.as_ref().ok().copied();
+    match done.map(|_| ()) {
         Ok(()) if real.state_error.take().is_some() => {
             let path = real.rundir.join("state");
             real.log(
@@ -618,6 +644,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         adopted: Default::default(),
         starts: BTreeMap::new(),
         state_error: None,
+        journal: None,
     };
     if let Some(fd) = real.log.fd() {
         real.epoll
@@ -773,9 +800,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         }
         table.tick(&mut real, Instant::now());
         control.expire(Instant::now(), &real.epoll, CONTROL);
-        if table.take_dirty() {
-            save_state(&table, &mut real);
-        }
+        save_state(&mut table, &mut real);
         if real.log.waiting() != syslog_blocked {
             syslog_blocked = real.log.waiting();
             if let Some(fd) = real.log.fd() {

@@ -194,3 +194,26 @@ fn what_a_crashed_service_left_in_its_group_is_stopped_before_it_starts_again() 
     );
     wait_until("one helper", || running("sleep 5004").len() == 1);
 }
+
+#[test]
+fn a_setting_changed_without_a_restart_is_adopted_as_it_is_after_kill_9() {
+    let mut g = Going::start(&[("calm", "cmd=sleep 2701\nlog=null\n")]);
+    let pid = g.exec_of("calm", "sleep");
+    let state = g.dir.0.join("run/state");
+    wait_until("the state file", || {
+        fs::read_to_string(&state).unwrap_or_default().contains("calm")
+    });
+    // stop_timeout applies without a restart; the state file must learn the new
+    // fingerprint, or the next going would take the process for one of other settings.
+    g.write("calm", "cmd=sleep 2701\nlog=null\nstop_timeout=3\n");
+    g.next_msg("reload: 0 started, 0 stopped, 0 restarted, 0 invalid");
+    wait_until("the changed entry appended", || {
+        let text = fs::read_to_string(&state).unwrap_or_default();
+        text.matches(&format!("calm {pid} ")).count() == 2
+    });
+    g.kill9_restart();
+    g.next_msg(&format!("calm[{pid}]: adopted, running for"));
+    g.next_msg("reload: 0 started, 0 stopped, 0 restarted, 0 invalid");
+    assert_eq!(running("sleep 2701"), [pid]);
+    assert_eq!(g.stop(), 0);
+}
