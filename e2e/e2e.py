@@ -392,6 +392,14 @@ def steps(m, d, s, holder):
     restarted = [e for e in going_says(s, r"^(redis|nginx)\[\d+\]: started$") if e[0] > mark]
     check("no start of redis or nginx logged after going's restart", not restarted, str(restarted))
     check("redis still answers, nginx still serves", ping(s) and page(f"{s}/nginx-v2.sock"))
+    # The admin's view, from inside: going status through the control socket.
+    st = subprocess.run(["nsenter", "-t", str(m.init), "-m", "-p", "-r", "-w", "/usr/sbin/going", "status"],
+                        capture_output=True, text=True)
+    rows = {line.split()[0]: line.split()[1:3] for line in st.stdout.splitlines()[1:] if line.strip()}
+    nginx_ns = [p for p in m.named("nginx") if "master" in p[3]][0][1]
+    check("going status, run inside, shows redis and nginx running with their pids",
+          st.returncode == 0 and rows.get("redis") == ["running", str(new[1])]
+          and rows.get("nginx") == ["running", str(nginx_ns)], st.stdout.strip() or st.stderr.strip())
     master = [p for p in m.named("nginx") if "master" in p[3]][0]
     out = wait_for("nginx's access line after the adoption", lambda: [
         e for e in log(s) if e[0] > mark and e[3] == f"nginx[{master[1]}]" and '"GET / HTTP/1.0" 200' in e[4]], 5)
