@@ -185,12 +185,18 @@ pub fn escape(bytes: &[u8]) -> String {
     out
 }
 
+/// The device of pipes (pipefs), to tell a pipe from a named FIFO of the same inode number.
+pub fn pipe_dev() -> Option<u64> {
+    let (r, _w) = crate::sys::pipe().ok()?;
+    File::from(r).metadata().ok().map(|m| m.dev())
+}
+
 /// The output pipe of a process a killed going left running, opened again for reading
-/// through /proc: its stdout or stderr, if that still is the pipe of inode `ino` (so that
-/// a pipe the service set up itself is never read). While no going read it, the service's
-/// writes failed with EPIPE; from now on they are read again.
-pub fn reopen(pid: Pid, ino: u64) -> Option<OwnedFd> {
-    let ours = |m: &fs::Metadata| m.file_type().is_fifo() && m.ino() == ino;
+/// through /proc: its stdout or stderr, if that still is the pipe (on pipefs, `dev`) of
+/// inode `ino`, so that a pipe or FIFO the service set up itself is never read. While no
+/// going read it, the service's writes failed with EPIPE; from now on they are read again.
+pub fn reopen(pid: Pid, dev: u64, ino: u64) -> Option<OwnedFd> {
+    let ours = |m: &fs::Metadata| m.file_type().is_fifo() && m.dev() == dev && m.ino() == ino;
     [1, 2].into_iter().find_map(|fd| {
         let path = format!("/proc/{pid}/fd/{fd}");
         if !fs::metadata(&path).is_ok_and(|m| ours(&m)) {

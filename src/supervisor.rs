@@ -317,6 +317,7 @@ fn adoptable(real: &mut Real, now: Instant) -> BTreeMap<String, Adoptable> {
         }
     };
     let mut out = BTreeMap::new();
+    let mut pipes = None; // pipefs's device, learnt once
     for e in entries {
         let Ok(pidfd) = sys::pidfd_open(e.pid) else {
             continue;
@@ -337,9 +338,11 @@ fn adoptable(real: &mut Real, now: Instant) -> BTreeMap<String, Adoptable> {
             continue;
         }
         real.starts.insert(e.pid, e.start);
+        let dev = *pipes.get_or_insert_with(output::pipe_dev);
         if let Some(fd) = (e.pipe != 0)
-            .then(|| output::reopen(e.pid, e.pipe))
+            .then_some(dev)
             .flatten()
+            .and_then(|dev| output::reopen(e.pid, dev, e.pipe))
         {
             let _ = real.epoll.add(fd.as_raw_fd(), OUTPUT | e.pid as u64);
             real.outputs.add(e.pid, &e.name, fd);

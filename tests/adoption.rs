@@ -201,7 +201,9 @@ fn a_setting_changed_without_a_restart_is_adopted_as_it_is_after_kill_9() {
     let pid = g.exec_of("calm", "sleep");
     let state = g.dir.0.join("run/state");
     wait_until("the state file", || {
-        fs::read_to_string(&state).unwrap_or_default().contains("calm")
+        fs::read_to_string(&state)
+            .unwrap_or_default()
+            .contains("calm")
     });
     // stop_timeout applies without a restart; the state file must learn the new
     // fingerprint, or the next going would take the process for one of other settings.
