@@ -200,6 +200,9 @@ pub struct Table {
     services: BTreeMap<String, Box<Service>>,
     pids: BTreeMap<Pid, String>,
     timers: BTreeSet<(Instant, String)>,
+    /// Services whose main process is gone while others of their group may still run:
+    /// what `check_groups` looks at, so that a reap costs nothing per other service.
+    draining: BTreeSet<String>,
     /// Invalid files of the last reload, with their problems, for `going status`.
     invalid: BTreeMap<String, Vec<String>>,
     /// Services the admin stopped before going last exited, with their fingerprints.
@@ -544,9 +547,10 @@ impl Table {
 
     /// After a round of reaping: a stopping service whose group has emptied is stopped.
     pub fn check_groups(&mut self, ops: &mut impl Ops, now: Instant) {
-        let done: Vec<String> = (self.services.iter())
-            .filter(|(_, svc)| matches!(svc.state, State::Stopping { pid: None, pgid, .. } if !ops.group_alive(pgid)))
-            .map(|(name, _)| name.clone())
+        let services = &self.services;
+        let done: Vec<String> = (self.draining.iter())
+            .filter(|name| matches!(services[*name].state, State::Stopping { pid: None, pgid, .. } if !ops.group_alive(pgid)))
+            .cloned()
             .collect();
         for name in done {
             self.stopped(&name, ops, now);
@@ -817,6 +821,9 @@ impl Table {
         if let Some(pid) = state.pid() {
             self.pids.insert(pid, name.to_string());
         }
+        if let State::Stopping { pid: None, .. } = state {
+            self.draining.insert(name.to_string());
+        }
     }
 
     fn unindex(&mut self, name: &str, state: State) {
@@ -825,6 +832,9 @@ impl Table {
         }
         if let Some(pid) = state.pid() {
             self.pids.remove(&pid);
+        }
+        if let State::Stopping { pid: None, .. } = state {
+            self.draining.remove(name);
         }
     }
 }
@@ -1175,9 +1185,11 @@ mod tests {
         t.exited(pid, Exit::Code(0), &mut ops, t0 + secs(1));
         t.check_groups(&mut ops, t0 + secs(1));
         assert!(!t.is_empty(), "a worker of the group is still alive");
+        assert_eq!(Vec::from_iter(&t.draining), ["web"]);
         ops.alive_groups.clear();
         t.check_groups(&mut ops, t0 + secs(2));
         assert!(t.is_empty());
+        assert!(t.draining.is_empty());
         // Or the workers outlive the timeout: SIGKILL to the group, never to the reaped pid alone.
         t.reconcile(scan(&[("web", "cmd=/web")]), &[], &mut ops, t0);
         let pid = ops.last_pid();
@@ -1187,6 +1199,7 @@ mod tests {
         t.tick(&mut ops, t0 + Duration::from_secs(10));
         assert_eq!(ops.signals.last(), Some(&(pid, libc::SIGKILL)));
         assert!(t.is_empty());
+        assert!(t.draining.is_empty());
     }
 
     #[test]
