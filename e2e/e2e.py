@@ -421,10 +421,15 @@ def steps(m, d, s, holder):
         for a, b in zip(evs, evs[1:]):
             f = re.search(r"failed (\d+) times? in a row, next start in (\d+)s", a[4])
             if f and b[4].endswith("started") and a[3] == b[3]:  # the same going
-                out.append((int(f[1]), int(f[2]), b[0] - a[0]))
-        return out if len(out) >= 3 else None
+                out.append((a[3], int(f[1]), int(f[2]), b[0] - a[0]))
+        # three failures in a row of one going: N, N+1, N+2
+        for i in range(len(out) - 2):
+            run = out[i:i + 3]
+            if len({r[0] for r in run}) == 1 and [r[1] for r in run] == list(range(run[0][1], run[0][1] + 3)):
+                return [r[1:] for r in run]
+        return None
 
-    got = wait_for("three quarantines of the crash-looper", pairs, 40)
+    got = wait_for("three quarantines in a row of the crash-looper", pairs, 40)
     ok = all(d == min(2 ** (n - 1), 60) and d - 0.05 <= t <= d + 0.3 for n, d, t in got)
     check("the crash-looper's starts follow the backoff schedule", ok,
           ", ".join(f"failure {n}: wait {d}s, next start {t:.3f}s later" for n, d, t in got))
