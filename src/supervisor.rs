@@ -465,6 +465,10 @@ fn save_state(table: &mut Table, real: &mut Real) {
             pipe: outputs.ino(pid),
         })
     };
+    let snapshot = || {
+        let entries = table.live().filter_map(|(_, pid, ..)| entry(pid));
+        state::write(&real.rundir, entries, table.len()).map(|()| 0)
+    };
     let appended = real.journal.map(|n| n + changes.len());
     let done = match appended.filter(|&n| n <= 2 * table.len() + 64) {
         Some(n) => {
@@ -472,17 +476,14 @@ fn save_state(table: &mut Table, real: &mut Real) {
                 true => entry(pid).map(state::Change::Live),
                 false => Some(state::Change::Ended(pid)),
             });
-            state::append(&real.rundir, changes).map(|()| n)
+            match state::append(&real.rundir, changes) {
+                Ok(()) => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => snapshot(),
+                Err(e) => Err(e),
+            }
         }
-        None => Err(io::ErrorKind::NotFound.into()),
+        None => snapshot(),
     };
-    let done = done.or_else(|e| match e.kind() {
-        io::ErrorKind::NotFound => {
-            let entries = table.live().filter_map(|(_, pid, ..)| entry(pid));
-            state::write(&real.rundir, entries, table.len()).map(|()| 0)
-        }
-        _ => Err(e),
-    });
     real.journal = done.as_ref().ok().copied();
     match done.map(|_| ()) {
         Ok(()) if real.state_error.take().is_some() => {

@@ -219,3 +219,30 @@ fn a_setting_changed_without_a_restart_is_adopted_as_it_is_after_kill_9() {
     assert_eq!(running("sleep 2701"), [pid]);
     assert_eq!(g.stop(), 0);
 }
+
+#[test]
+fn the_state_file_stays_small_over_many_restarts_and_adoption_finds_the_last_pid() {
+    let mut g = Going::start(&[("busy", "cmd=sleep 2801\nlog=null\n")]);
+    let mut pid = g.exec_of("busy", "sleep");
+    let run_dir = g.dir.0.join("run");
+    // Each restart appends an end and a start; past 2 × services + 64 changes the file
+    // is written again as a snapshot.
+    for _ in 0..50 {
+        let (code, out, err) = run(&["restart", "-r", path_str(&run_dir), "busy"]);
+        assert_eq!(code, 0, "{out}{err}");
+        g.next_msg(&format!("busy[{pid}]: stopped"));
+        pid = g.exec_of("busy", "sleep");
+    }
+    let state = run_dir.join("state");
+    wait_until("the last start in the state file", || {
+        fs::read_to_string(&state)
+            .unwrap_or_default()
+            .contains(&format!("busy {pid} "))
+    });
+    let lines = fs::read_to_string(&state).unwrap().lines().count();
+    assert!(lines <= 67, "{lines} lines: never compacted");
+    g.kill9_restart();
+    g.next_msg(&format!("busy[{pid}]: adopted, running for"));
+    assert_eq!(running("sleep 2801"), [pid]);
+    assert_eq!(g.stop(), 0);
+}
