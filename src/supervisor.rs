@@ -86,6 +86,8 @@ struct Real {
     /// Changes appended to RUNDIR/state since its last snapshot; None: the next write is a
     /// snapshot (at start, and after a failed write).
     journal: Option<usize>,
+    /// Live processes whose start time could not be read yet.
+    unread: Vec<Pid>,
 }
 
 impl Ops for Real {
@@ -439,17 +441,23 @@ fn upgrade(table: &Table, real: &mut Real, lock: &File, control: &Control) {
 /// snapshot when the changes since the last one outnumber the live processes, or the last
 /// write failed. A failure (RUNDIR full or read-only) is logged once.
 fn save_state(table: &mut Table, real: &mut Real) {
-    let changes = table.take_changes();
+    let mut changes = table.take_changes();
     if changes.is_empty() {
         return;
     }
-    // Start times are read once per process, and forgotten with it.
+    // Start times are read once per process, and forgotten with it. One that could not be
+    // read (out of fds, say) is tried again at the next change: until then its process is
+    // missing from the file.
+    changes.extend(real.unread.drain(..).map(|pid| (pid, true)));
     for &(pid, live) in &changes {
         if !live {
             real.starts.remove(&pid);
         } else if table.live_entry(pid).is_some() && !real.starts.contains_key(&pid) {
-            if let Some((_, start)) = sys::proc_identity(pid) {
-                real.starts.insert(pid, start);
+            match sys::proc_identity(pid) {
+                Some((_, start)) => {
+                    real.starts.insert(pid, start);
+                }
+                None => real.unread.push(pid),
             }
         }
     }
@@ -649,6 +657,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         starts: BTreeMap::new(),
         state_error: None,
         journal: None,
+        unread: Vec::new(),
     };
     if let Some(fd) = real.log.fd() {
         real.epoll
