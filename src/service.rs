@@ -70,10 +70,19 @@ impl State {
     }
 
     fn pid(&self) -> Option<Pid> {
+        self.live().map(|(pid, _)| pid)
+    }
+
+    /// The live main process and its process group.
+    fn live(&self) -> Option<(Pid, Pid)> {
         match *self {
-            State::Running { pid, .. } => Some(pid),
-            State::Waiting { .. } | State::Down => None,
-            State::Stopping { pid, .. } => pid,
+            State::Running { pid, .. } => Some((pid, pid)),
+            State::Stopping {
+                pid: Some(pid),
+                pgid,
+                ..
+            } => Some((pid, pgid)),
+            _ => None,
         }
     }
 }
@@ -243,28 +252,14 @@ impl Table {
     pub fn live_entry(&self, pid: Pid) -> Option<(&str, Pid, u64)> {
         let name = self.pids.get(&pid)?;
         let svc = &self.services[name];
-        let pgid = match svc.state {
-            State::Running { pid: p, .. } if p == pid => p,
-            State::Stopping {
-                pid: Some(p), pgid, ..
-            } if p == pid => pgid,
-            _ => return None,
-        };
+        let (_, pgid) = svc.state.live().filter(|(p, _)| *p == pid)?;
         Some((name, pgid, svc.fingerprint))
     }
 
     /// Every live service process: name, pid, process group, fingerprint of its settings.
     pub fn live(&self) -> impl Iterator<Item = (&str, Pid, Pid, u64)> {
         (self.services.iter()).filter_map(|(name, s)| {
-            let (pid, pgid) = match s.state {
-                State::Running { pid, .. } => (pid, pid),
-                State::Stopping {
-                    pid: Some(pid),
-                    pgid,
-                    ..
-                } => (pid, pgid),
-                _ => return None,
-            };
+            let (pid, pgid) = s.state.live()?;
             Some((name.as_str(), pid, pgid, s.fingerprint))
         })
     }
@@ -391,9 +386,10 @@ impl Table {
             let returned = std::mem::replace(&mut svc.removed, false);
             sum.started += returned as usize;
             if svc.settings.same_run(&settings) {
-                svc.set_settings(settings); // stop_signal and stop_timeout need no restart
-                                            // The state file keeps the new fingerprint: an adoption must not take
-                                            // this process for one of other settings.
+                // stop_signal and stop_timeout need no restart; the state file learns the
+                // new fingerprint, so that an adoption does not take this process for one
+                // of other settings.
+                svc.set_settings(settings);
                 if let Some(pid) = svc.state.pid() {
                     self.changes.push((pid, true));
                 }

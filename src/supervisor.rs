@@ -150,8 +150,7 @@ impl Ops for Real {
         let _ = self.epoll.add(report.as_raw_fd(), CHILD | pid as u64);
         self.pending.insert(pid, report);
         if let Some((out, _)) = pipe {
-            let _ = self.epoll.add(out.as_raw_fd(), OUTPUT | pid as u64);
-            self.outputs.add(pid, name, out);
+            self.watch_output(pid, name, out);
         }
         Ok(pid)
     }
@@ -213,6 +212,13 @@ impl Real {
         self.pidfds.insert(pid, pidfd);
         self.adopted.insert(pid);
         true
+    }
+
+    /// Reads the output pipe of the process `pid` of service `name` from now on; should
+    /// epoll refuse it, what is in it is still read when the process ends.
+    fn watch_output(&mut self, pid: Pid, name: &str, fd: OwnedFd) {
+        let _ = self.epoll.add(fd.as_raw_fd(), OUTPUT | pid as u64);
+        self.outputs.add(pid, name, fd);
     }
 
     /// Relays what the process `pid` wrote, to syslog and to its service's last lines;
@@ -340,14 +346,11 @@ fn adoptable(real: &mut Real, now: Instant) -> BTreeMap<String, Adoptable> {
             continue;
         }
         real.starts.insert(e.pid, e.start);
-        let dev = *pipes.get_or_insert_with(output::pipe_dev);
-        if let Some(fd) = (e.pipe != 0)
-            .then_some(dev)
-            .flatten()
-            .and_then(|dev| output::reopen(e.pid, dev, e.pipe))
-        {
-            let _ = real.epoll.add(fd.as_raw_fd(), OUTPUT | e.pid as u64);
-            real.outputs.add(e.pid, &e.name, fd);
+        if e.pipe != 0 {
+            let dev = *pipes.get_or_insert_with(output::pipe_dev);
+            if let Some(fd) = dev.and_then(|dev| output::reopen(e.pid, dev, e.pipe)) {
+                real.watch_output(e.pid, &e.name, fd);
+            }
         }
         let since = now.checked_sub(age).unwrap_or(now);
         out.insert(
@@ -375,8 +378,7 @@ fn take_over(
             continue;
         }
         if let Some(fd) = p.output {
-            let _ = real.epoll.add(fd.as_raw_fd(), OUTPUT | p.pid as u64);
-            real.outputs.add(p.pid, &p.name, fd);
+            real.watch_output(p.pid, &p.name, fd);
         }
         let since = now.checked_sub(p.age).unwrap_or(now);
         out.insert(
