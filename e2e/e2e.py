@@ -15,7 +15,6 @@ import re
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -109,9 +108,6 @@ class Machine:
     def named(self, name):
         return [p for p in self.procs() if p[2] == name]
 
-    def host_pid(self, nspid):
-        return next((p[0] for p in self.procs() if p[1] == nspid), None)
-
 
 def age(pid):
     """Seconds since the process started."""
@@ -204,7 +200,7 @@ def write(path, text, mode=0o644):
     os.chmod(path, mode)
 
 
-def prepare(top, deb):
+def prepare(deb):
     d = tempfile.mkdtemp(prefix="going-e2e.")
     os.chmod(d, 0o755)
     for sub in ("layer", "root", "shared"):
@@ -268,9 +264,9 @@ def host_knows_going():
     return r.returncode == 0
 
 
-def run(top, deb):
+def run(deb):
     known = host_knows_going()
-    d = prepare(top, deb)
+    d = prepare(deb)
     s = f"{d}/shared"
     boot_log = open(f"{d}/boot.log", "w")
     holder = subprocess.Popen(
@@ -454,8 +450,7 @@ def steps(m, d, s, holder):
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: e2e.py PACKAGE.deb")
-    top = os.path.dirname(HERE)
-    rc = run(top, os.path.abspath(sys.argv[1]))
+    rc = run(os.path.abspath(sys.argv[1]))
     passed = sum(1 for c in CHECKS if c[1])
     print(f"\ne2e: {passed} passed, {len(CHECKS) - passed} failed")
     sys.exit(rc)
