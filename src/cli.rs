@@ -92,6 +92,11 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     else {
         return usage("arguments must be valid UTF-8");
     };
+    // A going that exec'd this binary on SIGUSR2 asks first whether it can take over.
+    if args == [crate::upgrade::CHECK_FLAG] {
+        print!("{}", crate::upgrade::check_answer());
+        return ExitCode::SUCCESS;
+    }
     let (command, rest) = match args.first().map(String::as_str) {
         Some(c) if !c.starts_with('-') => (c, &args[1..]),
         _ => ("", &args[..]),

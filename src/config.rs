@@ -68,13 +68,10 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// A fingerprint of the settings (FNV-1a of their debug form): whether a file changed
+    /// The settings' fingerprint (see [`crate::fingerprint`]): whether a file changed
     /// while going was not looking.
     pub fn fingerprint(&self) -> u64 {
-        let text = format!("{self:?}");
-        text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-        })
+        crate::fingerprint::of(self)
     }
 
     /// Whether the two differ in nothing that needs a restart.

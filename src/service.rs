@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::config::{Parsed, Settings};
+use crate::fingerprint::Fingerprint;
 use crate::log::{Age, Errno, Level};
 use crate::sys::{self, ChildError, Exit, Pid, Step};
 
@@ -215,7 +216,7 @@ pub struct Table {
     /// Invalid files of the last reload, with their problems, for `going status`.
     invalid: BTreeMap<String, Vec<String>>,
     /// Services the admin stopped before going last exited, with their fingerprints.
-    pub down_marks: BTreeMap<String, u64>,
+    pub down_marks: BTreeMap<String, Fingerprint>,
     /// Live processes that began (true) or ended (false) since `take_changes`, and live
     /// ones whose settings' fingerprint changed (true again): what the state file is told.
     changes: Vec<(Pid, bool)>,
@@ -225,7 +226,7 @@ pub struct Table {
 pub struct Adoptable {
     pub pid: Pid,
     pub since: Instant,
-    pub fingerprint: u64,
+    pub fingerprint: Fingerprint,
 }
 
 /// The quarantine after `fails` consecutive fast failures: 1 s, 2 s, 4 s, … 60 s.
@@ -276,7 +277,7 @@ impl Table {
         for (name, a) in adopt {
             let age = Age(now.saturating_duration_since(a.since));
             let (settings, keep) = match scan.get(&name) {
-                Some(Ok(s)) => (s.clone(), s.fingerprint() == a.fingerprint),
+                Some(Ok(s)) => (s.clone(), a.fingerprint.matches(s)),
                 _ => (Box::default(), false),
             };
             let running = State::Running {
@@ -361,7 +362,8 @@ impl Table {
             };
             let Some(svc) = self.services.get_mut(&name) else {
                 // Left down by the admin, and the file unchanged since: it stays down.
-                if self.down_marks.remove(&name) == Some(settings.fingerprint()) {
+                let mark = self.down_marks.remove(&name);
+                if mark.is_some_and(|fp| fp.matches(&settings)) {
                     ops.log(
                         Level::Notice,
                         format_args!("{name}: down, as the admin left it"),

@@ -3,98 +3,81 @@
 //! the previous one was killed needs to adopt the services instead of starting duplicates,
 //! and to read their output again.
 //!
-//! The file is a snapshot of the live processes, one line each, followed by the changes
-//! since, appended: a line like the snapshot's for a process that started (or whose
-//! settings' fingerprint changed), `-PID` for one that ended. Reading replays them in
-//! order. So a respawn among 10,000 services appends one line instead of rewriting
-//! 600 kB; the snapshot is rewritten once the changes outnumber the live processes.
+//! The file is a snapshot — a header line `going-state 2 BOOT_ID`, then the live processes,
+//! one line each — followed by the changes since, appended: a line like the snapshot's for
+//! a process that started (or whose settings' fingerprint changed), `-PID` for one that
+//! ended. Reading replays them in order. So a respawn among 10,000 services appends one
+//! line instead of rewriting 600 kB; the snapshot is rewritten once the changes outnumber
+//! the live processes. A file without the header is going 0.1.0's: its fingerprints are of
+//! version 1, and it names no boot.
 //!
-//! Invariants: a snapshot replaces the file atomically (a temporary file, then rename);
-//! changes are appended with one write(2), so that a killed going leaves all or none of
-//! them; after a failed append the next save is a snapshot. The file is only
-//! believed when RUNDIR and the file belong to going's uid and nobody else may write them,
-//! and an entry only when the process's start time still matches: a forged or stale file
-//! cannot make going adopt, or kill, a process it did not start.
+//! Invariants: a snapshot replaces the file atomically; changes are appended with one
+//! write(2), so that a killed going leaves all or none of them; after a failed append the
+//! next save is a snapshot. A pid and a start time name a process within one boot only, so
+//! a file of another boot adopts nothing; a line that cannot be read costs that line alone.
+//! Entry lines keep 0.1.0's shape, so that even that release, run again after a newer
+//! one, adopts (and, their fingerprints differing, restarts) instead of duplicating.
 
 use std::fmt::Write as _;
-use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
 
-use crate::sys::{self, Pid};
+use crate::fingerprint::Fingerprint;
+use crate::rundir::{RunDir, READ_MAX};
+use crate::sys::Pid;
+
+const FILE: &str = "state";
+const HEADER: &str = "going-state";
+/// The version this going writes.
+const VERSION: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry<'a> {
-    pub name: std::borrow::Cow<'a, str>,
+pub struct Entry {
+    pub name: String,
     pub pid: Pid,
     pub pgid: Pid,
     /// Start time of the process, in clock ticks since boot (field 22 of /proc/PID/stat).
     pub start: u64,
-    pub fingerprint: u64,
+    pub fingerprint: Fingerprint,
     /// The inode of its output pipe (0: none), to find that pipe again in /proc.
     pub pipe: u64,
 }
 
-/// Whether `path` belongs to going's uid and only it may write it.
-pub fn trusted(path: &Path) -> Result<(), String> {
-    let meta = fs::symlink_metadata(path)
-        .map_err(|e| format!("{}: {}", path.display(), crate::log::Errno(&e)))?;
-    if meta.uid() != sys::geteuid() {
-        return Err(format!(
-            "{} belongs to uid {}, not going's",
-            path.display(),
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{} may be written by others (mode {:o})",
-            path.display(),
-            meta.mode() & 0o7777
-        ));
-    }
-    Ok(())
-}
-
 /// A change to append: a process that started (or whose entry changed), or one that ended.
-pub enum Change<'a> {
-    Live(Entry<'a>),
+pub enum Change {
+    Live(Entry),
     Ended(Pid),
 }
 
 fn line(text: &mut String, e: &Entry) {
+    let fp = match e.fingerprint {
+        Fingerprint::V2(fp) => fp,
+        Fingerprint::V1(_) => unreachable!("going writes version 2 only"),
+    };
     let _ = writeln!(
         text,
-        "{} {} {} {} {} {}",
-        e.name, e.pid, e.pgid, e.start, e.fingerprint, e.pipe
+        "{} {} {} {} {fp} {}",
+        e.name, e.pid, e.pgid, e.start, e.pipe
     );
 }
 
-/// A snapshot: the file replaced by these entries alone.
-pub fn write<'a>(
-    rundir: &Path,
-    entries: impl Iterator<Item = Entry<'a>>,
+/// A snapshot: the file replaced by these entries alone, stamped with this boot.
+pub fn write(
+    rundir: &RunDir,
+    boot: Option<&str>,
+    entries: impl Iterator<Item = Entry>,
     count: usize,
 ) -> io::Result<()> {
-    let mut text = String::with_capacity(count * 64);
+    let mut text = String::with_capacity(count * 64 + 64);
+    let _ = writeln!(text, "{HEADER} {VERSION} {}", boot.unwrap_or("-"));
     for e in entries {
         line(&mut text, &e);
     }
-    let tmp = rundir.join(".state.new");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    io::Write::write_all(&mut f, text.as_bytes())?;
-    fs::rename(&tmp, rundir.join("state"))
+    rundir.replace(FILE, text.as_bytes())
 }
 
 /// Appends changes to the file; NotFound when it is not there (the caller then writes a
 /// snapshot: appending to nothing would lose the live processes before these).
-pub fn append<'a>(rundir: &Path, changes: impl Iterator<Item = Change<'a>>) -> io::Result<()> {
+pub fn append(rundir: &RunDir, changes: impl Iterator<Item = Change>) -> io::Result<()> {
     let mut text = String::new();
     for c in changes {
         match c {
@@ -104,59 +87,93 @@ pub fn append<'a>(rundir: &Path, changes: impl Iterator<Item = Change<'a>>) -> i
             }
         }
     }
-    let mut f = fs::OpenOptions::new()
-        .append(true)
-        .open(rundir.join("state"))?;
-    match io::Write::write(&mut f, text.as_bytes())? {
-        n if n == text.len() => Ok(()),
-        _ => Err(io::Error::from_raw_os_error(libc::ENOSPC)), // a torn line: snapshot next
-    }
+    rundir.append(FILE, text.as_bytes())
+}
+
+/// After a clean stop nothing is left to adopt.
+pub fn remove(rundir: &RunDir) -> io::Result<()> {
+    rundir.remove(FILE)
+}
+
+/// What the state file holds: the live processes it leaves, and a message for each line
+/// that could not be read.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Read {
+    pub entries: Vec<Entry>,
+    pub problems: Vec<String>,
 }
 
 /// The entries of the state file; none when there is no file. Err when it is not to be
-/// believed (its owner or mode), with the reason.
-pub fn read(rundir: &Path) -> Result<Vec<Entry<'static>>, String> {
-    let path = rundir.join("state");
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    trusted(rundir)?;
-    trusted(&path)?;
-    let text = fs::read_to_string(&path)
-        .map_err(|e| format!("{}: {}", path.display(), crate::log::Errno(&e)))?;
-    Ok(replay(&text))
+/// believed as a whole (not a regular file of going's own, another boot's, an unknown
+/// version), with the reason.
+pub fn read(rundir: &RunDir, boot: Option<&str>) -> Result<Read, String> {
+    let path = rundir.path().join(FILE);
+    let bytes = match rundir.read(FILE, READ_MAX) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(Read::default()),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(format!("{}: a symbolic link", path.display()))
+        }
+        Err(e) => return Err(format!("{}: {}", path.display(), crate::log::Errno(&e))),
+    };
+    replay(&bytes, boot).map_err(|why| format!("{}: {why}", path.display()))
 }
 
-/// The live processes the snapshot and changes of `text` leave, the last entry of each
+/// The live processes the snapshot and changes of `bytes` leave, the last entry of each
 /// pid winning; in the order they were last written.
-fn replay(text: &str) -> Vec<Entry<'static>> {
+fn replay(bytes: &[u8], boot: Option<&str>) -> Result<Read, String> {
+    let mut version = 1;
     let mut live = std::collections::BTreeMap::new();
-    for (seq, l) in text.lines().enumerate() {
-        if let Some(pid) = l.strip_prefix('-') {
-            if let Ok(pid) = pid.parse::<Pid>() {
-                live.remove(&pid);
+    let mut out = Read::default();
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    for (seq, raw) in body.split(|&b| b == b'\n').enumerate() {
+        let l = std::str::from_utf8(raw).unwrap_or("\u{fffd}");
+        if seq == 0 {
+            if let Some(rest) = l.strip_prefix(HEADER).and_then(|r| r.strip_prefix(' ')) {
+                let mut w = rest.split(' ');
+                version = w.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                if version != VERSION {
+                    return Err(format!("format {:?} is not one this going reads", rest));
+                }
+                match (w.next().filter(|b| *b != "-"), boot) {
+                    (Some(theirs), Some(ours)) if theirs != ours => {
+                        return Err("written during another boot".into())
+                    }
+                    _ => {}
+                }
+                continue;
             }
-        } else if let Some(e) = parse(l) {
+        }
+        if let Some(pid) = l.strip_prefix('-').and_then(|p| p.parse::<Pid>().ok()) {
+            live.remove(&pid);
+        } else if let Some(e) = parse(l, version) {
             live.insert(e.pid, (seq, e));
+        } else {
+            let shown = crate::output::escape(&raw[..raw.len().min(80)]);
+            out.problems
+                .push(format!("line {}: not understood: \"{shown}\"", seq + 1));
         }
     }
-    let mut out: Vec<_> = live.into_values().collect();
-    out.sort_by_key(|(seq, _)| *seq);
-    out.into_iter().map(|(_, e)| e).collect()
+    let mut entries: Vec<_> = live.into_values().collect();
+    entries.sort_by_key(|(seq, _)| *seq);
+    out.entries = entries.into_iter().map(|(_, e)| e).collect();
+    Ok(out)
 }
 
-fn parse(line: &str) -> Option<Entry<'static>> {
+fn parse(line: &str, version: u32) -> Option<Entry> {
     let mut w = line.split(' ');
     let entry = Entry {
         name: w
             .next()
             .filter(|n| crate::config::valid_name(n))?
-            .to_string()
-            .into(),
+            .to_string(),
         pid: w.next()?.parse().ok().filter(|p| *p > 1)?,
         pgid: w.next()?.parse().ok().filter(|p| *p > 1)?,
         start: w.next()?.parse().ok()?,
-        fingerprint: w.next()?.parse().ok()?,
+        fingerprint: match (version, w.next()?.parse().ok()?) {
+            (1, fp) => Fingerprint::V1(fp),
+            (_, fp) => Fingerprint::V2(fp),
+        },
         // absent in files written by going 0.1.0 before output was reattached
         pipe: w.next().map_or(Some(0), |p| p.parse().ok())?,
     };
@@ -167,32 +184,31 @@ fn parse(line: &str) -> Option<Entry<'static>> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn written_then_read_and_junk_ignored() {
-        let dir = std::env::temp_dir().join(format!("going-state-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-        let e = Entry {
-            name: "web".into(),
-            pid: 42,
-            pgid: 42,
+    fn entry(name: &str, pid: Pid, fp: u64) -> Entry {
+        Entry {
+            name: name.into(),
+            pid,
+            pgid: pid,
             start: 1234,
-            fingerprint: 99,
+            fingerprint: Fingerprint::V2(fp),
             pipe: 7,
-        };
-        write(&dir, std::iter::once(e.clone()), 1).unwrap();
-        assert_eq!(read(&dir).unwrap(), std::slice::from_ref(&e));
-        assert_eq!(parse("web 42 42 1234 99").unwrap().pipe, 0);
+        }
+    }
+
+    #[test]
+    fn written_then_read_and_junk_costs_its_line_only() {
+        let dir = std::env::temp_dir().join(format!("going-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let rd = RunDir::open(&dir).unwrap();
+        let e = entry("web", 42, 99);
+        write(&rd, Some("b1"), std::iter::once(e.clone()), 1).unwrap();
+        assert_eq!(
+            read(&rd, Some("b1")).unwrap().entries,
+            std::slice::from_ref(&e)
+        );
         // Changes appended: one ends, one starts, the first's settings change.
-        let other = Entry {
-            name: "db".into(),
-            pid: 50,
-            ..e.clone()
-        };
-        let changed = Entry {
-            fingerprint: 100,
-            ..e.clone()
-        };
+        let other = entry("db", 50, 99);
+        let changed = entry("web", 42, 100);
         let changes = [
             Change::Live(other.clone()),
             Change::Ended(50),
@@ -200,21 +216,40 @@ mod tests {
             Change::Live(changed.clone()),
             Change::Ended(7777),
         ];
-        append(&dir, changes.into_iter()).unwrap();
-        assert_eq!(read(&dir).unwrap(), [other.clone(), changed]);
-        append(&dir, std::iter::once(Change::Ended(42))).unwrap();
-        assert_eq!(read(&dir).unwrap(), [other]);
-        // Nothing to append to: the caller must write a snapshot.
-        fs::remove_file(dir.join("state")).unwrap();
-        let err = append(&dir, std::iter::once(Change::Ended(42))).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotFound);
-        write(&dir, std::iter::once(e.clone()), 1).unwrap();
-        // A torn line (going killed in the middle of a snapshot's write is impossible, but a
-        // full disk may cut an append) costs that line only.
+        append(&rd, changes.into_iter()).unwrap();
         assert_eq!(
-            replay("web 42 42 1 1 7\n-4\ndb 50 50 1 1\n-"),
-            replay("web 42 42 1 1 7\ndb 50 50 1 1\n")
+            read(&rd, Some("b1")).unwrap().entries,
+            [other.clone(), changed]
         );
+        append(&rd, std::iter::once(Change::Ended(42))).unwrap();
+        assert_eq!(
+            read(&rd, Some("b1")).unwrap().entries,
+            std::slice::from_ref(&other)
+        );
+        // Another boot: the pids name other processes now.
+        let err = read(&rd, Some("b2")).unwrap_err();
+        assert!(err.ends_with("written during another boot"), "{err}");
+        // Nothing to append to: the caller must write a snapshot.
+        remove(&rd).unwrap();
+        assert_eq!(read(&rd, None).unwrap(), Read::default());
+        let err = append(&rd, std::iter::once(Change::Ended(42))).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_bad_line_or_byte_costs_that_line_only() {
+        let r = replay(
+            b"going-state 2 b\nweb 42 42 1 1 7\n\xff\xfe\ndb 50 50 1 1 0\nweb 43 x\n-",
+            Some("b"),
+        )
+        .unwrap();
+        assert_eq!(
+            r.entries.iter().map(|e| e.pid).collect::<Vec<_>>(),
+            [42, 50]
+        );
+        assert_eq!(r.problems.len(), 3, "{:?}", r.problems);
+        assert!(r.problems[0].starts_with("line 3: not understood"));
         for junk in [
             "",
             "web 42",
@@ -224,10 +259,19 @@ mod tests {
             "web 42 42 1 1 x",
             "web x 42 1 1",
         ] {
-            assert_eq!(parse(junk), None, "{junk:?}");
+            assert_eq!(parse(junk, 2), None, "{junk:?}");
         }
-        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-        assert!(read(&dir).unwrap_err().contains("may be written by others"));
-        fs::remove_dir_all(&dir).unwrap();
+        assert!(replay(b"going-state 3 b\n", None).is_err());
+    }
+
+    #[test]
+    fn a_file_of_going_0_1_0_is_read_with_its_fingerprints() {
+        let r = replay(b"web 42 42 1234 99 7\ndb 50 50 1 5\n", Some("b")).unwrap();
+        assert_eq!(r.entries[0].fingerprint, Fingerprint::V1(99));
+        assert_eq!(
+            (r.entries[1].fingerprint, r.entries[1].pipe),
+            (Fingerprint::V1(5), 0)
+        );
+        assert!(r.problems.is_empty());
     }
 }

@@ -14,7 +14,6 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,8 +22,10 @@ use std::time::Instant;
 use crate::admin::{self, Handled};
 use crate::config::{self, Settings};
 use crate::control::{self, Control};
+use crate::fingerprint::Fingerprint;
 use crate::log::{Errno, Level, Logger};
 use crate::output::{self, Outputs};
+use crate::rundir::RunDir;
 use crate::service::{Adoptable, Ops, Summary, Table};
 use crate::state;
 use crate::sys::{self, ChildError, Epoll, Exit, Pid};
@@ -46,6 +47,7 @@ pub struct Fatal {
 pub const EX_OSERR: u8 = 71;
 pub const EX_CANTCREAT: u8 = 73;
 pub const EX_TEMPFAIL: u8 = 75;
+pub const EX_CONFIG: u8 = 78;
 
 static CHLD: AtomicBool = AtomicBool::new(false);
 static HUP: AtomicBool = AtomicBool::new(false);
@@ -74,7 +76,11 @@ struct Real {
     /// Exec-error pipes of children that have not exec'd (or failed) yet.
     pending: BTreeMap<Pid, OwnedFd>,
     outputs: Outputs,
-    rundir: PathBuf,
+    rundir: RunDir,
+    /// This boot's id, stamped on the state file.
+    boot: Option<String>,
+    /// The new binary being asked, after SIGUSR2, whether it can take over.
+    check: Option<crate::upgrade::Check>,
     /// Pidfds of adopted processes, which are not going's children.
     pidfds: BTreeMap<Pid, OwnedFd>,
     /// Process groups of adopted services: their zombies are init's to reap.
@@ -125,7 +131,7 @@ impl Ops for Real {
         let pipe = (s.log)
             .then(sys::output_pipe)
             .transpose()
-            .map_err(|e| format!("unable to create the output pipe: {}", Errno(&e)))?;
+            .map_err(|e| self.unable("create the output pipe", e))?;
         let (pid, report) = sys::spawn(&sys::Spawn {
             paths: &paths,
             argv: &argv,
@@ -145,7 +151,7 @@ impl Ops for Real {
             cwd: &cwd,
             umask: s.umask as libc::mode_t,
         })
-        .map_err(|e| format!("unable to fork: {}", Errno(&e)))?;
+        .map_err(|e| self.unable("fork", e))?;
         // Should epoll refuse the pipe, the failure is still read when the child is reaped.
         let _ = self.epoll.add(report.as_raw_fd(), CHILD | pid as u64);
         self.pending.insert(pid, report);
@@ -172,33 +178,45 @@ impl Ops for Real {
     }
 
     fn mark_down(&mut self, name: &str, fingerprint: Option<u64>) {
-        let dir = self.rundir.join("down");
-        let path = dir.join(name);
         let done = match fingerprint {
-            Some(fp) => fs::create_dir_all(&dir).and_then(|()| {
-                let tmp = dir.join(format!(".{name}.new"));
-                fs::write(&tmp, format!("{fp}\n"))?;
-                fs::rename(&tmp, &path)
+            Some(fp) => self
+                .rundir
+                .subdir("down")
+                .map_err(|e| e.to_string())
+                .and_then(|down| {
+                    (down.replace(name, format!("v2 {fp}\n").as_bytes()))
+                        .map_err(|e| format!("{}: {}", down.path().join(name).display(), Errno(&e)))
+                }),
+            // No mark without the directory: nothing to forget.
+            None => self.rundir.existing_subdir("down").map_or(Ok(()), |down| {
+                (down.remove(name))
+                    .map_err(|e| format!("{}: {}", down.path().join(name).display(), Errno(&e)))
             }),
-            None => match fs::remove_file(&path) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                other => other,
-            },
         };
         if let Err(e) = done {
             self.log(
                 Level::Err,
-                format_args!(
-                    "{name}: unable to record in {} that it is down: {}",
-                    path.display(),
-                    Errno(&e)
-                ),
+                format_args!("{name}: unable to record whether it is down: {e}"),
             );
         }
     }
 }
 
 impl Real {
+    /// A start that failed before the fork, in words that say what ran out.
+    fn unable(&self, what: &str, e: io::Error) -> String {
+        match e.raw_os_error() {
+            Some(libc::EMFILE) => format!(
+                "unable to {what}: going has used up its file descriptors (limit {})",
+                sys::nofile_limit().rlim_cur
+            ),
+            Some(libc::ENFILE) => {
+                format!("unable to {what}: the system has run out of file descriptors")
+            }
+            _ => format!("unable to {what}: {}", Errno(&e)),
+        }
+    }
+
     /// Watches an adopted process (not going's child) through its pidfd; false if epoll
     /// will not have it. Its process group is the pid: going started it with setsid.
     fn watch_adopted(&mut self, pid: Pid, pidfd: OwnedFd) -> bool {
@@ -265,11 +283,17 @@ fn reload(
     real: &mut Real,
     watch: &mut Watch,
     confdir: &Path,
+    conf_lock: &mut ConfLock,
     adopt: &mut Option<BTreeMap<String, Adoptable>>,
     full: bool,
 ) -> Result<(Summary, Vec<String>), String> {
     if watch.reloading() || full {
         watch.stamps.clear();
+    }
+    if let Err(e) = conf_lock.take(confdir) {
+        let msg = format!("{e}; {} services left as they are", table.len());
+        real.log(Level::Err, format_args!("reload: {msg}"));
+        return Err(msg);
     }
     // A file or the directory unreadable for want of fds or memory: another try soon.
     let retry = Instant::now() + std::time::Duration::from_secs(1);
@@ -314,8 +338,14 @@ fn reload(
 /// and start time, its pidfd (opened before the check, so that a pid recycled meanwhile
 /// fails it) watched from now on.
 fn adoptable(real: &mut Real, now: Instant) -> BTreeMap<String, Adoptable> {
-    let entries = match state::read(&real.rundir) {
-        Ok(entries) => entries,
+    let entries = match state::read(&real.rundir, real.boot.as_deref()) {
+        Ok(read) => {
+            let path = real.rundir.path().join("state");
+            for p in read.problems {
+                real.log(Level::Err, format_args!("going: {}: {p}", path.display()));
+            }
+            read.entries
+        }
         Err(why) => {
             real.log(
                 Level::Err,
@@ -330,8 +360,7 @@ fn adoptable(real: &mut Real, now: Instant) -> BTreeMap<String, Adoptable> {
         let Ok(pidfd) = sys::pidfd_open(e.pid) else {
             continue;
         }; // gone
-        if sys::proc_identity(e.pid) != Some((e.pgid, e.start)) || out.contains_key(e.name.as_ref())
-        {
+        if sys::proc_identity(e.pid) != Some((e.pgid, e.start)) || out.contains_key(&e.name) {
             real.log(
                 Level::Info,
                 format_args!(
@@ -354,7 +383,7 @@ fn adoptable(real: &mut Real, now: Instant) -> BTreeMap<String, Adoptable> {
         }
         let since = now.checked_sub(age).unwrap_or(now);
         out.insert(
-            e.name.into_owned(),
+            e.name,
             Adoptable {
                 pid: e.pid,
                 since,
@@ -393,15 +422,52 @@ fn take_over(
     out
 }
 
-/// SIGUSR2: exec the binary installed where going was started from, handing over all that
-/// runs. Returns only if that failed; going then carries on as it was.
-fn upgrade(table: &Table, real: &mut Real, lock: &File, control: &Control) {
+/// SIGUSR2: ask the binary installed where going was started from whether it can take
+/// over; `finish_upgrade` execs it once it said so.
+fn start_upgrade(real: &mut Real, now: Instant) {
+    if real.check.is_some() {
+        real.log(
+            Level::Notice,
+            format_args!("going: already upgrading: the new binary has not answered yet"),
+        );
+        return;
+    }
     let Some(path) = crate::upgrade::own_path() else {
         real.log(
             Level::Err,
             format_args!("going: unable to upgrade: cannot tell where going was started from"),
         );
         return;
+    };
+    match crate::upgrade::start_check(path, real.nofile, now) {
+        Ok(check) => real.check = Some(check),
+        Err(e) => real.log(
+            Level::Err,
+            format_args!("going: unable to upgrade: {e}; carrying on"),
+        ),
+    }
+}
+
+/// The new binary answered (it ended with `status`): exec it, handing over all that runs. Returns only if that failed; going then
+/// carries on as it was.
+fn finish_upgrade(
+    table: &mut Table,
+    real: &mut Real,
+    status: libc::c_int,
+    kept: &crate::upgrade::Kept,
+) {
+    let Some(check) = real.check.take().filter(|c| !c.timed_out) else {
+        return; // killed after its time was up, and said so then
+    };
+    let said = match check.verdict(status) {
+        Ok(said) => said,
+        Err(e) => {
+            real.log(
+                Level::Err,
+                format_args!("going: unable to upgrade: {e}; carrying on"),
+            );
+            return;
+        }
     };
     let procs: Vec<_> = (table.live())
         .map(|(name, pid, _, fp)| {
@@ -419,16 +485,19 @@ fn upgrade(table: &Table, real: &mut Real, lock: &File, control: &Control) {
             }
         })
         .collect();
+    // Should the new binary die after taking over, the next going adopts from this.
+    save_state(table, real, true);
+    let path = check.path.clone();
     real.log(
         Level::Notice,
         format_args!(
-            "going: upgrading: exec {} with {} services",
+            "going: upgrading: exec {} ({said}) with {} services",
             path.display(),
             procs.len()
         ),
     );
     real.log.flush();
-    let err = crate::upgrade::exec(&path, lock.as_raw_fd(), control.fd(), &procs);
+    let err = check.exec(kept, &procs);
     real.log(
         Level::Err,
         format_args!(
@@ -441,11 +510,15 @@ fn upgrade(table: &Table, real: &mut Real, lock: &File, control: &Control) {
 
 /// Tells RUNDIR/state what live processes came, went or changed: appended, or as a new
 /// snapshot when the changes since the last one outnumber the live processes, or the last
-/// write failed. A failure (RUNDIR full or read-only) is logged once.
-fn save_state(table: &mut Table, real: &mut Real) {
+/// write failed; `snapshot` asks for one now. A failure (RUNDIR full or read-only) is
+/// logged once.
+fn save_state(table: &mut Table, real: &mut Real, snapshot: bool) {
     let mut changes = table.take_changes();
-    if changes.is_empty() {
+    if changes.is_empty() && !snapshot {
         return;
+    }
+    if snapshot {
+        real.journal = None;
     }
     // Start times are read once per process, and forgotten with it. One that could not be
     // read (out of fds, say) is tried again at the next change: until then its process is
@@ -471,13 +544,13 @@ fn save_state(table: &mut Table, real: &mut Real) {
             pid,
             pgid,
             start: *starts.get(&pid)?,
-            fingerprint,
+            fingerprint: Fingerprint::V2(fingerprint),
             pipe: outputs.ino(pid),
         })
     };
     let snapshot = || {
         let entries = table.live().filter_map(|(_, pid, ..)| entry(pid));
-        state::write(&real.rundir, entries, table.len()).map(|()| 0)
+        state::write(&real.rundir, real.boot.as_deref(), entries, table.len()).map(|()| 0)
     };
     let appended = real.journal.map(|n| n + changes.len());
     let done = match appended.filter(|&n| n <= 2 * table.len() + 64) {
@@ -497,7 +570,7 @@ fn save_state(table: &mut Table, real: &mut Real) {
     real.journal = done.as_ref().ok().copied();
     match done.map(|_| ()) {
         Ok(()) if real.state_error.take().is_some() => {
-            let path = real.rundir.join("state");
+            let path = real.rundir.path().join("state");
             real.log(
                 Level::Notice,
                 format_args!("going: {} is written again", path.display()),
@@ -507,7 +580,7 @@ fn save_state(table: &mut Table, real: &mut Real) {
         Err(e) => {
             let msg = format!(
                 "unable to write {}: {}",
-                real.rundir.join("state").display(),
+                real.rundir.path().join("state").display(),
                 Errno(&e)
             );
             if real.state_error.as_ref() != Some(&msg) {
@@ -521,22 +594,20 @@ fn save_state(table: &mut Table, real: &mut Real) {
     }
 }
 
-/// The services the admin left stopped, from RUNDIR/down: name and settings fingerprint.
-fn down_marks(rundir: &Path) -> BTreeMap<String, u64> {
-    if state::trusted(rundir).is_err() {
-        return BTreeMap::new();
-    }
-    let Ok(dir) = fs::read_dir(rundir.join("down")) else {
+/// The services the admin left stopped, from RUNDIR/down: name and settings fingerprint
+/// (`v2 FP`, or going 0.1.0's bare `FP`).
+fn down_marks(rundir: &RunDir) -> BTreeMap<String, Fingerprint> {
+    let Some(down) = rundir.existing_subdir("down") else {
         return BTreeMap::new();
     };
-    (dir.flatten())
-        .filter_map(|e| {
-            let name = e
-                .file_name()
-                .into_string()
-                .ok()
-                .filter(|n| config::valid_name(n))?;
-            let fp = fs::read_to_string(e.path()).ok()?.trim().parse().ok()?;
+    (down.names().unwrap_or_default().into_iter())
+        .filter_map(|name| {
+            let bytes = down.read(&name, 64).ok()??;
+            let text = std::str::from_utf8(&bytes).ok()?.trim();
+            let fp = match text.strip_prefix("v2 ") {
+                Some(fp) => Fingerprint::V2(fp.parse().ok()?),
+                None => Fingerprint::V1(text.parse().ok()?),
+            };
             Some((name, fp))
         })
         .collect()
@@ -561,6 +632,65 @@ fn environment(s: &Settings) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
+/// The lock on CONFDIR: two goings given one CONFDIR and different RUNDIRs would both run
+/// every service. flock(2) on the directory itself, taken again when the directory at the
+/// path is another one (made anew, or a symbolic link pointed elsewhere).
+#[derive(Default)]
+struct ConfLock {
+    held: Option<File>,
+}
+
+impl ConfLock {
+    /// Locks the directory `confdir` names now, unless that is the one already locked; Ok
+    /// too when there is no directory to lock (the scan says why).
+    fn take(&mut self, confdir: &Path) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = fs::metadata(confdir) else {
+            // Gone: let go of it, so that its inode (and inotify's watch on it) can go too.
+            self.held = None;
+            return Ok(());
+        };
+        let same = |f: &File| {
+            f.metadata()
+                .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+        };
+        if self.held.as_ref().is_some_and(same) || !meta.is_dir() {
+            return Ok(());
+        }
+        let Some(dir) = File::open(confdir).ok().filter(same) else {
+            return Ok(()); // replaced meanwhile: the next reload looks again
+        };
+        if dir.try_lock().is_err() {
+            return Err(format!(
+                "{} is supervised by another going{}",
+                confdir.display(),
+                held_by(&meta)
+            ));
+        }
+        self.held = Some(dir);
+        Ok(())
+    }
+}
+
+/// " (pid N: its command line)" for the process holding a lock on this file, or nothing.
+fn held_by(meta: &fs::Metadata) -> String {
+    let Some(pid) = sys::lock_holders(meta)
+        .into_iter()
+        .find(|&p| p != sys::getpid())
+    else {
+        return String::new();
+    };
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let words: Vec<String> = (cmdline.split(|&b| b == 0))
+        .filter(|w| !w.is_empty())
+        .map(output::escape)
+        .collect();
+    match words.is_empty() {
+        true => format!(" (pid {pid})"),
+        false => format!(" (pid {pid}: {})", words.join(" ")),
+    }
+}
+
 fn fatal(code: u8, msg: String) -> Fatal {
     Fatal { code, msg }
 }
@@ -572,41 +702,45 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
     sys::raise_nofile(nofile);
     sys::become_subreaper();
 
-    let rundir = &opts.rundir;
-    let lock_path = rundir.join("lock");
     let unable =
         |code, what: &str, e: io::Error| fatal(code, format!("unable to {what}: {}", Errno(&e)));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(rundir)
-        .map_err(|e| unable(EX_CANTCREAT, &format!("create {}", rundir.display()), e))?;
-    // After an upgrade the lock is still held, on the fd the previous binary handed over.
-    let handover = crate::upgrade::take();
-    let (lock, handed) = match handover.as_ref().map(|h| h.lock.is_some()) {
-        Some(true) => {
-            let mut h = handover.unwrap();
-            (File::from(h.lock.take().unwrap()), Some(h))
+    // After an upgrade RUNDIR and the locks are still held, on the fds the previous binary
+    // handed over.
+    let mut handed = crate::upgrade::take();
+    let rundir = match handed.as_mut().and_then(|h| h.rundir.take()) {
+        Some(fd) => RunDir::from_dir(sys::Dir::from_fd(fd), &opts.rundir),
+        None => RunDir::open(&opts.rundir),
+    }
+    .map_err(|e| match e.is_unsafe() {
+        true => fatal(EX_CONFIG, e.to_string()),
+        false => fatal(EX_CANTCREAT, e.to_string()),
+    })?;
+    let lock_path = rundir.path().join("lock");
+    let lock = match handed.as_mut().and_then(|h| h.lock.take()) {
+        Some(fd) => File::from(fd),
+        None => {
+            let lock = (rundir.lock_file("lock"))
+                .map_err(|e| unable(EX_CANTCREAT, &format!("open {}", lock_path.display()), e))?;
+            if lock.try_lock().is_err() {
+                let who = lock.metadata().map(|m| held_by(&m)).unwrap_or_default();
+                return Err(fatal(
+                    EX_TEMPFAIL,
+                    format!(
+                        "{} is in use by another going{who} ({} is locked)",
+                        rundir.path().display(),
+                        lock_path.display()
+                    ),
+                ));
+            }
+            lock
         }
-        _ => (
-            File::options()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&lock_path)
-                .map_err(|e| unable(EX_CANTCREAT, &format!("open {}", lock_path.display()), e))?,
-            None,
-        ),
     };
-    if handed.is_none() && lock.try_lock().is_err() {
-        return Err(fatal(
-            EX_TEMPFAIL,
-            format!(
-                "{} is in use by another going ({} is locked)",
-                rundir.display(),
-                lock_path.display()
-            ),
-        ));
+    let mut conf_lock = ConfLock::default();
+    match handed.as_mut().and_then(|h| h.confdir.take()) {
+        Some(fd) => conf_lock.held = Some(File::from(fd)),
+        None => conf_lock
+            .take(&opts.confdir)
+            .map_err(|e| fatal(EX_TEMPFAIL, e))?,
     }
 
     let os = |what: &str, e: io::Error| unable(EX_OSERR, what, e);
@@ -653,7 +787,9 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         nofile,
         pending: BTreeMap::new(),
         outputs: Outputs::default(),
-        rundir: rundir.clone(),
+        rundir,
+        boot: sys::boot_id(),
+        check: None,
         pidfds: BTreeMap::new(),
         adopted: Default::default(),
         starts: BTreeMap::new(),
@@ -668,11 +804,14 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
     }
     let mut syslog_blocked = false;
     let mut table = Table::default();
-    table.down_marks = down_marks(rundir);
-    let control_path = rundir.join("control");
-    let mut handed = handed;
+    table.down_marks = down_marks(&real.rundir);
+    let control_path = real.rundir.path().join("control");
     let inherited = handed.as_mut().and_then(|h| h.control.take());
-    let mut control = Control::bind(&control_path, inherited).map_err(|e| {
+    // Created with mode 0600 from the start, in RUNDIR as it was checked.
+    let umask = sys::set_umask(0o177);
+    let bound = Control::bind(&real.rundir.socket_path("control"), inherited);
+    sys::set_umask(umask);
+    let mut control = bound.map_err(|e| {
         unable(
             EX_CANTCREAT,
             &format!("create {}", control_path.display()),
@@ -706,6 +845,10 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
             table.next_deadline(),
             watch.due().filter(|_| !stopping),
             control.next_deadline(),
+            real.check
+                .as_ref()
+                .filter(|c| !c.timed_out)
+                .map(|c| c.deadline),
         ]
         .into_iter()
         .flatten()
@@ -759,6 +902,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
                                 &mut real,
                                 &mut watch,
                                 &opts.confdir,
+                                &mut conf_lock,
                                 &mut adopt,
                                 true, // every problem of every file, for the admin
                             )),
@@ -781,6 +925,16 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         if CHLD.swap(false, Ordering::SeqCst) {
             // SIGCHLDs merge: reap until nothing is left, services or not.
             while let Some((pid, status)) = sys::reap() {
+                if real.check.as_ref().is_some_and(|c| c.pid == pid) {
+                    let kept = crate::upgrade::Kept {
+                        lock: lock.as_raw_fd(),
+                        control: control.fd(),
+                        rundir: real.rundir.dir().fd(),
+                        confdir: conf_lock.held.as_ref().map(|f| f.as_raw_fd()),
+                    };
+                    finish_upgrade(&mut table, &mut real, status, &kept);
+                    continue;
+                }
                 if let Some(Err(err)) = real.child_report(pid) {
                     table.child_failed(pid, err);
                 }
@@ -801,7 +955,25 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
             watch.request(now);
         }
         if UPGRADE.swap(false, Ordering::SeqCst) && !stopping {
-            upgrade(&table, &mut real, &lock, &control);
+            start_upgrade(&mut real, now);
+        }
+        if real
+            .check
+            .as_ref()
+            .is_some_and(|c| c.deadline <= now && !c.timed_out)
+        {
+            let check = real.check.as_mut().unwrap();
+            check.timed_out = true;
+            let (pid, path) = (check.pid, check.path.clone());
+            real.log(
+                Level::Err,
+                format_args!(
+                    "going: unable to upgrade: {} did not answer within {}s; carrying on",
+                    path.display(),
+                    crate::upgrade::CHECK_TIMEOUT.as_secs()
+                ),
+            );
+            real.signal(pid, libc::SIGKILL);
         }
         if !stopping && watch.due().is_some_and(|d| d <= now) {
             let _ = reload(
@@ -809,13 +981,14 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
                 &mut real,
                 &mut watch,
                 &opts.confdir,
+                &mut conf_lock,
                 &mut adopt,
                 false,
             );
         }
         table.tick(&mut real, Instant::now());
         control.expire(Instant::now(), &real.epoll, CONTROL);
-        save_state(&mut table, &mut real);
+        save_state(&mut table, &mut real, false);
         if real.log.waiting() != syslog_blocked {
             syslog_blocked = real.log.waiting();
             if let Some(fd) = real.log.fd() {
@@ -827,7 +1000,18 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
                 Level::Notice,
                 format_args!("going: all services stopped, exiting"),
             );
-            let _ = fs::remove_file(&control_path);
+            for (what, done) in [
+                ("control", real.rundir.remove("control")),
+                ("state", state::remove(&real.rundir)),
+            ] {
+                if let Err(e) = done {
+                    let path = real.rundir.path().join(what);
+                    real.log(
+                        Level::Err,
+                        format_args!("going: unable to remove {}: {}", path.display(), Errno(&e)),
+                    );
+                }
+            }
             drop(lock);
             return Ok(());
         }

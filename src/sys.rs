@@ -718,3 +718,159 @@ pub fn exec(path: &CString, argv: &[CString], envp: &[CString]) -> io::Error {
     unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     io::Error::last_os_error()
 }
+
+/// A directory held open, so that what is done in it is done in the directory that was
+/// checked, not in whatever a path names by then. Its own last component is opened
+/// without following a symbolic link, and so is every name in it.
+pub struct Dir(std::fs::File);
+
+fn c_path(p: &std::path::Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+impl Dir {
+    /// Opens the directory `path`; ELOOP when its last component is a symbolic link.
+    pub fn open(path: &std::path::Path) -> io::Result<Dir> {
+        let p = c_path(path)?;
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: open reads a valid C string and returns a new fd that we own.
+        let fd = cvt(unsafe { libc::open(p.as_ptr(), flags) })?;
+        Ok(Dir(unsafe { std::fs::File::from_raw_fd(fd) }))
+    }
+
+    /// A directory that another part of going handed over (an upgrade), made close-on-exec.
+    pub fn from_fd(fd: OwnedFd) -> Dir {
+        Dir(std::fs::File::from(fd))
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    pub fn metadata(&self) -> io::Result<std::fs::Metadata> {
+        self.0.metadata()
+    }
+
+    /// Opens `name` in the directory with `flags` (close-on-exec and no-follow are added).
+    pub fn open_at(
+        &self,
+        name: &str,
+        flags: c_int,
+        mode: libc::mode_t,
+    ) -> io::Result<std::fs::File> {
+        let n = c_name(name)?;
+        let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: openat reads a valid C string and returns a new fd that we own.
+        let fd = cvt(unsafe { libc::openat(self.fd(), n.as_ptr(), flags, mode as libc::c_uint) })?;
+        Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+    }
+
+    /// The subdirectory `name`, itself not a symbolic link.
+    pub fn subdir(&self, name: &str) -> io::Result<Dir> {
+        let f = self.open_at(name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        Ok(Dir(f))
+    }
+
+    pub fn mkdir(&self, name: &str, mode: libc::mode_t) -> io::Result<()> {
+        let n = c_name(name)?;
+        // SAFETY: mkdirat reads a valid C string.
+        cvt(unsafe { libc::mkdirat(self.fd(), n.as_ptr(), mode) }).map(drop)
+    }
+
+    pub fn unlink(&self, name: &str) -> io::Result<()> {
+        let n = c_name(name)?;
+        // SAFETY: unlinkat reads a valid C string.
+        cvt(unsafe { libc::unlinkat(self.fd(), n.as_ptr(), 0) }).map(drop)
+    }
+
+    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let (f, t) = (c_name(from)?, c_name(to)?);
+        // SAFETY: renameat reads two valid C strings.
+        cvt(unsafe { libc::renameat(self.fd(), f.as_ptr(), self.fd(), t.as_ptr()) }).map(drop)
+    }
+
+    /// The names in the directory, `.` and `..` aside.
+    pub fn names(&self) -> io::Result<Vec<std::ffi::OsString>> {
+        use std::os::unix::ffi::OsStrExt;
+        // fdopendir takes the fd it is given: a duplicate, closed by closedir.
+        let dup = self.0.try_clone()?;
+        // SAFETY: fdopendir takes ownership of the fd (released from `dup` only on success);
+        // readdir's entries are read before the next call; closedir frees the stream.
+        unsafe {
+            let dirp = libc::fdopendir(dup.as_raw_fd());
+            if dirp.is_null() {
+                return Err(io::Error::last_os_error());
+            }
+            std::mem::forget(dup);
+            libc::rewinddir(dirp);
+            let mut out = Vec::new();
+            loop {
+                *libc::__errno_location() = 0;
+                let ent = libc::readdir(dirp);
+                if ent.is_null() {
+                    let errno = *libc::__errno_location();
+                    libc::closedir(dirp);
+                    if errno != 0 {
+                        return Err(io::Error::from_raw_os_error(errno));
+                    }
+                    return Ok(out);
+                }
+                let name = std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()).to_bytes();
+                if name != b"." && name != b".." {
+                    out.push(std::ffi::OsStr::from_bytes(name).to_owned());
+                }
+            }
+        }
+    }
+}
+
+/// The processes that hold a lock (flock or POSIX) on the file of this device and inode,
+/// from /proc/locks: to name who holds a lock going could not take.
+pub fn lock_holders(meta: &std::fs::Metadata) -> Vec<Pid> {
+    use std::os::unix::fs::MetadataExt;
+    let (dev, ino) = (meta.dev(), meta.ino());
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let Ok(text) = std::fs::read_to_string("/proc/locks") else {
+        return Vec::new();
+    };
+    // "1: FLOCK  ADVISORY  WRITE 1234 08:01:567 0 EOF" (major and minor in hex)
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (pid, id) = (f.get(4)?.parse::<Pid>().ok()?, f.get(5)?);
+            let mut parts = id.split(':');
+            let maj = u32::from_str_radix(parts.next()?, 16).ok()?;
+            let min = u32::from_str_radix(parts.next()?, 16).ok()?;
+            let i = parts.next()?.parse::<u64>().ok()?;
+            (maj == major && min == minor && i == ino && pid > 0).then_some(pid)
+        })
+        .collect()
+}
+
+/// This boot's identity (/proc/sys/kernel/random/boot_id): a pid and start time name a
+/// process only within one boot.
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+        .then(|| id.to_string())
+}
+
+/// A path that reaches `name` inside the directory `dir` through its open fd, for the
+/// calls that take no directory fd (bind(2)); the plain path where /proc is missing.
+pub fn path_in(dir: &Dir, fallback: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let via = std::path::PathBuf::from(format!("/proc/self/fd/{}", dir.fd()));
+    if via.is_dir() {
+        via.join(name)
+    } else {
+        fallback.join(name)
+    }
+}
+
+/// Sets the file mode creation mask, returning the previous one (single-threaded going:
+/// around a bind(2), so that the socket is created with the right mode from the start).
+pub fn set_umask(mask: libc::mode_t) -> libc::mode_t {
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(mask) }
+}

@@ -40,6 +40,7 @@ fn start_three(base: u32) -> (Going, Vec<(i32, u64)>) {
         fs::read_to_string(g.dir.0.join("run/state"))
             .unwrap_or_default()
             .lines()
+            .filter(|l| !l.starts_with("going-state "))
             .count()
             == 3
     });
@@ -240,9 +241,67 @@ fn the_state_file_stays_small_over_many_restarts_and_adoption_finds_the_last_pid
             .contains(&format!("busy {pid} "))
     });
     let lines = fs::read_to_string(&state).unwrap().lines().count();
-    assert!(lines <= 67, "{lines} lines: never compacted");
+    assert!(lines <= 68, "{lines} lines: never compacted");
     g.kill9_restart();
     g.next_msg(&format!("busy[{pid}]: adopted, running for"));
     assert_eq!(running("sleep 2801"), [pid]);
     assert_eq!(g.stop(), 0);
+}
+
+#[test]
+fn a_state_file_of_another_boot_adopts_and_kills_nothing() {
+    // A bystander with the very pid and start time the file names: after a reboot, pids
+    // and start times repeat, so only the boot id tells this process from a service.
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("4013")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = bystander.id() as i32;
+    let start = start_time(pid).unwrap();
+    let mut g = Going::start(&[]);
+    g.next_msg("reload: 0 started");
+    g.kill9();
+    let state = g.dir.0.join("run/state");
+    fs::write(
+        &state,
+        format!("going-state 2 00000000-0000-0000-0000-000000000000\na {pid} {pid} {start} 1 0\n"),
+    )
+    .unwrap();
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o600)).unwrap();
+    g.write("a", "cmd=sleep 4014\nlog=null\n");
+    g.start_again();
+    let l = g.next_msg("going: not adopting anything");
+    assert!(l.msg.ends_with("written during another boot"), "{}", l.msg);
+    g.started("a");
+    assert!(alive(pid), "the bystander was not touched");
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}
+
+#[test]
+fn a_clean_stop_leaves_nothing_to_adopt_and_a_bad_line_costs_that_line_only() {
+    let (mut g, ids) = start_three(2900);
+    let state = g.dir.0.join("run/state");
+    g.kill9();
+    // A byte that is no text and a line that is no entry, among the good ones.
+    let text = fs::read(&state).unwrap();
+    let nl = text.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let mut forged = text[..nl].to_vec();
+    forged.extend_from_slice(b"\xff\xfe\x1b[2J\nnonsense here\n");
+    forged.extend_from_slice(&text[nl..]);
+    fs::write(&state, forged).unwrap();
+    g.start_again();
+    for ((name, _), (pid, _)) in services(2900).iter().zip(&ids) {
+        g.next_msg(&format!("{name}[{pid}]: adopted, running for"));
+        g.rewind();
+    }
+    let l = g.next_msg("line 2: not understood");
+    assert!(l.msg.contains("\\xff\\xfe\\x1b[2J"), "escaped: {}", l.msg);
+    g.next_msg("line 3: not understood: \"nonsense here\"");
+    assert_eq!(g.stop(), 0);
+    assert!(!state.exists(), "a clean stop leaves no state to adopt");
+    for (_, cmd) in services(2900) {
+        assert!(running(&cmd).is_empty());
+    }
 }

@@ -133,7 +133,7 @@ fn out_of_fds_going_retries_and_recovers_when_the_limit_is_lifted() {
         g.write(&format!("s{i}"), &format!("cmd=sleep {}\n", 6000 + i));
     }
     g.signal(libc::SIGCONT);
-    g.next_msg("Too many open files");
+    g.next_msg("used up its file descriptors");
     // The control socket is out of reach or answers; either way the loop does not spin.
     let _ = run(&["status", "-r", path_str(&g.dir.0.join("run"))]);
     let before = cpu_ticks(g.pid());

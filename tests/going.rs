@@ -100,6 +100,24 @@ fn a_second_instance_on_the_same_rundir_is_refused() {
     assert_eq!(g.stop(), 0);
 }
 
+#[test]
+fn a_second_instance_on_the_same_confdir_is_refused_and_named() {
+    let mut g = Going::start(&[("web", SLEEP)]);
+    g.started("web");
+    let other_run = g.dir.0.join("other-run");
+    let (code, _, err) = run(&["-f", "-d", path_str(&g.conf()), "-r", path_str(&other_run)]);
+    assert_eq!(code, 75, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} is supervised by another going (pid {}: {BIN} -d",
+            g.conf().display(),
+            g.pid()
+        )),
+        "{err}"
+    );
+    assert_eq!(g.stop(), 0);
+}
+
 // ---- clean spawning ----
 
 /// A dirty inheritance for going: an extra fd without close-on-exec, ignored and blocked

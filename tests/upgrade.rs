@@ -93,3 +93,129 @@ fn a_binary_that_cannot_run_leaves_the_old_one_going() {
     assert_eq!(running("sleep 7001"), [quiet]);
     assert_eq!(g.stop(), 0);
 }
+
+/// Compiles `source` (C) with the machine's cc into `dir`/`name`.
+fn cc(dir: &TempDir, name: &str, source: &str, extra: &[&str]) -> std::path::PathBuf {
+    let src = dir.0.join(format!("{name}.c"));
+    fs::write(&src, source).unwrap();
+    let out = dir.0.join(name);
+    let status = std::process::Command::new("cc")
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .args(extra)
+        .status()
+        .expect("cc, to build the stand-ins for a broken going");
+    assert!(status.success());
+    out
+}
+
+/// Replaces `binary` as a package manager would: a new file renamed over it.
+fn install(from: &std::path::Path, binary: &std::path::Path) {
+    let tmp = binary.with_extension("new");
+    fs::copy(from, &tmp).unwrap();
+    fs::rename(&tmp, binary).unwrap();
+}
+
+#[test]
+fn a_binary_that_execs_but_cannot_run_leaves_the_old_one_going() {
+    let bin_dir = TempDir::new();
+    let binary = copy_of_going(&bin_dir);
+    let mut g = Going::with(Setup {
+        files: vec![("quiet".into(), "cmd=sleep 7003\nlog=null\n".into())],
+        binary: Some(binary.clone()),
+        ..Setup::default()
+    });
+    let quiet = g.exec_of("quiet", "sleep");
+    let going = g.pid();
+    // A script that exits 0, as a botched install might leave.
+    let script = bin_dir.0.join("script");
+    fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    // A dynamically linked binary whose library is gone: execve succeeds, the loader fails.
+    cc(
+        &bin_dir,
+        "libgone.so",
+        "int gone(void) { return 0; }\n",
+        &["-shared", "-fPIC"],
+    );
+    let dynamic = cc(
+        &bin_dir,
+        "dynamic",
+        "int gone(void);\nint main(void) { return gone(); }\n",
+        &["-L", path_str(&bin_dir.0), "-lgone"],
+    );
+    fs::remove_file(bin_dir.0.join("libgone.so")).unwrap();
+    for (broken, says) in [
+        (&script, "said nothing and exited 0".to_string()),
+        (&dynamic, "libgone.so".to_string()),
+    ] {
+        install(broken, &binary);
+        g.signal(libc::SIGUSR2);
+        let l = g.next_msg("going: unable to upgrade");
+        assert!(
+            l.msg
+                .contains("is no going that can take over: asked with --handover-check")
+                && l.msg.contains(&says)
+                && l.msg.ends_with("; carrying on"),
+            "{}",
+            l.msg
+        );
+        assert_eq!(g.pid(), going);
+        assert!(alive(going), "going is no zombie");
+        // Still supervising: a new file starts, the old service is the same process.
+        let name = format!("other{}", says.len());
+        g.write(&name, "cmd=sleep 7004\nlog=null\n");
+        g.started(&name);
+        assert_eq!(running("sleep 7003"), [quiet]);
+    }
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
+fn a_new_binary_that_dies_after_taking_over_leaves_services_the_next_going_adopts() {
+    let bin_dir = TempDir::new();
+    let binary = copy_of_going(&bin_dir);
+    let mut g = Going::with(Setup {
+        files: vec![
+            ("a".into(), "cmd=sleep 7005\nlog=null\n".into()),
+            ("b".into(), "cmd=sleep 7006\n".into()),
+        ],
+        binary: Some(binary.clone()),
+        ..Setup::default()
+    });
+    let a = g.exec_of("a", "sleep");
+    g.rewind();
+    let b = g.exec_of("b", "sleep");
+    // It answers the check as a going would, then dies: a crash just after an upgrade.
+    let liar = cc(
+        &bin_dir,
+        "liar",
+        r#"#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--handover-check") == 0) {
+        puts("going 9.9.9 handover 1 2");
+        return 0;
+    }
+    return 3;
+}
+"#,
+        &[],
+    );
+    install(&liar, &binary);
+    g.signal(libc::SIGUSR2);
+    g.next_msg("going: upgrading: exec");
+    assert_eq!(g.wait_exit(), 3, "the liar ran in going's place and died");
+    // As init would: a going started again adopts both, as the state written at the exec
+    // says, and restarts neither.
+    g.start_again_with(std::path::Path::new(BIN));
+    g.next_msg(&format!("a[{a}]: adopted, running for"));
+    g.rewind();
+    g.next_msg(&format!("b[{b}]: adopted, running for"));
+    assert_eq!(
+        (running("sleep 7005"), running("sleep 7006")),
+        (vec![a], vec![b])
+    );
+    assert_eq!(g.stop(), 0);
+}

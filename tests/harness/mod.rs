@@ -87,6 +87,8 @@ pub struct Setup {
     pub bind_log: bool,
     /// Another going binary than the one cargo built (a copy, to replace or break).
     pub binary: Option<PathBuf>,
+    /// A directory prepared by the test (its conf, run, …) instead of a new empty one.
+    pub dir: Option<TempDir>,
 }
 
 impl Default for Setup {
@@ -97,6 +99,7 @@ impl Default for Setup {
             env: Vec::new(),
             bind_log: true,
             binary: None,
+            dir: None,
         }
     }
 }
@@ -112,9 +115,11 @@ impl Going {
         })
     }
 
-    pub fn with(setup: Setup) -> Going {
-        let dir = TempDir::new();
-        fs::create_dir(dir.0.join("conf")).unwrap();
+    pub fn with(mut setup: Setup) -> Going {
+        let dir = setup.dir.take().unwrap_or_else(TempDir::new);
+        if !dir.0.join("conf").exists() {
+            fs::create_dir(dir.0.join("conf")).unwrap();
+        }
         for (name, text) in &setup.files {
             fs::write(dir.0.join("conf").join(name), text).unwrap();
         }
@@ -139,7 +144,7 @@ impl Going {
             // SAFETY: the hooks used by the tests only make async-signal-safe calls.
             unsafe { cmd.pre_exec(f) };
         }
-        let child = cmd.spawn().unwrap();
+        let child = spawn(&mut cmd);
         Going {
             dir,
             binary,
@@ -154,7 +159,7 @@ impl Going {
     /// would; returns the old one's exit code.
     pub fn restart(&mut self) -> i32 {
         let code = self.stop();
-        self.child = going_in(&self.binary, &self.dir.0).spawn().unwrap();
+        self.child = spawn(&mut going_in(&self.binary, &self.dir.0));
         code
     }
 
@@ -171,10 +176,16 @@ impl Going {
         let _ = self.child.wait();
     }
 
+    /// Starts `binary` on the same directories from now on, the previous one being gone.
+    pub fn start_again_with(&mut self, binary: &Path) {
+        self.binary = binary.to_owned();
+        self.start_again();
+    }
+
     /// Starts a new going on the same directories, the previous one being gone.
     pub fn start_again(&mut self) {
         assert!(self.child.try_wait().unwrap().is_some(), "going still runs");
-        self.child = going_in(&self.binary, &self.dir.0).spawn().unwrap();
+        self.child = spawn(&mut going_in(&self.binary, &self.dir.0));
     }
 
     pub fn conf(&self) -> PathBuf {
@@ -320,6 +331,20 @@ impl Drop for Going {
                 // SAFETY: kill has no memory effects; the group is one going created.
                 unsafe { libc::kill(-pid, libc::SIGKILL) };
             }
+        }
+    }
+}
+
+/// Spawns `cmd`, again while its binary is busy: a copy of going that a test has just
+/// written may still be open for writing in a child another test thread is forking.
+pub fn spawn(cmd: &mut Command) -> Child {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            other => return other.unwrap(),
         }
     }
 }
