@@ -8,6 +8,9 @@
 #   make bench           measure the static binary (bench/results.md, bench/results.json)
 #   make deb             Debian package target/going_VERSION_ARCH.deb (dpkg-deb only)
 #   make e2e             the package under busybox init, rsyslog, redis, nginx (root)
+#   make dist            source tarball target/going-VERSION.tar.gz, crates vendored, reproducible
+#   make distcheck       make dist, then build the unpacked tarball with no network
+# Each of dist and deb rewrites target/SHA256SUMS for what target/ holds.
 
 prefix ?= /usr
 DESTDIR ?=
@@ -19,8 +22,10 @@ ARCH := $(shell uname -m)
 MUSL := $(ARCH)-unknown-linux-musl
 GNU := $(ARCH)-unknown-linux-gnu
 BIN := target/going
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: all build install uninstall test lint run man-check bench deb e2e clean
+.PHONY: all build install uninstall test lint run man-check bench deb e2e clean \
+	dist distcheck
 
 all: build
 
@@ -79,9 +84,19 @@ bench: build
 
 deb: build
 	pkg/mkdeb '$(BIN)' target
+	@pkg/sums target '$(VERSION)' >/dev/null
 
 e2e: build
 	e2e/run "$$(pkg/mkdeb '$(BIN)' target)"
+
+# The source tarball holds what git ls-files lists, and vendor/ with a .cargo/config.toml
+# that builds from it: no network needed (pkg/mkdist says more).
+dist:
+	pkg/mkdist target
+	@pkg/sums target '$(VERSION)'
+
+distcheck: dist
+	pkg/distcheck 'target/going-$(VERSION).tar.gz'
 
 clean:
 	$(CARGO) clean
