@@ -10,7 +10,9 @@
 #   make e2e             the package under busybox init, rsyslog, redis, nginx (root)
 #   make dist            source tarball target/going-VERSION.tar.gz, crates vendored, reproducible
 #   make distcheck       make dist, then build the unpacked tarball with no network
-# Each of dist and deb rewrites target/SHA256SUMS for what target/ holds.
+#   make release         static musl binaries, smoke-tested (other ARCHs under qemu-user):
+#                        target/going-VERSION-ARCH-linux-musl.tar.gz for RELEASE_ARCHS
+# Each of dist, release and deb rewrites target/SHA256SUMS for what target/ holds.
 
 prefix ?= /usr
 DESTDIR ?=
@@ -23,9 +25,11 @@ MUSL := $(ARCH)-unknown-linux-musl
 GNU := $(ARCH)-unknown-linux-gnu
 BIN := target/going
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+# Cross-built with Debian's gcc-ARCH-linux-gnu as linker, when not the machine's.
+RELEASE_ARCHS ?= x86_64 aarch64
 
 .PHONY: all build install uninstall test lint run man-check bench deb e2e clean \
-	dist distcheck
+	dist distcheck release
 
 all: build
 
@@ -97,6 +101,13 @@ dist:
 
 distcheck: dist
 	pkg/distcheck 'target/going-$(VERSION).tar.gz'
+
+# The same size levers as make (SMALL); no glibc fallback: a release binary is musl.
+release:
+	@set -e; for a in $(RELEASE_ARCHS); do \
+		RUSTFLAGS='$(SMALL)' CARGO='$(CARGO)' pkg/mkrelease "$$a" target; \
+	done
+	@pkg/sums target '$(VERSION)'
 
 clean:
 	$(CARGO) clean
