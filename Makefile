@@ -12,7 +12,8 @@
 #   make distcheck       make dist, then build the unpacked tarball with no network
 #   make release         static musl binaries, smoke-tested (other ARCHs under qemu-user):
 #                        target/going-VERSION-ARCH-linux-musl.tar.gz for RELEASE_ARCHS
-# Each of dist, release and deb rewrites target/SHA256SUMS for what target/ holds.
+#   make rpm             RPM package target/going-VERSION-1.ARCH.rpm (rpmbuild, pkg/going.spec)
+# Each of dist, release, rpm and deb rewrites target/SHA256SUMS for what target/ holds.
 
 prefix ?= /usr
 DESTDIR ?=
@@ -29,7 +30,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 RELEASE_ARCHS ?= x86_64 aarch64
 
 .PHONY: all build install uninstall test lint run man-check bench deb e2e clean \
-	dist distcheck release
+	dist distcheck release rpm
 
 all: build
 
@@ -108,6 +109,10 @@ release:
 		RUSTFLAGS='$(SMALL)' CARGO='$(CARGO)' pkg/mkrelease "$$a" target; \
 	done
 	@pkg/sums target '$(VERSION)'
+
+rpm: build
+	pkg/mkrpm '$(BIN)' target
+	@pkg/sums target '$(VERSION)' >/dev/null
 
 clean:
 	$(CARGO) clean
