@@ -13,6 +13,8 @@
 #   make release         static musl binaries, smoke-tested (other ARCHs under qemu-user):
 #                        target/going-VERSION-ARCH-linux-musl.tar.gz for RELEASE_ARCHS
 #   make rpm             RPM package target/going-VERSION-1.ARCH.rpm (rpmbuild, pkg/going.spec)
+#   make release-check   all four, checked: offline build, reproducibility, smoke tests,
+#                        rpmlint, rpm install in a scratch root, lintian (root: apt-get)
 # Each of dist, release, rpm and deb rewrites target/SHA256SUMS for what target/ holds.
 
 prefix ?= /usr
@@ -30,7 +32,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 RELEASE_ARCHS ?= x86_64 aarch64
 
 .PHONY: all build install uninstall test lint run man-check bench deb e2e clean \
-	dist distcheck release rpm
+	dist distcheck release rpm release-check
 
 all: build
 
@@ -113,6 +115,9 @@ release:
 rpm: build
 	pkg/mkrpm '$(BIN)' target
 	@pkg/sums target '$(VERSION)' >/dev/null
+
+release-check:
+	RELEASE_ARCHS='$(RELEASE_ARCHS)' pkg/release-check
 
 clean:
 	$(CARGO) clean
