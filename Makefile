@@ -8,6 +8,14 @@
 #   make bench           measure the static binary (bench/results.md, bench/results.json)
 #   make deb             Debian package target/going_VERSION_ARCH.deb (dpkg-deb only)
 #   make e2e             the package under busybox init, rsyslog, redis, nginx (root)
+#   make dist            source tarball target/going-VERSION.tar.gz, crates vendored, reproducible
+#   make distcheck       make dist, then build the unpacked tarball with no network
+#   make release         static musl binaries, smoke-tested (other ARCHs under qemu-user):
+#                        target/going-VERSION-ARCH-linux-musl.tar.gz for RELEASE_ARCHS
+#   make rpm             RPM package target/going-VERSION-1.ARCH.rpm (rpmbuild, pkg/going.spec)
+#   make release-check   all four, checked: offline build, reproducibility, smoke tests,
+#                        rpmlint, rpm install in a scratch root, lintian (root: apt-get)
+# Each of dist, release, rpm and deb rewrites target/SHA256SUMS for what target/ holds.
 
 prefix ?= /usr
 DESTDIR ?=
@@ -19,8 +27,12 @@ ARCH := $(shell uname -m)
 MUSL := $(ARCH)-unknown-linux-musl
 GNU := $(ARCH)-unknown-linux-gnu
 BIN := target/going
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+# Cross-built with Debian's gcc-ARCH-linux-gnu as linker, when not the machine's.
+RELEASE_ARCHS ?= x86_64 aarch64
 
-.PHONY: all build install uninstall test lint run man-check bench deb e2e clean
+.PHONY: all build install uninstall test lint run man-check bench deb e2e clean \
+	dist distcheck release rpm release-check
 
 all: build
 
@@ -81,9 +93,33 @@ bench: build
 
 deb: build
 	pkg/mkdeb '$(BIN)' target
+	@pkg/sums target '$(VERSION)' >/dev/null
 
 e2e: build
 	e2e/run "$$(pkg/mkdeb '$(BIN)' target)"
+
+# The source tarball holds what git ls-files lists, and vendor/ with a .cargo/config.toml
+# that builds from it: no network needed (pkg/mkdist says more).
+dist:
+	pkg/mkdist target
+	@pkg/sums target '$(VERSION)'
+
+distcheck: dist
+	pkg/distcheck 'target/going-$(VERSION).tar.gz'
+
+# The same size levers as make (SMALL); no glibc fallback: a release binary is musl.
+release:
+	@set -e; for a in $(RELEASE_ARCHS); do \
+		RUSTFLAGS='$(SMALL)' CARGO='$(CARGO)' pkg/mkrelease "$$a" target; \
+	done
+	@pkg/sums target '$(VERSION)'
+
+rpm: build
+	pkg/mkrpm '$(BIN)' target
+	@pkg/sums target '$(VERSION)' >/dev/null
+
+release-check:
+	RELEASE_ARCHS='$(RELEASE_ARCHS)' pkg/release-check
 
 clean:
 	$(CARGO) clean
