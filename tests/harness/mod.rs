@@ -87,6 +87,8 @@ pub struct Setup {
     pub bind_log: bool,
     /// Another going binary than the one cargo built (a copy, to replace or break).
     pub binary: Option<PathBuf>,
+    /// CONFDIR as a symbolic link `conf -> NAME`, NAME a directory beside it.
+    pub conf_link: Option<&'static str>,
 }
 
 impl Default for Setup {
@@ -97,6 +99,7 @@ impl Default for Setup {
             env: Vec::new(),
             bind_log: true,
             binary: None,
+            conf_link: None,
         }
     }
 }
@@ -114,7 +117,13 @@ impl Going {
 
     pub fn with(setup: Setup) -> Going {
         let dir = TempDir::new();
-        fs::create_dir(dir.0.join("conf")).unwrap();
+        match setup.conf_link {
+            Some(to) => {
+                fs::create_dir(dir.0.join(to)).unwrap();
+                std::os::unix::fs::symlink(to, dir.0.join("conf")).unwrap();
+            }
+            None => fs::create_dir(dir.0.join("conf")).unwrap(),
+        }
         for (name, text) in &setup.files {
             fs::write(dir.0.join("conf").join(name), text).unwrap();
         }
