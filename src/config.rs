@@ -388,7 +388,7 @@ pub fn valid_name(name: &str) -> bool {
 /// 1000 files keeps 1000 of these.)
 pub type Stamp = u64;
 
-fn stamp(path: &Path) -> Option<Stamp> {
+pub fn stamp(path: &Path) -> Option<Stamp> {
     use std::os::unix::fs::MetadataExt;
     let link = fs::symlink_metadata(path).ok()?;
     let m = if link.file_type().is_symlink() {
@@ -419,10 +419,12 @@ fn stamp(path: &Path) -> Option<Stamp> {
 }
 
 /// A scan of the directory: the files read, and (with stamps) the names of those that did
-/// not change since the last scan, which were not read again.
+/// not change since the last scan, which were not read again; and the names that are
+/// symbolic links, read or not, whose targets the watch follows.
 pub struct Scan {
     pub files: BTreeMap<String, Parsed>,
     pub unchanged: Vec<String>,
+    pub links: Vec<String>,
 }
 
 /// Every service file in `dir`, by name. With `stamps` (kept from the previous scan, and
@@ -449,6 +451,7 @@ pub fn scan(
     let mut out = Scan {
         files: BTreeMap::new(),
         unchanged: Vec::new(),
+        links: Vec::new(),
     };
     let mut fresh = BTreeMap::new();
     for entry in fs::read_dir(dir).map_err(unable)? {
@@ -461,6 +464,10 @@ pub fn scan(
         else {
             continue;
         };
+        // The type readdir gave: no system call where the filesystem tells it.
+        if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+            out.links.push(name.clone());
+        }
         let path = entry.path();
         let now = stamps.as_ref().and_then(|_| stamp(&path));
         if let (Some(st), Some(old)) = (now, stamps.as_ref().and_then(|s| s.get(&name))) {

@@ -297,10 +297,11 @@ fn reload(
     }
     // A file or the directory unreadable for want of fds or memory: another try soon.
     let retry = Instant::now() + std::time::Duration::from_secs(1);
-    match config::scan(confdir, Some(&mut watch.stamps)) {
+    match watch.scan(confdir, |level, msg| real.log(level, msg)) {
         Ok(config::Scan {
             files: scan,
             mut unchanged,
+            ..
         }) => {
             if scan
                 .values()

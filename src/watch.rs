@@ -1,62 +1,180 @@
-//! Noticing changes to CONFDIR: an inotify watch on the directory — while it is missing, a
-//! watch on its parent instead, to see it come back — and the settle delay that turns a
-//! burst of events (a `cp` of ten files, an editor's save) into one reload. The parent is
-//! not watched while CONFDIR exists: every file created in /etc would wake going.
+//! Noticing changes to CONFDIR: inotify watches, and the settle delay that turns a burst of
+//! events (a `cp` of ten files, an editor's save) into one reload.
 //!
-//! Invariant: any event that can change what the directory holds sets a due time; the
-//! loop rescans the whole directory then, so merged or overflowed events lose nothing.
+//! What is watched follows from where CONFDIR and its service files lead: CONFDIR itself,
+//! or while it is missing the directory where it would appear; and only where a symbolic
+//! link is on the way, the directory holding each link (to see it re-pointed) and, for a
+//! service file that is a link, the directory holding its target (to see it written or
+//! replaced). One watch per directory, however many names in it matter. The way is
+//! followed again at the reload after anything on it changed (and at a SIGHUP), and the
+//! watches moved to match. A plain CONFDIR of plain files costs its one watch and nothing
+//! more: its parent is not watched, as every file created in /etc would wake going.
+//!
+//! Invariant: any event that can change what CONFDIR holds, or where a link in the way
+//! leads, sets a due time; the loop rescans then, so merged or overflowed events lose
+//! nothing. A watch is in place before what it covers is read, or what was read is looked
+//! at again once it is: a change is either in the scan or an event.
 
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
-use crate::config::valid_name;
+use crate::config::{self, valid_name};
+use crate::log::{Errno, Level};
 
 /// Quiet time after the last event before a reload.
 const SETTLE: Duration = Duration::from_millis(5);
 /// The longest a burst of events, or a file created and still being written, postpones it.
 const MAX_DELAY: Duration = Duration::from_secs(1);
+/// Symbolic links followed in one path before giving up, as the kernel's ELOOP.
+const MAX_LINKS: usize = 40;
+/// How often the way to CONFDIR is looked at again when it changed while being watched.
+const MAX_LOOKS: usize = 4;
+
+/// Every watch: the directory moved or deleted changes every path through it. The path
+/// watched is physical (no link in it), and a watch is never put on anything else.
+const SELF: WatchMask = WatchMask::DELETE_SELF
+    .union(WatchMask::MOVE_SELF)
+    .union(WatchMask::ONLYDIR)
+    .union(WatchMask::DONT_FOLLOW);
+
+/// Why a name in a watched directory matters. Ordered: each kind's events include those
+/// of the kinds before it, so a name that matters twice matters as the greater.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    /// It does not exist, or is no directory where one is needed: it may appear.
+    Missing,
+    /// A symbolic link on the way: re-pointed by renaming another over it (as deployment
+    /// tools do), by unlink and symlink, or removed.
+    Link,
+    /// A file going reads: also written in place, or its mode or owner changed.
+    File,
+}
+
+impl Kind {
+    fn mask(self) -> WatchMask {
+        match self {
+            Kind::Missing => WatchMask::CREATE | WatchMask::MOVED_TO,
+            Kind::Link => Kind::Missing.mask() | WatchMask::DELETE | WatchMask::MOVED_FROM,
+            Kind::File => Kind::Link.mask() | WatchMask::CLOSE_WRITE | WatchMask::ATTRIB,
+        }
+    }
+}
+
+/// A name in a directory whose change changes where a path leads.
+type Hop = (PathBuf, OsString, Kind);
+
+/// What one directory is watched for. (Vectors, not maps: a few entries each, and less
+/// code than another map type.)
+#[derive(Debug, Default)]
+struct Want {
+    /// CONFDIR itself: every service name in it is a file going reads.
+    conf: bool,
+    /// The other names in it that matter, each once.
+    names: Vec<(OsString, Kind)>,
+}
+
+impl Want {
+    fn mask(&self) -> WatchMask {
+        let conf = self.conf.then_some(Kind::File);
+        let kinds = self.names.iter().map(|n| n.1).chain(conf);
+        kinds.fold(SELF, |m, k| m | k.mask())
+    }
+
+    /// Whether a name is on the way somewhere (not merely a service file in CONFDIR), and
+    /// how it matters, if it does.
+    fn kind(&self, name: &OsStr) -> (bool, Option<Kind>) {
+        let on_way = self.names.iter().find(|n| n.0 == name).map(|n| n.1);
+        let service = self.conf && name.to_str().is_some_and(valid_name);
+        (on_way.is_some(), on_way.max(service.then_some(Kind::File)))
+    }
+
+    /// Notes that `name` matters as `kind`, or as the greater if it already did.
+    fn note(&mut self, name: OsString, kind: Kind) {
+        match self.names.iter_mut().find(|n| n.0 == name) {
+            Some(n) => n.1 = n.1.max(kind),
+            None => self.names.push((name, kind)),
+        }
+    }
+}
+
+/// The directories to watch, by physical path, each once: CONFDIR first, so that it is
+/// the one watched when the limit allows only one.
+type Plan = Vec<(PathBuf, Want)>;
+
+fn want(plan: &mut Plan, dir: PathBuf) -> &mut Want {
+    let i = match plan.iter().position(|p| p.0 == dir) {
+        Some(i) => i,
+        None => {
+            plan.push((dir, Want::default()));
+            plan.len() - 1
+        }
+    };
+    &mut plan[i].1
+}
+
+struct Held {
+    /// The directory's physical path.
+    path: PathBuf,
+    wd: WatchDescriptor,
+    want: Want,
+}
 
 pub struct Watch {
     inotify: Inotify,
-    dir: PathBuf,
-    name: OsString,
-    dir_wd: Option<WatchDescriptor>,
-    parent_wd: Option<WatchDescriptor>,
-    /// Service files created in this burst and not yet closed after writing.
-    writing: Vec<OsString>,
+    /// CONFDIR made absolute: followed from `/` one name at a time.
+    path: PathBuf,
+    /// The watches, one per directory.
+    dirs: Vec<Held>,
+    /// The names in CONFDIR that were symbolic links at the last scan, sorted.
+    links: Vec<String>,
+    /// Whether the way to CONFDIR or through its links may have changed since it was
+    /// last followed: an event on a name on the way, a watched directory gone. Else a
+    /// reload follows nothing again, and a plain CONFDIR costs no more than its scan.
+    stale: bool,
+    /// Events were lost (the queue overflowed): a watch may have followed its directory
+    /// away unseen, so every watch is placed afresh.
+    lost: bool,
+    /// Some directory could not be watched (the limit on watches, most likely): said once,
+    /// not again until every watch could be placed.
+    unwatched: bool,
+    /// Files created in this burst and not yet closed after writing, by watch and name.
+    writing: Vec<(i32, OsString)>,
     burst: Option<Instant>,
     due: Option<Instant>,
     /// Whether the next reload reads every file (SIGHUP, start-up, a retry), or only
     /// those whose stamps changed (inotify).
     full: bool,
     /// How each file looked when last read.
-    pub stamps: std::collections::BTreeMap<String, crate::config::Stamp>,
+    pub stamps: BTreeMap<String, config::Stamp>,
     buf: Vec<u8>,
 }
 
 impl Watch {
+    /// Nothing is watched until the first [`Watch::scan`], which the first reload makes.
     pub fn new(dir: &Path) -> io::Result<Watch> {
-        let inotify = Inotify::init()?;
-        let mut w = Watch {
-            inotify,
-            dir: dir.to_owned(),
-            name: dir.file_name().unwrap_or(OsStr::new("")).to_owned(),
-            dir_wd: None,
-            parent_wd: None,
+        Ok(Watch {
+            inotify: Inotify::init()?,
+            path: std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned()),
+            dirs: Vec::new(),
+            links: Vec::new(),
+            stale: true,
+            lost: false,
+            unwatched: false,
             writing: Vec::new(),
             burst: None,
             due: None,
             full: true,
             stamps: Default::default(),
             buf: vec![0; 4096],
-        };
-        w.rewatch();
-        Ok(w)
+        })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -80,8 +198,8 @@ impl Watch {
         self.full = true;
     }
 
-    /// The reload is happening: forget the burst, and watch the directory again if needed.
-    /// True when every file is to be read: the stamps are then forgotten.
+    /// The reload is happening: forget the burst. True when every file is to be read: the
+    /// stamps are then forgotten.
     pub fn reloading(&mut self) -> bool {
         let full = std::mem::replace(&mut self.full, false);
         if full {
@@ -90,48 +208,154 @@ impl Watch {
         self.due = None;
         self.burst = None;
         self.writing.clear();
-        self.rewatch();
         full
     }
 
-    fn rewatch(&mut self) {
-        if self.dir_wd.is_none() {
-            let mask = WatchMask::CLOSE_WRITE
-                | WatchMask::CREATE
-                | WatchMask::DELETE
-                | WatchMask::MOVED_FROM
-                | WatchMask::MOVED_TO
-                | WatchMask::ATTRIB
-                | WatchMask::DELETE_SELF
-                | WatchMask::MOVE_SELF
-                | WatchMask::ONLYDIR;
-            self.dir_wd = self.inotify.watches().add(&self.dir, mask).ok();
+    /// Scans `dir`, the CONFDIR this watch was made for, with the stamps: the way to it
+    /// watched before, and the way to each service file that is a link after (then looked
+    /// at again). `log` hears of a directory that cannot be watched.
+    pub fn scan(
+        &mut self,
+        dir: &Path,
+        mut log: impl FnMut(Level, fmt::Arguments),
+    ) -> Result<config::Scan, (String, bool)> {
+        // A reload that reads every file (its stamps forgotten: SIGHUP, `going reload`),
+        // or one after a watch could not be placed, also follows the way again.
+        let mut failed = Vec::new();
+        if std::mem::take(&mut self.stale) || self.unwatched || self.stamps.is_empty() {
+            // A watch just placed: the way may have changed before it was, so look again.
+            let settled = (0..MAX_LOOKS).any(|_| !self.apply(self.plan(), &mut failed));
+            self.stale = !settled;
         }
-        match (&self.dir_wd, self.parent_wd.take()) {
-            (Some(_), Some(wd)) => {
-                let _ = self.inotify.watches().remove(wd);
-            }
-            (Some(_), None) => {}
-            (None, Some(wd)) => self.parent_wd = Some(wd),
-            (None, None) => {
-                let parent = match self.dir.parent() {
-                    Some(p) if !p.as_os_str().is_empty() => p,
-                    _ => Path::new("."),
-                };
-                let mask = WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::ONLYDIR;
-                self.parent_wd = self.inotify.watches().add(parent, mask).ok();
-                // It may have come back before the parent was watched.
-                if self.parent_wd.is_some() && self.dir.is_dir() {
-                    self.rewatch();
+        let mut scan = config::scan(dir, Some(&mut self.stamps));
+        if let Ok(scan) = &mut scan {
+            scan.links.sort_unstable();
+            if scan.links != self.links {
+                self.links = scan.links.clone();
+                // A target read before its directory was watched may have changed since:
+                // its stamp says so.
+                if self.apply(self.plan(), &mut failed)
+                    && (self.links.iter())
+                        .any(|n| config::stamp(&dir.join(n)) != self.stamps.get(n).copied())
+                {
+                    self.due = Some(Instant::now());
                 }
             }
         }
+        if let (Some((path, e)), false) = (failed.first(), self.unwatched) {
+            let why = match e.raw_os_error() {
+                Some(libc::ENOSPC) => {
+                    "inotify watch limit reached (fs.inotify.max_user_watches)".to_string()
+                }
+                _ => Errno(e).to_string(),
+            };
+            log(
+                Level::Warning,
+                format_args!(
+                    "going: unable to watch {}: {why}; a change there takes a SIGHUP",
+                    path.display()
+                ),
+            );
+        }
+        self.unwatched = !failed.is_empty();
+        scan
+    }
+
+    /// Where CONFDIR and the links in it (as of the last scan) lead: the directories to
+    /// watch and what for.
+    fn plan(&self) -> Plan {
+        let mut hops = Vec::new();
+        let mut plan = Plan::new();
+        let root = PathBuf::from(if self.path.has_root() { "/" } else { "." });
+        match walk(root, &self.path, Kind::Missing, &mut hops) {
+            Some((conf, true)) => {
+                want(&mut plan, conf.clone()).conf = true;
+                for name in &self.links {
+                    if let Some((file, _)) =
+                        walk(conf.clone(), Path::new(name), Kind::File, &mut hops)
+                    {
+                        if let (Some(dir), Some(name)) = (file.parent(), file.file_name()) {
+                            hops.push((dir.to_owned(), name.to_owned(), Kind::File));
+                        }
+                    }
+                }
+            }
+            // Not a directory: what would fix it is a directory in its place.
+            Some((other, false)) => {
+                if let (Some(dir), Some(name)) = (other.parent(), other.file_name()) {
+                    hops.push((dir.to_owned(), name.to_owned(), Kind::Missing));
+                }
+            }
+            None => {}
+        }
+        for (dir, name, kind) in hops {
+            want(&mut plan, dir).note(name, kind);
+        }
+        plan
+    }
+
+    /// Makes the watches those of `plan`, one per directory; `failed` gets the directories
+    /// that could not be watched. True when a watch was added or widened, or a directory
+    /// was gone by then: what was looked at before may have changed unseen.
+    fn apply(&mut self, plan: Plan, failed: &mut Vec<(PathBuf, io::Error)>) -> bool {
+        failed.clear();
+        let lost = std::mem::take(&mut self.lost);
+        // Those no longer wanted go first, and give back their share of the limit.
+        for held in std::mem::take(&mut self.dirs) {
+            if !lost && plan.iter().any(|p| p.0 == held.path) {
+                self.dirs.push(held);
+            } else {
+                self.unwatch(held.wd);
+            }
+        }
+        let mut again = false;
+        for (path, want) in plan {
+            let mask = want.mask();
+            let i = self.dirs.iter().position(|h| h.path == path);
+            if let Some(held) = i.map(|i| &mut self.dirs[i]) {
+                if held.want.mask() == mask {
+                    held.want = want;
+                    continue;
+                }
+            }
+            let old = i.map(|i| self.dirs.swap_remove(i));
+            // Over a watch of the same directory, the kernel changes its mask and gives the
+            // same descriptor back.
+            match self.inotify.watches().add(&path, mask) {
+                Ok(wd) => {
+                    again = true;
+                    if let Some(old) = old.filter(|old| old.wd != wd) {
+                        self.unwatch(old.wd);
+                    }
+                    self.dirs.push(Held { path, wd, want });
+                }
+                Err(e) => {
+                    if let Some(old) = old {
+                        self.unwatch(old.wd);
+                    }
+                    if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) {
+                        // Removed or replaced since it was followed: follow it again.
+                        (again, self.stale) = (true, true);
+                    } else {
+                        failed.push((path, e));
+                    }
+                }
+            }
+        }
+        again
+    }
+
+    fn unwatch(&mut self, wd: WatchDescriptor) {
+        // It fails only when the kernel dropped the watch already (its directory deleted,
+        // IN_IGNORED on its way): nothing is left to undo.
+        let _ = self.inotify.watches().remove(wd);
     }
 
     /// Reads every pending event and moves the due time accordingly.
     pub fn read(&mut self, now: Instant) {
         let mut changed = false;
-        let (mut moved_away, mut gone) = (false, false);
+        // Watches whose directory is gone from where it was: (id, still in the kernel).
+        let mut gone: Vec<(i32, bool)> = Vec::new();
         loop {
             let events = match self.inotify.read_events(&mut self.buf) {
                 Ok(events) => events,
@@ -142,27 +366,34 @@ impl Watch {
             for ev in events {
                 any = true;
                 if ev.mask.contains(EventMask::Q_OVERFLOW) {
+                    (self.lost, self.stale) = (true, true);
                     changed = true;
                     continue;
                 }
-                let on_dir = self.dir_wd.as_ref() == Some(&ev.wd);
-                if Some(&ev.wd) == self.parent_wd.as_ref() {
-                    // The directory itself appeared (again).
-                    changed |= ev.name.is_some_and(|n| n == self.name.as_os_str());
-                } else if on_dir
-                    && ev.mask.intersects(
-                        EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED,
-                    )
+                let id = ev.wd.get_watch_descriptor_id();
+                let Some(held) = (self.dirs.iter()).find(|h| h.wd.get_watch_descriptor_id() == id)
+                else {
+                    continue; // a watch given up already
+                };
+                if ev
+                    .mask
+                    .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED)
                 {
-                    moved_away |= ev.mask.contains(EventMask::MOVE_SELF);
-                    gone |= ev.mask.contains(EventMask::IGNORED);
+                    // A watch follows its directory to a new name, which is not the way
+                    // resolved; a deleted one the kernel drops. The reload finds the way.
+                    gone.push((id, ev.mask.contains(EventMask::MOVE_SELF)));
+                    (changed, self.stale) = (true, true);
+                } else if let Some(name) = ev.name {
+                    let (on_way, Some(kind)) = held.want.kind(name) else {
+                        continue;
+                    };
                     changed = true;
-                } else if let Some(name) = ev.name.filter(|n| n.to_str().is_some_and(valid_name)) {
-                    changed = true;
-                    if ev.mask == EventMask::CREATE {
-                        self.writing.push(name.to_owned());
+                    self.stale |= on_way;
+                    if ev.mask == EventMask::CREATE && kind == Kind::File {
+                        self.writing.push((id, name.to_owned()));
                     } else {
-                        self.writing.retain(|w| w != name);
+                        self.writing
+                            .retain(|(i, n)| (*i, n.as_os_str()) != (id, name));
                     }
                 }
             }
@@ -170,16 +401,13 @@ impl Watch {
                 break;
             }
         }
-        if gone {
-            self.dir_wd = None; // deleted: the kernel dropped the watch
-        } else if moved_away {
-            // The watch follows the directory to its new name; that is no longer CONFDIR.
-            if let Some(wd) = self.dir_wd.take() {
-                let _ = self.inotify.watches().remove(wd);
+        for (id, held_by_kernel) in gone {
+            let i = (self.dirs.iter()).position(|h| h.wd.get_watch_descriptor_id() == id);
+            if let Some(held) = i.map(|i| self.dirs.swap_remove(i)) {
+                if held_by_kernel {
+                    self.unwatch(held.wd);
+                }
             }
-        }
-        if gone || moved_away {
-            self.rewatch();
         }
         if changed {
             let burst = *self.burst.get_or_insert(now);
@@ -190,5 +418,274 @@ impl Watch {
             };
             self.due = Some(quiet.min(burst + MAX_DELAY));
         }
+    }
+}
+
+/// Follows `path` from the directory `at` as the kernel would, one name at a time, and
+/// notes in `hops` each name whose change would change where it leads: every symbolic
+/// link on the way, and where it stops short, the name missing (as `last` if it was the
+/// last one) or not a directory. Where it leads: a physical path, and whether that is a
+/// directory; None when it stops short (or at more than [`MAX_LINKS`] links).
+fn walk(mut at: PathBuf, path: &Path, last: Kind, hops: &mut Vec<Hop>) -> Option<(PathBuf, bool)> {
+    let mut todo = Vec::new();
+    push(&mut todo, &mut at, path);
+    let (mut links, mut is_dir) = (0, true);
+    while let Some(name) = todo.pop() {
+        if name == ".." {
+            // Physical, as the kernel: the parent of where a link led.
+            at.pop();
+            is_dir = true;
+            continue;
+        }
+        let next = at.join(&name);
+        let Ok(meta) = fs::symlink_metadata(&next) else {
+            let kind = if todo.is_empty() { last } else { Kind::Missing };
+            hops.push((at, name, kind));
+            return None;
+        };
+        if meta.file_type().is_symlink() {
+            hops.push((at.clone(), name, Kind::Link));
+            links += 1;
+            let target = fs::read_link(&next).ok().filter(|_| links <= MAX_LINKS)?;
+            push(&mut todo, &mut at, &target);
+        } else if meta.is_dir() || todo.is_empty() {
+            is_dir = meta.is_dir();
+            at = next;
+        } else {
+            hops.push((at, name, Kind::Missing));
+            return None;
+        }
+    }
+    Some((at, is_dir))
+}
+
+/// Puts the names of `path` on `todo`, its first name on top; an absolute path starts
+/// again from `/`.
+fn push(todo: &mut Vec<OsString>, at: &mut PathBuf, path: &Path) {
+    if path.has_root() {
+        *at = PathBuf::from("/");
+    }
+    for c in path.components().rev() {
+        match c {
+            Component::Normal(name) => todo.push(name.to_owned()),
+            Component::ParentDir => todo.push(OsString::from("..")),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    /// A fresh directory with no link on the way to it (the temp dir may be one).
+    fn tree(name: &str) -> PathBuf {
+        let tmp = fs::canonicalize(std::env::temp_dir()).unwrap();
+        let root = tmp.join(format!("going-watch-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        root
+    }
+
+    fn dir(p: PathBuf) -> PathBuf {
+        fs::create_dir_all(&p).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn file(p: PathBuf, text: &str) {
+        fs::write(&p, text).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    /// Names, as paths relative to the test's root, and why each matters.
+    type Names = Vec<(String, Kind)>;
+
+    fn hops(at: &Path, path: &str, last: Kind) -> (Option<(PathBuf, bool)>, Names) {
+        let mut hops = Vec::new();
+        let end = walk(at.to_owned(), Path::new(path), last, &mut hops);
+        let shown = (hops.into_iter())
+            .map(|(d, n, k)| {
+                let d = d.strip_prefix(at).unwrap().join(n);
+                (d.to_string_lossy().into_owned(), k)
+            })
+            .collect();
+        (end, shown)
+    }
+
+    #[test]
+    fn walk_notes_each_link_and_where_it_stops() {
+        let root = tree("walk");
+        dir(root.join("a"));
+        file(root.join("a/f"), "");
+        symlink("a", root.join("l1")).unwrap();
+        symlink(root.join("l1"), root.join("l2")).unwrap();
+        symlink("nowhere/x", root.join("dangling")).unwrap();
+        symlink("loop", root.join("loop")).unwrap();
+        dir(root.join("deep/in"));
+        dir(root.join("deep/a"));
+        file(root.join("deep/a/f"), "");
+        symlink("deep/in", root.join("down")).unwrap();
+        use Kind::*;
+
+        // A plain path: nothing to note.
+        assert_eq!(
+            hops(&root, "a/f", File),
+            (Some((root.join("a/f"), false)), vec![])
+        );
+        assert_eq!(
+            hops(&root, "a", Missing),
+            (Some((root.join("a"), true)), vec![])
+        );
+        // A chain, relative then absolute.
+        let (end, noted) = hops(&root, "l2/f", File);
+        assert_eq!(end, Some((root.join("a/f"), false)));
+        assert_eq!(noted, [("l2".into(), Link), ("l1".into(), Link)]);
+        // Missing at the end (a file that may appear) or on the way (a directory).
+        assert_eq!(
+            hops(&root, "l1/g", File),
+            (None, vec![("l1".into(), Link), ("a/g".into(), File)])
+        );
+        assert_eq!(
+            hops(&root, "dangling", File),
+            (
+                None,
+                vec![("dangling".into(), Link), ("nowhere".into(), Missing)]
+            )
+        );
+        // A file where a directory is needed.
+        assert_eq!(
+            hops(&root, "a/f/x", File),
+            (None, vec![("a/f".into(), Missing)])
+        );
+        // `..` after a link is the parent of where the link led, as the kernel has it.
+        assert_eq!(
+            hops(&root, "down/../a/f", File).0,
+            Some((root.join("deep/a/f"), false))
+        );
+        // A loop ends, its link noted.
+        let (end, noted) = hops(&root, "loop", File);
+        assert_eq!(end, None);
+        assert!(noted.iter().all(|n| *n == ("loop".into(), Link)));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Each directory watched: its path relative to `root`, whether it is CONFDIR, and the
+    /// other names in it that matter.
+    fn watched(w: &Watch, root: &Path) -> Vec<(String, bool, Names)> {
+        let mut all: Vec<_> = (w.dirs.iter())
+            .map(|h| {
+                let mut names: Names = (h.want.names.iter())
+                    .map(|(n, k)| (n.to_string_lossy().into_owned(), *k))
+                    .collect();
+                names.sort();
+                let d = h.path.strip_prefix(root).unwrap();
+                (d.to_string_lossy().into_owned(), h.want.conf, names)
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    fn scan(w: &mut Watch, conf: &Path) -> Vec<String> {
+        let mut said = Vec::new();
+        w.reloading();
+        let scan = w.scan(conf, |_, m| said.push(m.to_string())).unwrap();
+        assert_eq!(said, Vec::<String>::new());
+        let mut names: Vec<String> = scan.files.into_keys().chain(scan.unchanged).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_plain_confdir_of_plain_files_is_one_watch() {
+        let root = tree("plain");
+        let conf = dir(root.join("conf"));
+        file(conf.join("web"), "cmd=/bin/web\n");
+        let mut w = Watch::new(&conf).unwrap();
+        assert_eq!(scan(&mut w, &conf), ["web"]);
+        assert_eq!(watched(&w, &root), [("conf".into(), true, vec![])]);
+        // A change of a plain file is no change of the way: nothing is followed again.
+        file(conf.join("web"), "cmd=/bin/web2\n");
+        w.read(Instant::now());
+        assert!(w.due().is_some() && !w.stale);
+        assert_eq!(scan(&mut w, &conf), ["web"]);
+        // Gone: the directory where it would come back, for that name only.
+        fs::remove_dir_all(&conf).unwrap();
+        w.read(Instant::now());
+        assert!(w.due().is_some());
+        w.reloading();
+        assert!(w.scan(&conf, |_, _| {}).is_err());
+        assert_eq!(
+            watched(&w, &root),
+            [(String::new(), false, vec![("conf".into(), Kind::Missing)])]
+        );
+        dir(conf.clone());
+        w.read(Instant::now());
+        assert!(w.due().is_some());
+        assert_eq!(scan(&mut w, &conf), Vec::<String>::new());
+        assert_eq!(watched(&w, &root), [("conf".into(), true, vec![])]);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn links_are_watched_one_directory_each_and_re_pointed() {
+        let root = tree("links");
+        let (a, b, srv) = (
+            dir(root.join("a")),
+            dir(root.join("b")),
+            dir(root.join("srv")),
+        );
+        file(srv.join("web.conf"), "cmd=/bin/web\n");
+        file(srv.join("db.conf"), "cmd=/bin/db\n");
+        symlink("../srv/web.conf", a.join("web")).unwrap();
+        symlink(srv.join("db.conf"), a.join("db")).unwrap();
+        file(a.join("plain"), "cmd=/bin/plain\n");
+        file(b.join("other"), "cmd=/bin/other\n");
+        symlink("a", root.join("conf")).unwrap();
+        let conf = root.join("conf");
+        let mut w = Watch::new(&conf).unwrap();
+        assert_eq!(scan(&mut w, &conf), ["db", "plain", "web"]);
+        use Kind::*;
+        let link = |n: &str| (n.to_string(), Link);
+        assert_eq!(
+            watched(&w, &root),
+            [
+                (String::new(), false, vec![link("conf")]),
+                ("a".into(), true, vec![link("db"), link("web")]),
+                (
+                    "srv".into(),
+                    false,
+                    vec![("db.conf".into(), File), ("web.conf".into(), File)]
+                ),
+            ]
+        );
+        // The target edited: due.
+        file(srv.join("web.conf"), "cmd=/bin/web2\n");
+        w.read(Instant::now());
+        assert!(w.due().is_some());
+        // Re-pointed as deployment tools do: b is watched, a and the targets no more.
+        scan(&mut w, &conf);
+        assert_eq!(w.due(), None);
+        symlink("b", root.join("conf.tmp")).unwrap();
+        fs::rename(root.join("conf.tmp"), &conf).unwrap();
+        w.read(Instant::now());
+        assert!(w.due().is_some());
+        assert_eq!(scan(&mut w, &conf), ["other"]);
+        assert_eq!(
+            watched(&w, &root),
+            [
+                (String::new(), false, vec![link("conf")]),
+                ("b".into(), true, vec![])
+            ]
+        );
+        // Events of the directories let go wake nothing.
+        file(srv.join("web.conf"), "cmd=/bin/web3\n");
+        file(a.join("plain"), "cmd=/bin/plain2\n");
+        w.read(Instant::now());
+        assert_eq!(w.due(), None);
+        fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -89,6 +89,8 @@ pub struct Setup {
     pub binary: Option<PathBuf>,
     /// A directory prepared by the test (its conf, run, …) instead of a new empty one.
     pub dir: Option<TempDir>,
+    /// CONFDIR as a symbolic link `conf -> NAME`, NAME a directory beside it.
+    pub conf_link: Option<&'static str>,
 }
 
 impl Default for Setup {
@@ -100,6 +102,7 @@ impl Default for Setup {
             bind_log: true,
             binary: None,
             dir: None,
+            conf_link: None,
         }
     }
 }
@@ -117,8 +120,13 @@ impl Going {
 
     pub fn with(mut setup: Setup) -> Going {
         let dir = setup.dir.take().unwrap_or_else(TempDir::new);
-        if !dir.0.join("conf").exists() {
-            fs::create_dir(dir.0.join("conf")).unwrap();
+        match setup.conf_link {
+            Some(to) => {
+                fs::create_dir(dir.0.join(to)).unwrap();
+                std::os::unix::fs::symlink(to, dir.0.join("conf")).unwrap();
+            }
+            None if !dir.0.join("conf").exists() => fs::create_dir(dir.0.join("conf")).unwrap(),
+            None => {}
         }
         for (name, text) in &setup.files {
             fs::write(dir.0.join("conf").join(name), text).unwrap();
