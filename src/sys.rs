@@ -718,3 +718,52 @@ pub fn exec(path: &CString, argv: &[CString], envp: &[CString]) -> io::Error {
     unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     io::Error::last_os_error()
 }
+
+/// The file type (the `S_IFMT` bits of `st_mode`) of what `fd` refers to.
+pub fn fd_type(fd: RawFd) -> io::Result<libc::mode_t> {
+    // SAFETY: fstat writes only to `st`, plain data.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(st.st_mode & libc::S_IFMT)
+}
+
+/// One write(2) of `buf` to `fd`, which the caller does not own (fd 2).
+pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: write only reads `buf.len()` bytes of `buf`.
+    let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Sends on the socket `fd` without waiting, whatever the blocking mode of its open file
+/// description (which others share, so it is not changed), and without SIGPIPE.
+pub fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: send only reads `buf.len()` bytes of `buf`.
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Whether a write to `fd` would go through now (poll(2) without waiting): false when it
+/// would wait; EPIPE when it never will (no reader left, a terminal hung up).
+pub fn writable_now(fd: RawFd) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes the one pollfd it is given.
+    cvt(unsafe { libc::poll(&mut p, 1, 0) })?;
+    if p.revents & libc::POLLOUT != 0 {
+        Ok(true)
+    } else if p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+        Err(io::Error::from_raw_os_error(libc::EPIPE))
+    } else {
+        Ok(false)
+    }
+}
