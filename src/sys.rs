@@ -767,3 +767,13 @@ pub fn writable_now(fd: RawFd) -> io::Result<bool> {
         Ok(false)
     }
 }
+
+/// How many bytes wait unread on the socket `fd` (FIONREAD); 0 when that cannot be told.
+pub fn unread(fd: RawFd) -> usize {
+    let mut n: c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    match cvt(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) }) {
+        Ok(_) => n.max(0) as usize,
+        Err(_) => 0,
+    }
+}

@@ -284,6 +284,118 @@ fn silent_slow_and_garbage_clients_cost_nothing() {
 }
 
 #[test]
+fn silent_clients_never_keep_a_new_one_out() {
+    let mut g = Going::start(&[("web", "cmd=sleep 1000\n")]);
+    g.next_msg("reload: 1 started");
+    wait_for_socket(&g);
+    let sock = rundir(&g).join("control");
+    // More silent clients than going serves at once (16).
+    let silent: Vec<UnixStream> = (0..20)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    let t0 = std::time::Instant::now();
+    let (code, out, err) = cmd(&g, "status", &[]);
+    let took = t0.elapsed();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("web"), "{out}");
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "served after {took:?}: it waited for the silent ones to time out"
+    );
+    // The oldest silent ones made room (20 + 1 for 16 slots), the others are still there.
+    for (i, mut s) in silent.into_iter().enumerate() {
+        if i < 5 {
+            s.set_read_timeout(Some(DEADLINE)).unwrap();
+            assert_eq!(s.read(&mut [0u8; 16]).unwrap(), 0, "silent client {i}");
+        } else {
+            s.set_nonblocking(true).unwrap();
+            let e = s.read(&mut [0u8; 16]).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock,
+                "silent client {i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn clients_that_are_all_being_answered_make_new_ones_wait_not_fail() {
+    let line = "x".repeat(200);
+    let web = format!(
+        "cmd=/bin/sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do echo {line}; done; exec sleep 1000'\n"
+    );
+    let mut g = Going::start(&[("web", &web)]);
+    let pid = g.started("web");
+    g.next_output(&format!("web[{pid}]"), &line);
+    wait_for_socket(&g);
+    let sock = rundir(&g).join("control");
+    // 16 clients ask for a reply larger than a socket takes (300 times web's details
+    // with its last output), and do not read it: every slot is busy answering. Going
+    // is held still meanwhile, so that it sees them and the newcomer all at once.
+    let request = format!("status{}\n", " web".repeat(300));
+    g.signal(libc::SIGSTOP);
+    let busy: Vec<UnixStream> = (0..16)
+        .map(|_| {
+            let mut s = UnixStream::connect(&sock).unwrap();
+            s.write_all(request.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    let mut newcomer = UnixStream::connect(&sock).unwrap();
+    newcomer.write_all(b"status\n").unwrap();
+    g.signal(libc::SIGCONT);
+    // Every busy client is being answered (going has been through the newcomer's
+    // connection by then), and then goes away without reading the rest.
+    for mut s in busy {
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        assert_eq!(s.read(&mut [0u8; 2]).unwrap(), 2);
+    }
+    // The newcomer was not refused: it is answered once slots are free.
+    newcomer.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut reply = String::new();
+    newcomer.read_to_string(&mut reply).unwrap();
+    assert!(
+        reply.starts_with("0\nNAME") && reply.contains("\nweb "),
+        "{reply:?}"
+    );
+}
+
+#[test]
+fn a_request_followed_by_end_of_file_is_answered() {
+    use std::net::Shutdown;
+    let mut g = Going::start(&[("web", "cmd=sleep 1000\n")]);
+    g.exec_of("web", "sleep");
+    wait_for_socket(&g);
+    let sock = rundir(&g).join("control");
+    // As `nc -N` and socat do: the request, then shutdown(SHUT_WR). Many times over, as
+    // going may read the request and the end of file in one go, or apart.
+    for i in 0..500 {
+        let request: &[u8] = if i % 2 == 0 {
+            b"status web\n"
+        } else {
+            b"status web"
+        };
+        let mut s = UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.write_all(request).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(
+            reply.starts_with("0\nweb: ") && reply.contains("  command    sleep 1000\n"),
+            "round {i}, {request:?}: {reply:?}"
+        );
+    }
+    // A client that says nothing and shuts down gets nothing, and costs nothing.
+    let mut s = UnixStream::connect(&sock).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    assert_eq!(s.read(&mut [0u8; 16]).unwrap(), 0);
+    assert_eq!(cmd(&g, "status", &["web"]).0, 0);
+}
+
+#[test]
 fn only_root_or_goings_own_user_may_control_it() {
     if !is_root() {
         eprintln!("skipped: needs root");
