@@ -32,6 +32,8 @@ pub const UNKNOWN: u8 = 4;
 pub const EX_USAGE: u8 = 64;
 pub const EX_UNAVAILABLE: u8 = 69;
 pub const EX_NOPERM: u8 = 77;
+/// What answers at RUNDIR/control is not a going the caller may believe.
+pub const EX_CONFIG: u8 = 78;
 
 struct Client {
     stream: UnixStream,

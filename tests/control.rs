@@ -395,12 +395,23 @@ fn a_request_followed_by_end_of_file_is_answered() {
     assert_eq!(cmd(&g, "status", &["web"]).0, 0);
 }
 
-#[test]
-fn only_root_or_goings_own_user_may_control_it() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
+/// For `pre_exec`: become uid and gid 65534 (nobody), with no other group.
+fn nobody() -> std::io::Result<()> {
+    // SAFETY: setgroups, setgid and setuid are async-signal-safe.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setgid(65534) != 0
+            || libc::setuid(65534) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
     }
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root"]
+fn only_root_or_goings_own_user_may_control_it() {
     let mut g = Going::start(&[("web", "cmd=sleep 1000\n")]);
     g.next_msg("reload: 1 started");
     wait_for_socket(&g);
@@ -408,21 +419,20 @@ fn only_root_or_goings_own_user_may_control_it() {
     let as_nobody = || {
         let mut c = Command::new(BIN);
         c.args(["status", "-r", path_str(&run_dir)]);
-        // SAFETY: setgid/setuid are async-signal-safe.
-        unsafe {
-            c.pre_exec(|| {
-                libc::setgroups(0, std::ptr::null());
-                libc::setgid(65534);
-                libc::setuid(65534);
-                Ok(())
-            })
-        };
+        // SAFETY: `nobody` only makes async-signal-safe calls.
+        unsafe { c.pre_exec(nobody) };
         c.output().unwrap()
     };
-    // The socket's mode keeps others out…
+    // RUNDIR's mode (0700) keeps others out, and they are told so (EX_NOPERM).
     let out = as_nobody();
-    assert_eq!(out.status.code(), Some(69));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+    assert_eq!(out.status.code(), Some(77));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "going: unable to reach going at {}: Permission denied\n",
+            run_dir.join("control").display()
+        )
+    );
     // …and were it open to all, the peer's credentials still would.
     fs::set_permissions(run_dir.join("control"), fs::Permissions::from_mode(0o777)).unwrap();
     fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o755)).unwrap();
@@ -433,4 +443,51 @@ fn only_root_or_goings_own_user_may_control_it() {
         String::from_utf8_lossy(&out.stderr),
         "going: permission denied: uid 65534 may not control going\n"
     );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_control_socket_someone_else_serves_is_not_believed() {
+    // A going of nobody's, on a RUNDIR nobody owns, where root's commands would look.
+    let dir = TempDir::new();
+    let (conf, run_dir) = (dir.0.join("conf"), dir.0.join("run"));
+    for d in [&conf, &run_dir] {
+        fs::create_dir(d).unwrap();
+        fs::set_permissions(d, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
+    }
+    let mut theirs = going_in(std::path::Path::new(BIN), &dir.0);
+    // SAFETY: `nobody` only makes async-signal-safe calls.
+    unsafe { theirs.pre_exec(nobody) };
+    let mut theirs = theirs.spawn().unwrap();
+    // Should the test fail half-way, nobody's going still stops.
+    struct Term(i32);
+    impl Drop for Term {
+        fn drop(&mut self) {
+            // SAFETY: kill has no memory effects.
+            unsafe { libc::kill(self.0, libc::SIGTERM) };
+        }
+    }
+    let _term = Term(theirs.id() as i32);
+    let sock = run_dir.join("control");
+    wait_until("nobody's control socket", || sock.exists());
+    let (code, out, err) = run(&["start", "-r", path_str(&run_dir), "web"]);
+    assert_eq!((code, out.as_str()), (78, ""), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "going: unable to trust {}: its server runs as uid 65534, neither root nor uid 0\n",
+            sock.display()
+        )
+    );
+    // nobody's own commands believe it.
+    let mut c = Command::new(BIN);
+    c.args(["status", "-r", path_str(&run_dir)]);
+    // SAFETY: `nobody` only makes async-signal-safe calls.
+    unsafe { c.pre_exec(nobody) };
+    let mine = c.output().unwrap();
+    assert_eq!(mine.status.code(), Some(0), "{mine:?}");
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(theirs.id() as i32, libc::SIGTERM) };
+    assert_eq!(theirs.wait().unwrap().code(), Some(0));
 }
