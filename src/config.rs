@@ -2,8 +2,9 @@
 //! (regular files only, at most 64 KiB), and how its `key=value` lines become [`Settings`].
 //!
 //! Invariant: a file either yields complete, valid `Settings` or every problem found in it,
-//! each as `PATH:LINE: message`; nothing is silently dropped. New keys are one row of
-//! [`KEYS`].
+//! each as `PATH:LINE: message`; nothing is silently dropped. A message quotes the file's
+//! text with its control characters escaped, so that no file can drive the terminal of
+//! `going check` or forge a log line. New keys are one row of [`KEYS`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -167,11 +168,17 @@ pub struct FileError {
     pub transient: bool,
 }
 
+/// The one way a problem in a file is told (`going check`, the log, `going status` and
+/// `reload`): control characters in its text (an unknown key, a value, the path) are
+/// escaped as `\xNN`, as in services' output.
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        use std::os::unix::ffi::OsStrExt;
+        let path = crate::output::escape(self.path.as_os_str().as_bytes());
+        let msg = crate::output::escape(self.msg.as_bytes());
         match self.line {
-            0 => write!(f, "{}: {}", self.path.display(), self.msg),
-            n => write!(f, "{}:{}: {}", self.path.display(), n, self.msg),
+            0 => write!(f, "{path}: {msg}"),
+            n => write!(f, "{path}:{n}: {msg}"),
         }
     }
 }
@@ -356,22 +363,30 @@ fn env_var(k: &str, v: &str) -> Result<(String, String), String> {
 }
 
 /// Reads an `env_file`: `KEY=VALUE` lines, blank lines and `#` comments skipped, spaces
-/// around key and value trimmed. Errors read `PATH:LINE: message`.
+/// around key and value trimmed. Errors read `PATH:LINE: message`, escaped as a service
+/// file's are.
 pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, String> {
-    let bytes = read_bounded(path).map_err(|(msg, _)| format!("{}: {msg}", path.display()))?;
-    let text =
-        std::str::from_utf8(&bytes).map_err(|_| format!("{}: invalid UTF-8", path.display()))?;
+    let at = |line: usize, msg: String| {
+        let e = FileError {
+            path: path.to_owned(),
+            line,
+            msg,
+            transient: false,
+        };
+        e.to_string()
+    };
+    let bytes = read_bounded(path).map_err(|(msg, _)| at(0, msg))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| at(0, "invalid UTF-8".into()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let at = |msg: String| format!("{}:{}: {msg}", path.display(), i + 1);
         let (k, v) = line
             .split_once('=')
-            .ok_or_else(|| at("expected KEY=VALUE".into()))?;
-        out.push(env_var(k, v.trim()).map_err(at)?);
+            .ok_or_else(|| at(i + 1, "expected KEY=VALUE".into()))?;
+        out.push(env_var(k, v.trim()).map_err(|msg| at(i + 1, msg))?);
     }
     Ok(out)
 }

@@ -118,7 +118,8 @@ impl Logger {
         self.stderr.want_output(epoll, token);
     }
 
-    /// going's own message.
+    /// going's own message. Control characters are escaped, as in services' lines: a
+    /// message may quote a file (a command's path, say).
     pub fn log(&mut self, level: Level, msg: fmt::Arguments) {
         let severity = match level {
             Level::Err => Severity::LOG_ERR,
@@ -126,7 +127,7 @@ impl Logger {
             Level::Notice => Severity::LOG_NOTICE,
             Level::Info => Severity::LOG_INFO,
         } as u8;
-        let text = msg.to_string();
+        let text = crate::output::escape(msg.to_string().as_bytes());
         if self.put(None, severity, &text) != Sent::Yes {
             self.stderr_line(None, format!("going[{}]: {text}\n", self.pid));
         }
@@ -583,6 +584,23 @@ mod tests {
             drain(&mut r),
             format!(
                 "going[{0}]: back\ngoing[{0}]: going: 2 messages dropped: standard error was not keeping up\n",
+                log.pid
+            )
+        );
+    }
+
+    #[test]
+    fn messages_quoting_a_file_are_escaped() {
+        let (r, w) = sys::output_pipe().unwrap();
+        let mut log = Logger::with_stderr(None, w.as_raw_fd());
+        log.log(
+            Level::Err,
+            format_args!("unknown key \"\x1b[2J\x1b]0;pwned\x07\""),
+        );
+        assert_eq!(
+            drain(&mut File::from(r)),
+            format!(
+                "going[{}]: unknown key \"\\x1b[2J\\x1b]0;pwned\\x07\"\n",
                 log.pid
             )
         );
