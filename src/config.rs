@@ -109,6 +109,9 @@ pub const LIMITS: [(&str, i32); 8] = [
     ("limit_fsize", libc::RLIMIT_FSIZE as i32),
 ];
 
+/// (uid_t)-1 and (gid_t)-1: "no change" to setuid(2) and setgid(2), never an identity.
+const NO_ID: u32 = u32::MAX;
+
 /// The signals `stop_signal` accepts.
 const STOP_SIGNALS: [(&str, i32); 7] = [
     ("TERM", libc::SIGTERM),
@@ -209,10 +212,17 @@ const KEYS: &[Key] = &[
         required: true,
         ..key("cmd", |d, v| {
             d.s.cmd = split_words(v)?;
-            if d.s.cmd.is_empty() {
-                return Err("cmd is empty".into());
+            // `cmd=""` or `cmd=' '` would pass here and fail at every start.
+            match d.s.cmd.first() {
+                None => Err("cmd is empty".into()),
+                Some(w) if w.is_empty() => {
+                    Err("cmd names no program: its first word is empty".into())
+                }
+                Some(w) if w.trim().is_empty() => {
+                    Err("cmd names no program: its first word is blank".into())
+                }
+                Some(_) => Ok(()),
             }
-            Ok(())
         })
     },
     key("user", |d, v| {
@@ -228,6 +238,11 @@ const KEYS: &[Key] = &[
                 (Some(pw), uid, true)
             }
         };
+        if uid == NO_ID {
+            return Err(format!(
+                "user \"{v}\": uid {NO_ID} cannot be set: setuid(2) takes it for \"no change\""
+            ));
+        }
         if let Some(p) = &pw {
             d.s.user_env = vec![
                 ("HOME".into(), p.home.clone()),
@@ -239,12 +254,18 @@ const KEYS: &[Key] = &[
         Ok(())
     }),
     key("group", |d, v| {
-        d.group = Some(match v.parse::<u32>() {
+        let gid = match v.parse::<u32>() {
             Ok(gid) => gid,
             Err(_) => crate::sys::group_id(v)
                 .map_err(|e| format!("unable to look up group \"{v}\": {}", crate::log::Errno(&e)))?
                 .ok_or_else(|| format!("no such group \"{v}\""))?,
-        });
+        };
+        if gid == NO_ID {
+            return Err(format!(
+                "group \"{v}\": gid {NO_ID} cannot be set: setgid(2) takes it for \"no change\""
+            ));
+        }
+        d.group = Some(gid);
         Ok(())
     }),
     Key {
@@ -767,6 +788,7 @@ pub(crate) mod tests {
         assert_eq!(p("# nothing\n").unwrap_err(), ["d/web:1: missing cmd="]);
         assert_eq!(p("").unwrap_err(), ["d/web:1: missing cmd="]);
         assert_eq!(p("cmd=\n").unwrap_err(), ["d/web:1: cmd is empty"]);
+        assert_eq!(p("cmd=  \t \n").unwrap_err(), ["d/web:1: cmd is empty"]);
         assert_eq!(
             p("cmd='oops\n").unwrap_err(),
             ["d/web:1: unbalanced ' in cmd"]
@@ -786,6 +808,45 @@ pub(crate) mod tests {
         let e = p("a=1\nb=2\n").unwrap_err();
         assert_eq!(e.len(), 3, "{e:?}");
         assert_eq!(e[2], "d/web:2: missing cmd=");
+    }
+
+    #[test]
+    fn a_command_names_a_program() {
+        let empty = ["d/web:1: cmd names no program: its first word is empty"];
+        for cmd in [r#"cmd="""#, "cmd=''", "cmd='' ''", r#"cmd="" /bin/true"#] {
+            assert_eq!(p(cmd).unwrap_err(), empty, "{cmd}");
+        }
+        let blank = ["d/web:1: cmd names no program: its first word is blank"];
+        for cmd in ["cmd=' '", "cmd=\"\t\" ' '", r"cmd=\  /bin/true"] {
+            assert_eq!(p(cmd).unwrap_err(), blank, "{cmd}");
+        }
+        // Empty arguments are fine.
+        assert_eq!(
+            p("cmd=/bin/echo '' ' '").unwrap().cmd,
+            ["/bin/echo", "", " "]
+        );
+    }
+
+    #[test]
+    fn minus_one_is_no_uid_nor_gid() {
+        assert_eq!(
+            p("cmd=/x\nuser=4294967295\n").unwrap_err(),
+            [
+                r#"d/web:2: user "4294967295": uid 4294967295 cannot be set: setuid(2) takes it for "no change""#
+            ]
+        );
+        assert_eq!(
+            p("cmd=/x\ngroup=4294967295\n").unwrap_err(),
+            [
+                r#"d/web:2: group "4294967295": gid 4294967295 cannot be set: setgid(2) takes it for "no change""#
+            ]
+        );
+        // One below is an identity like any other.
+        let c = p("cmd=/x\nuser=4294967294\ngroup=4294967294")
+            .unwrap()
+            .creds
+            .unwrap();
+        assert_eq!((c.uid, c.gid), (Some(4294967294), 4294967294));
     }
 
     #[test]
@@ -975,7 +1036,9 @@ pub(crate) mod tests {
         for _ in 0..20_000 {
             let bytes = random_bytes(&mut seed, alphabet, 200);
             match parse(Path::new("d/web"), &bytes) {
-                Ok(s) => assert!(!s.cmd.is_empty() && s.cmd.iter().all(|w| !w.contains('\0'))),
+                Ok(s) => {
+                    assert!(!s.cmd[0].trim().is_empty() && s.cmd.iter().all(|w| !w.contains('\0')))
+                }
                 Err(errors) => {
                     assert!(!errors.is_empty());
                     for e in errors {
