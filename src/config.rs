@@ -1,5 +1,6 @@
 //! Service files: which names count as services, how a file is read without ever blocking
-//! (regular files only, at most 64 KiB), and how its `key=value` lines become [`Settings`].
+//! (regular files on ordinary filesystems only, at most 64 KiB), and how its `key=value`
+//! lines become [`Settings`].
 //!
 //! Invariant: a file either yields complete, valid `Settings` or every problem found in it,
 //! each as `PATH:LINE: message`; nothing is silently dropped. A message quotes the file's
@@ -10,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -566,8 +568,37 @@ pub fn read(path: &Path) -> Parsed {
     }
 }
 
+/// Pseudo filesystems (statfs magic, linux/magic.h and the kernel's sources), whose
+/// "regular files" are the kernel's interfaces: a read may consume what it reads
+/// (/proc/kmsg, an rpc_pipefs pipe) or act. A service file or an env_file there is
+/// a mistake or a trap, never read.
+const PSEUDO_FS: [(u32, &str); 21] = [
+    (0x9fa0, "proc"),
+    (0x6265_6572, "sysfs"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x7363_6673, "securityfs"),
+    (0x6265_6570, "configfs"),
+    (0x0027_e0eb, "cgroup"),
+    (0x6367_7270, "cgroup2"),
+    (0xcafe_4a11, "bpf"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x6165_676c, "pstore"),
+    (0xf97c_ff8c, "selinuxfs"),
+    (0x4341_5d53, "smackfs"),
+    (0x4249_4e4d, "binfmt_misc"),
+    (0x6573_5543, "fusectl"),
+    (0x6759_6969, "rpc_pipefs"),
+    (0x6e73_6673, "nsfs"),
+    (0x0765_5821, "resctrl"),
+    (0x1980_0202, "mqueue"),
+    (0x0a64_7361, "functionfs"),
+    (0xabba_1974, "xenfs"),
+];
+
 /// Reads a small file without ever blocking: the type is checked before opening (a FIFO
-/// or device is never opened) and again on the open file; more than 64 KiB is an error.
+/// or device is never opened) and again on the open file, and so is the filesystem (a
+/// file on /proc or /sys is never read); more than 64 KiB is an error.
 /// Err: the message, and whether it was for want of a resource (worth another try).
 fn read_bounded(path: &Path) -> Result<Vec<u8>, (String, bool)> {
     let check = |meta: &fs::Metadata| {
@@ -586,7 +617,15 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, (String, bool)> {
             transient,
         )
     };
+    let ordinary = |fs: io::Result<u32>| {
+        let fs = fs.map_err(|e| unable("statfs", e))?;
+        match PSEUDO_FS.iter().find(|p| p.0 == fs) {
+            Some((_, name)) => Err((format!("on a pseudo filesystem ({name}): refused"), false)),
+            None => Ok(()),
+        }
+    };
     check(&fs::metadata(path).map_err(|e| unable("stat", e))?)?;
+    ordinary(crate::sys::fs_type(path))?;
     let mut file = File::options()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -595,6 +634,7 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, (String, bool)> {
     // Checked on the open file: what was read is what was checked.
     let meta = file.metadata().map_err(|e| unable("stat", e))?;
     check(&meta)?;
+    ordinary(crate::sys::fd_fs_type(file.as_raw_fd()))?;
     safe(&meta).map_err(|why| (format!("{why}: refused"), false))?;
     let mut bytes = Vec::new();
     (&mut file)
@@ -1013,6 +1053,22 @@ pub(crate) mod tests {
             )
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn files_on_pseudo_filesystems_are_not_read() {
+        // /proc/self/status is a regular file, root's and not writable by others: only
+        // its filesystem keeps it from being read.
+        let refused = |p: &str| format!("{p}: on a pseudo filesystem (proc): refused");
+        let e = read(Path::new("/proc/self/status")).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].to_string(), refused("/proc/self/status"));
+        assert_eq!(
+            read_env_file(Path::new("/proc/self/status")).unwrap_err(),
+            refused("/proc/self/status")
+        );
+        let e = read(Path::new("/sys/kernel/uevent_seqnum")).unwrap_err();
+        assert!(e[0].msg.ends_with("(sysfs): refused"), "{e:?}");
     }
 
     /// A deterministic xorshift stream: the same cases on every run.

@@ -777,3 +777,24 @@ pub fn unread(fd: RawFd) -> usize {
         Err(_) => 0,
     }
 }
+
+/// The type of the filesystem the file at `path` is on (statfs(2) magic, as in
+/// linux/magic.h), symbolic links followed.
+pub fn fs_type(path: &std::path::Path) -> io::Result<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: statfs reads a valid C string and writes only to `st`, plain data.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::statfs(path.as_ptr(), &mut st) })?;
+    // Every magic fits 32 bits; f_type is signed on some targets, so compare those.
+    Ok(st.f_type as u32)
+}
+
+/// The same for the open file `fd` (fstatfs(2)).
+pub fn fd_fs_type(fd: RawFd) -> io::Result<u32> {
+    // SAFETY: fstatfs writes only to `st`, plain data.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::fstatfs(fd, &mut st) })?;
+    Ok(st.f_type as u32)
+}

@@ -218,3 +218,55 @@ fn control_characters_from_a_file_reach_no_terminal_and_no_log_raw() {
         g.dump()
     );
 }
+
+#[test]
+fn a_file_on_a_pseudo_filesystem_is_refused_unopened() {
+    // A harmless proc file (a regular file, root's, not writable by others: only its
+    // filesystem tells it apart), of a process of the test's own, watched for any open.
+    struct Sleeper(std::process::Child);
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let sleeper = Sleeper(
+        std::process::Command::new("sleep")
+            .arg("1000")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let target = format!("/proc/{}/status", sleeper.0.id());
+    let mut ino = inotify::Inotify::init().unwrap();
+    let mask = inotify::WatchMask::OPEN | inotify::WatchMask::ACCESS;
+    ino.watches().add(&target, mask).unwrap();
+    let mut g = Going::start(&[]);
+    g.next_msg("reload: 0 started");
+    let link = g.conf().join("status");
+    symlink(&target, &link).unwrap();
+    g.write("envy", &format!("cmd=/bin/true\nenv_file={target}\n"));
+    let refused = |p: &str| format!("{p}: on a pseudo filesystem (proc): refused");
+    let l = g.next_msg(&refused(path_str(&link)));
+    assert_eq!(l.msg, format!("status: {}", refused(path_str(&link))));
+    g.rewind();
+    g.next_msg(&format!("envy: env_file {}", refused(&target)));
+    let (code, out) = check(&g.conf());
+    assert_eq!(code, 1);
+    let about = |l: &&str| l.starts_with(path_str(&link));
+    assert_eq!(
+        out.lines().filter(about).collect::<Vec<_>>(),
+        [refused(path_str(&link))],
+        "{out}"
+    );
+    // Neither going nor going check opened it, let alone read it.
+    let mut buf = [0u8; 1024];
+    match ino.read_events(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!(
+            "{target} was opened: {:?}",
+            other.map(|evs| evs.map(|e| e.mask).collect::<Vec<_>>())
+        ),
+    }
+}
