@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use crate::control::{EX_USAGE, FAILED, NOT_RUNNING, OK, UNKNOWN};
 use crate::log::Age;
+use crate::output::escape;
 use crate::service::{Admin, NotSo, Ops, Summary, Table, View};
 use crate::sys;
 
@@ -125,7 +126,7 @@ fn overview<'a, I: Iterator<Item = View<'a>>>(views: impl Fn() -> I) -> String {
             v.pid.map_or_else(dash, |p| p.to_string()),
             v.up.map_or_else(dash, |u| Age(u).to_string()),
             v.restarts.to_string(),
-            v.exits().next().unwrap_or_else(dash),
+            v.exits().next().map_or_else(dash, |e| escape(e.as_bytes())),
         ]
     };
     let head = ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT"].map(String::from);
@@ -194,7 +195,7 @@ fn details(out: &mut String, v: &View, confdir: &Path) {
     if exits.peek().is_some() {
         let _ = writeln!(out, "  last exits, newest first:");
         for e in exits {
-            let _ = writeln!(out, "    {e}");
+            let _ = writeln!(out, "    {}", escape(e.as_bytes()));
         }
     }
     if let Some(lines) = v.lines.filter(|l| !l.is_empty()) {
@@ -205,13 +206,14 @@ fn details(out: &mut String, v: &View, confdir: &Path) {
     }
 }
 
-/// A word of a command as it could be written back in `cmd=`: quoted when it has to be.
+/// A word of a command as it could be written back in `cmd=`: quoted when it has to be,
+/// and its control characters escaped.
 fn quote(word: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "/._-=:,+@%".contains(c);
     if !word.is_empty() && word.chars().all(plain) {
         word.to_string()
     } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
+        format!("'{}'", escape(word.as_bytes()).replace('\'', r"'\''"))
     }
 }
 
@@ -266,5 +268,6 @@ mod tests {
         assert_eq!(super::quote("daemon off;"), "'daemon off;'");
         assert_eq!(super::quote("it's"), r"'it'\''s'");
         assert_eq!(super::quote(""), "''");
+        assert_eq!(super::quote("\x1b]0;x\x07"), r"'\x1b]0;x\x07'");
     }
 }

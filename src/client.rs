@@ -1,20 +1,58 @@
 //! The commands that talk to a running going: `status`, `start`, `stop`, `restart`,
 //! `signal` and `reload`. One request over RUNDIR/control, the reply printed; states are
 //! coloured only when stdout is a terminal and NO_COLOR is not set.
+//!
+//! Invariant: only a going run by root or by the caller's own user is believed. A socket
+//! someone else put in RUNDIR could print anything and exit 0: its server's credentials
+//! (SO_PEERCRED) are checked before the request is sent.
 
 use std::io::{IsTerminal, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::control::EX_UNAVAILABLE;
+use crate::control::{EX_CONFIG, EX_NOPERM, EX_UNAVAILABLE};
+use crate::log::Errno;
+use crate::sys;
 
 /// Sends `request` (one line of words) to the going on `rundir` and prints its reply.
 pub fn run(rundir: &Path, request: &str) -> ExitCode {
     let path = rundir.join("control");
+    let mut s = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "going: unable to reach going at {}: {}",
+                path.display(),
+                Errno(&e)
+            );
+            // RUNDIR is 0700: another user is told so, not that going is down.
+            let denied = matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM));
+            return ExitCode::from(if denied { EX_NOPERM } else { EX_UNAVAILABLE });
+        }
+    };
+    let me = sys::geteuid();
+    match sys::peer_uid(s.as_raw_fd()) {
+        Ok(uid) if uid == 0 || uid == me => {}
+        Ok(uid) => {
+            eprintln!(
+                "going: unable to trust {}: its server runs as uid {uid}, neither root nor uid {me}",
+                path.display()
+            );
+            return ExitCode::from(EX_CONFIG);
+        }
+        Err(e) => {
+            eprintln!(
+                "going: unable to tell who serves {}: {}",
+                path.display(),
+                Errno(&e)
+            );
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    }
     let reply = (|| {
-        let mut s = UnixStream::connect(&path)?;
         // Generous: a reload of thousands of files takes a while; going itself never waits.
         s.set_read_timeout(Some(Duration::from_secs(60)))?;
         s.set_write_timeout(Some(Duration::from_secs(60)))?;
@@ -33,7 +71,7 @@ pub fn run(rundir: &Path, request: &str) -> ExitCode {
             eprintln!(
                 "going: unable to reach going at {}: {}",
                 path.display(),
-                crate::log::Errno(&e)
+                Errno(&e)
             );
             return ExitCode::from(EX_UNAVAILABLE);
         }

@@ -1,14 +1,17 @@
 //! Service files: which names count as services, how a file is read without ever blocking
-//! (regular files only, at most 64 KiB), and how its `key=value` lines become [`Settings`].
+//! (regular files on ordinary filesystems only, at most 64 KiB), and how its `key=value`
+//! lines become [`Settings`].
 //!
 //! Invariant: a file either yields complete, valid `Settings` or every problem found in it,
-//! each as `PATH:LINE: message`; nothing is silently dropped. New keys are one row of
-//! [`KEYS`].
+//! each as `PATH:LINE: message`; nothing is silently dropped. A message quotes the file's
+//! text with its control characters escaped, so that no file can drive the terminal of
+//! `going check` or forge a log line. New keys are one row of [`KEYS`].
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -105,6 +108,9 @@ pub const LIMITS: [(&str, i32); 8] = [
     ("limit_fsize", libc::RLIMIT_FSIZE as i32),
 ];
 
+/// (uid_t)-1 and (gid_t)-1: "no change" to setuid(2) and setgid(2), never an identity.
+const NO_ID: u32 = u32::MAX;
+
 /// The signals `stop_signal` accepts.
 const STOP_SIGNALS: [(&str, i32); 7] = [
     ("TERM", libc::SIGTERM),
@@ -164,11 +170,17 @@ pub struct FileError {
     pub transient: bool,
 }
 
+/// The one way a problem in a file is told (`going check`, the log, `going status` and
+/// `reload`): control characters in its text (an unknown key, a value, the path) are
+/// escaped as `\xNN`, as in services' output.
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        use std::os::unix::ffi::OsStrExt;
+        let path = crate::output::escape(self.path.as_os_str().as_bytes());
+        let msg = crate::output::escape(self.msg.as_bytes());
         match self.line {
-            0 => write!(f, "{}: {}", self.path.display(), self.msg),
-            n => write!(f, "{}:{}: {}", self.path.display(), n, self.msg),
+            0 => write!(f, "{path}: {msg}"),
+            n => write!(f, "{path}:{n}: {msg}"),
         }
     }
 }
@@ -199,10 +211,17 @@ const KEYS: &[Key] = &[
         required: true,
         ..key("cmd", |d, v| {
             d.s.cmd = split_words(v)?;
-            if d.s.cmd.is_empty() {
-                return Err("cmd is empty".into());
+            // `cmd=""` or `cmd=' '` would pass here and fail at every start.
+            match d.s.cmd.first() {
+                None => Err("cmd is empty".into()),
+                Some(w) if w.is_empty() => {
+                    Err("cmd names no program: its first word is empty".into())
+                }
+                Some(w) if w.trim().is_empty() => {
+                    Err("cmd names no program: its first word is blank".into())
+                }
+                Some(_) => Ok(()),
             }
-            Ok(())
         })
     },
     key("user", |d, v| {
@@ -218,6 +237,11 @@ const KEYS: &[Key] = &[
                 (Some(pw), uid, true)
             }
         };
+        if uid == NO_ID {
+            return Err(format!(
+                "user \"{v}\": uid {NO_ID} cannot be set: setuid(2) takes it for \"no change\""
+            ));
+        }
         if let Some(p) = &pw {
             d.s.user_env = vec![
                 ("HOME".into(), p.home.clone()),
@@ -229,12 +253,18 @@ const KEYS: &[Key] = &[
         Ok(())
     }),
     key("group", |d, v| {
-        d.group = Some(match v.parse::<u32>() {
+        let gid = match v.parse::<u32>() {
             Ok(gid) => gid,
             Err(_) => crate::sys::group_id(v)
                 .map_err(|e| format!("unable to look up group \"{v}\": {}", crate::log::Errno(&e)))?
                 .ok_or_else(|| format!("no such group \"{v}\""))?,
-        });
+        };
+        if gid == NO_ID {
+            return Err(format!(
+                "group \"{v}\": gid {NO_ID} cannot be set: setgid(2) takes it for \"no change\""
+            ));
+        }
+        d.group = Some(gid);
         Ok(())
     }),
     Key {
@@ -353,22 +383,30 @@ fn env_var(k: &str, v: &str) -> Result<(String, String), String> {
 }
 
 /// Reads an `env_file`: `KEY=VALUE` lines, blank lines and `#` comments skipped, spaces
-/// around key and value trimmed. Errors read `PATH:LINE: message`.
+/// around key and value trimmed. Errors read `PATH:LINE: message`, escaped as a service
+/// file's are.
 pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, String> {
-    let bytes = read_bounded(path).map_err(|(msg, _)| format!("{}: {msg}", path.display()))?;
-    let text =
-        std::str::from_utf8(&bytes).map_err(|_| format!("{}: invalid UTF-8", path.display()))?;
+    let at = |line: usize, msg: String| {
+        let e = FileError {
+            path: path.to_owned(),
+            line,
+            msg,
+            transient: false,
+        };
+        e.to_string()
+    };
+    let bytes = read_bounded(path).map_err(|(msg, _)| at(0, msg))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| at(0, "invalid UTF-8".into()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let at = |msg: String| format!("{}:{}: {msg}", path.display(), i + 1);
         let (k, v) = line
             .split_once('=')
-            .ok_or_else(|| at("expected KEY=VALUE".into()))?;
-        out.push(env_var(k, v.trim()).map_err(at)?);
+            .ok_or_else(|| at(i + 1, "expected KEY=VALUE".into()))?;
+        out.push(env_var(k, v.trim()).map_err(|msg| at(i + 1, msg))?);
     }
     Ok(out)
 }
@@ -534,8 +572,37 @@ pub fn read(path: &Path) -> Parsed {
     }
 }
 
+/// Pseudo filesystems (statfs magic, linux/magic.h and the kernel's sources), whose
+/// "regular files" are the kernel's interfaces: a read may consume what it reads
+/// (/proc/kmsg, an rpc_pipefs pipe) or act. A service file or an env_file there is
+/// a mistake or a trap, never read.
+const PSEUDO_FS: [(u32, &str); 21] = [
+    (0x9fa0, "proc"),
+    (0x6265_6572, "sysfs"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x7363_6673, "securityfs"),
+    (0x6265_6570, "configfs"),
+    (0x0027_e0eb, "cgroup"),
+    (0x6367_7270, "cgroup2"),
+    (0xcafe_4a11, "bpf"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x6165_676c, "pstore"),
+    (0xf97c_ff8c, "selinuxfs"),
+    (0x4341_5d53, "smackfs"),
+    (0x4249_4e4d, "binfmt_misc"),
+    (0x6573_5543, "fusectl"),
+    (0x6759_6969, "rpc_pipefs"),
+    (0x6e73_6673, "nsfs"),
+    (0x0765_5821, "resctrl"),
+    (0x1980_0202, "mqueue"),
+    (0x0a64_7361, "functionfs"),
+    (0xabba_1974, "xenfs"),
+];
+
 /// Reads a small file without ever blocking: the type is checked before opening (a FIFO
-/// or device is never opened) and again on the open file; more than 64 KiB is an error.
+/// or device is never opened) and again on the open file, and so is the filesystem (a
+/// file on /proc or /sys is never read); more than 64 KiB is an error.
 /// Err: the message, and whether it was for want of a resource (worth another try).
 fn read_bounded(path: &Path) -> Result<Vec<u8>, (String, bool)> {
     let check = |meta: &fs::Metadata| {
@@ -554,7 +621,15 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, (String, bool)> {
             transient,
         )
     };
+    let ordinary = |fs: io::Result<u32>| {
+        let fs = fs.map_err(|e| unable("statfs", e))?;
+        match PSEUDO_FS.iter().find(|p| p.0 == fs) {
+            Some((_, name)) => Err((format!("on a pseudo filesystem ({name}): refused"), false)),
+            None => Ok(()),
+        }
+    };
     check(&fs::metadata(path).map_err(|e| unable("stat", e))?)?;
+    ordinary(crate::sys::fs_type(path))?;
     let mut file = File::options()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -563,6 +638,7 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, (String, bool)> {
     // Checked on the open file: what was read is what was checked.
     let meta = file.metadata().map_err(|e| unable("stat", e))?;
     check(&meta)?;
+    ordinary(crate::sys::fd_fs_type(file.as_raw_fd()))?;
     safe(&meta).map_err(|why| (format!("{why}: refused"), false))?;
     let mut bytes = Vec::new();
     (&mut file)
@@ -756,6 +832,7 @@ pub(crate) mod tests {
         assert_eq!(p("# nothing\n").unwrap_err(), ["d/web:1: missing cmd="]);
         assert_eq!(p("").unwrap_err(), ["d/web:1: missing cmd="]);
         assert_eq!(p("cmd=\n").unwrap_err(), ["d/web:1: cmd is empty"]);
+        assert_eq!(p("cmd=  \t \n").unwrap_err(), ["d/web:1: cmd is empty"]);
         assert_eq!(
             p("cmd='oops\n").unwrap_err(),
             ["d/web:1: unbalanced ' in cmd"]
@@ -775,6 +852,45 @@ pub(crate) mod tests {
         let e = p("a=1\nb=2\n").unwrap_err();
         assert_eq!(e.len(), 3, "{e:?}");
         assert_eq!(e[2], "d/web:2: missing cmd=");
+    }
+
+    #[test]
+    fn a_command_names_a_program() {
+        let empty = ["d/web:1: cmd names no program: its first word is empty"];
+        for cmd in [r#"cmd="""#, "cmd=''", "cmd='' ''", r#"cmd="" /bin/true"#] {
+            assert_eq!(p(cmd).unwrap_err(), empty, "{cmd}");
+        }
+        let blank = ["d/web:1: cmd names no program: its first word is blank"];
+        for cmd in ["cmd=' '", "cmd=\"\t\" ' '", r"cmd=\  /bin/true"] {
+            assert_eq!(p(cmd).unwrap_err(), blank, "{cmd}");
+        }
+        // Empty arguments are fine.
+        assert_eq!(
+            p("cmd=/bin/echo '' ' '").unwrap().cmd,
+            ["/bin/echo", "", " "]
+        );
+    }
+
+    #[test]
+    fn minus_one_is_no_uid_nor_gid() {
+        assert_eq!(
+            p("cmd=/x\nuser=4294967295\n").unwrap_err(),
+            [
+                r#"d/web:2: user "4294967295": uid 4294967295 cannot be set: setuid(2) takes it for "no change""#
+            ]
+        );
+        assert_eq!(
+            p("cmd=/x\ngroup=4294967295\n").unwrap_err(),
+            [
+                r#"d/web:2: group "4294967295": gid 4294967295 cannot be set: setgid(2) takes it for "no change""#
+            ]
+        );
+        // One below is an identity like any other.
+        let c = p("cmd=/x\nuser=4294967294\ngroup=4294967294")
+            .unwrap()
+            .creds
+            .unwrap();
+        assert_eq!((c.uid, c.gid), (Some(4294967294), 4294967294));
     }
 
     #[test]
@@ -943,6 +1059,22 @@ pub(crate) mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[test]
+    fn files_on_pseudo_filesystems_are_not_read() {
+        // /proc/self/status is a regular file, root's and not writable by others: only
+        // its filesystem keeps it from being read.
+        let refused = |p: &str| format!("{p}: on a pseudo filesystem (proc): refused");
+        let e = read(Path::new("/proc/self/status")).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].to_string(), refused("/proc/self/status"));
+        assert_eq!(
+            read_env_file(Path::new("/proc/self/status")).unwrap_err(),
+            refused("/proc/self/status")
+        );
+        let e = read(Path::new("/sys/kernel/uevent_seqnum")).unwrap_err();
+        assert!(e[0].msg.ends_with("(sysfs): refused"), "{e:?}");
+    }
+
     /// A deterministic xorshift stream: the same cases on every run.
     pub(crate) fn random_bytes(seed: &mut u64, alphabet: &[u8], max: usize) -> Vec<u8> {
         let mut next = || {
@@ -964,7 +1096,9 @@ pub(crate) mod tests {
         for _ in 0..20_000 {
             let bytes = random_bytes(&mut seed, alphabet, 200);
             match parse(Path::new("d/web"), &bytes) {
-                Ok(s) => assert!(!s.cmd.is_empty() && s.cmd.iter().all(|w| !w.contains('\0'))),
+                Ok(s) => {
+                    assert!(!s.cmd[0].trim().is_empty() && s.cmd.iter().all(|w| !w.contains('\0')))
+                }
                 Err(errors) => {
                     assert!(!errors.is_empty());
                     for e in errors {

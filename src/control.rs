@@ -5,7 +5,10 @@
 //! Invariant: no client can stall supervision or grow going's memory. Only root or going's
 //! own uid is served (checked with SO_PEERCRED, not only the file mode); every socket is
 //! non-blocking; a request is at most [`REQUEST_MAX`] bytes; a client has [`TIMEOUT`] to
-//! send its request and take its reply; at most [`CLIENTS`] are served at once.
+//! send its request and take its reply; at most [`CLIENTS`] are served at once. Silent
+//! clients keep nobody out: a new client takes the slot of the oldest one that has not
+//! asked anything yet, and waits in the listen backlog only while every slot holds a
+//! client being answered.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -29,6 +32,8 @@ pub const UNKNOWN: u8 = 4;
 pub const EX_USAGE: u8 = 64;
 pub const EX_UNAVAILABLE: u8 = 69;
 pub const EX_NOPERM: u8 = 77;
+/// What answers at RUNDIR/control is not a going the caller may believe.
+pub const EX_CONFIG: u8 = 78;
 
 struct Client {
     stream: UnixStream,
@@ -47,6 +52,9 @@ pub struct Control {
     next: u32,
     /// Accepting stopped after an error, until then.
     paused_until: Option<Instant>,
+    /// Whether epoll watches the listener: not while accepting is paused, nor while
+    /// every slot holds a client being answered.
+    listening: bool,
 }
 
 /// What the loop should do after an event on the control socket.
@@ -75,6 +83,7 @@ impl Control {
             clients: BTreeMap::new(),
             next: 0,
             paused_until: None,
+            listening: true,
         })
     }
 
@@ -93,6 +102,13 @@ impl Control {
     /// Accepts every waiting client; `token` makes a client's epoll token from its id.
     pub fn accept(&mut self, epoll: &Epoll, token: impl Fn(u32) -> u64, now: Instant) {
         loop {
+            if self.clients.len() >= CLIENTS && self.silent().is_none() {
+                // Every slot holds a client being answered, which takes no longer than
+                // TIMEOUT: new ones wait in the backlog until `expire` sees a free slot.
+                epoll.delete(self.listener.as_raw_fd());
+                self.listening = false;
+                return;
+            }
             let stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -101,11 +117,18 @@ impl Control {
                     // Out of fds, say: the client stays queued and the listener readable,
                     // which would wake the loop at once, forever. Look again in a second.
                     epoll.delete(self.listener.as_raw_fd());
+                    self.listening = false;
                     self.paused_until = Some(now + Duration::from_secs(1));
                     return;
                 }
             };
-            if self.clients.len() >= CLIENTS || stream.set_nonblocking(true).is_err() {
+            if self.clients.len() >= CLIENTS {
+                // A new client is never refused for silent ones: the oldest makes room.
+                if let Some(id) = self.silent() {
+                    self.close(id, epoll);
+                }
+            }
+            if stream.set_nonblocking(true).is_err() {
                 continue; // dropped: closed at once
             }
             self.next = self.next.wrapping_add(1);
@@ -129,6 +152,15 @@ impl Control {
             };
             self.clients.insert(id, client);
         }
+    }
+
+    /// The oldest client that has asked nothing whole yet, and has nothing unread that
+    /// could make a request whole (it may have sent it as it was being accepted).
+    fn silent(&self) -> Option<u32> {
+        (self.clients.iter())
+            .filter(|(_, c)| !c.replying && sys::unread(c.stream.as_raw_fd()) == 0)
+            .min_by_key(|(_, c)| c.deadline)
+            .map(|(id, _)| *id)
     }
 
     /// The client `id` can be read from, or written to. A whole request comes back as an
@@ -156,11 +188,12 @@ impl Control {
             return Event::Nothing;
         }
         let mut buf = [0u8; 1024];
+        let mut eof = false;
         loop {
             match c.stream.read(&mut buf) {
                 Ok(0) => {
-                    self.close(id, epoll); // gone before saying anything whole
-                    return Event::Nothing;
+                    eof = true;
+                    break;
                 }
                 Ok(n) => c.request.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -174,12 +207,20 @@ impl Control {
                 break;
             }
         }
-        match c.request.iter().position(|&b| b == b'\n') {
-            Some(nl) => match std::str::from_utf8(&c.request[..nl]) {
+        // A request ends at its newline or, from a client that shut down its side
+        // (`nc -N`, socat), at the end of what it sent: that is a whole request too.
+        let end = (c.request.iter().position(|&b| b == b'\n'))
+            .or((eof && !c.request.is_empty()).then_some(c.request.len()));
+        match end {
+            Some(end) => match std::str::from_utf8(&c.request[..end]) {
                 Ok(line) => Event::Request(id, line.to_string()),
                 Err(_) => Event::Request(id, String::from("\u{fffd}")),
             },
             None if c.request.len() > REQUEST_MAX => Event::Request(id, String::from("\u{fffd}")),
+            None if eof => {
+                self.close(id, epoll); // gone before saying anything
+                Event::Nothing
+            }
             None => Event::Nothing,
         }
     }
@@ -212,11 +253,10 @@ impl Control {
         self.close(id, epoll);
     }
 
-    /// Drops every client whose time is up, and accepts again after a pause.
+    /// Drops every client whose time is up, and accepts again after a pause, or once a
+    /// slot is free.
     pub fn expire(&mut self, now: Instant, epoll: &Epoll, token: u64) {
-        if self.paused_until.is_some_and(|t| t <= now)
-            && epoll.add(self.listener.as_raw_fd(), token).is_ok()
-        {
+        if self.paused_until.is_some_and(|t| t <= now) {
             self.paused_until = None;
         }
         let late: Vec<u32> = (self.clients.iter())
@@ -225,6 +265,12 @@ impl Control {
             .collect();
         for id in late {
             self.close(id, epoll);
+        }
+        if !self.listening && self.paused_until.is_none() && self.clients.len() < CLIENTS {
+            self.listening = epoll.add(self.listener.as_raw_fd(), token).is_ok();
+            if !self.listening {
+                self.paused_until = Some(now + Duration::from_secs(1));
+            }
         }
     }
 

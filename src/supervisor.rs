@@ -798,12 +798,9 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         journal: None,
         unread: Vec::new(),
     };
-    if let Some(fd) = real.log.fd() {
-        real.epoll
-            .watch_output(fd, true, false, SYSLOG)
-            .map_err(|e| os("watch the syslog socket", e))?;
-    }
-    let mut syslog_blocked = false;
+    (real.log)
+        .watch(&real.epoll, SYSLOG)
+        .map_err(|e| os("watch the syslog socket", e))?;
     let mut table = Table::default();
     table.down_marks = down_marks(&real.rundir);
     let control_path = real.rundir.path().join("control");
@@ -990,12 +987,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         table.tick(&mut real, Instant::now());
         control.expire(Instant::now(), &real.epoll, CONTROL);
         save_state(&mut table, &mut real, false);
-        if real.log.waiting() != syslog_blocked {
-            syslog_blocked = real.log.waiting();
-            if let Some(fd) = real.log.fd() {
-                let _ = real.epoll.watch_output(fd, false, syslog_blocked, SYSLOG);
-            }
-        }
+        real.log.want_output(&real.epoll, SYSLOG);
         if stopping && table.is_empty() {
             real.log(
                 Level::Notice,

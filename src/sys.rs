@@ -874,3 +874,83 @@ pub fn set_umask(mask: libc::mode_t) -> libc::mode_t {
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(mask) }
 }
+
+/// The file type (the `S_IFMT` bits of `st_mode`) of what `fd` refers to.
+pub fn fd_type(fd: RawFd) -> io::Result<libc::mode_t> {
+    // SAFETY: fstat writes only to `st`, plain data.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(st.st_mode & libc::S_IFMT)
+}
+
+/// One write(2) of `buf` to `fd`, which the caller does not own (fd 2).
+pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: write only reads `buf.len()` bytes of `buf`.
+    let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Sends on the socket `fd` without waiting, whatever the blocking mode of its open file
+/// description (which others share, so it is not changed), and without SIGPIPE.
+pub fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: send only reads `buf.len()` bytes of `buf`.
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Whether a write to `fd` would go through now (poll(2) without waiting): false when it
+/// would wait; EPIPE when it never will (no reader left, a terminal hung up).
+pub fn writable_now(fd: RawFd) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes the one pollfd it is given.
+    cvt(unsafe { libc::poll(&mut p, 1, 0) })?;
+    if p.revents & libc::POLLOUT != 0 {
+        Ok(true)
+    } else if p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+        Err(io::Error::from_raw_os_error(libc::EPIPE))
+    } else {
+        Ok(false)
+    }
+}
+
+/// How many bytes wait unread on the socket `fd` (FIONREAD); 0 when that cannot be told.
+pub fn unread(fd: RawFd) -> usize {
+    let mut n: c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    match cvt(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) }) {
+        Ok(_) => n.max(0) as usize,
+        Err(_) => 0,
+    }
+}
+
+/// The type of the filesystem the file at `path` is on (statfs(2) magic, as in
+/// linux/magic.h), symbolic links followed.
+pub fn fs_type(path: &std::path::Path) -> io::Result<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: statfs reads a valid C string and writes only to `st`, plain data.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::statfs(path.as_ptr(), &mut st) })?;
+    // Every magic fits 32 bits; f_type is signed on some targets, so compare those.
+    Ok(st.f_type as u32)
+}
+
+/// The same for the open file `fd` (fstatfs(2)).
+pub fn fd_fs_type(fd: RawFd) -> io::Result<u32> {
+    // SAFETY: fstatfs writes only to `st`, plain data.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::fstatfs(fd, &mut st) })?;
+    Ok(st.f_type as u32)
+}

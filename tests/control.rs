@@ -284,11 +284,134 @@ fn silent_slow_and_garbage_clients_cost_nothing() {
 }
 
 #[test]
-fn only_root_or_goings_own_user_may_control_it() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
+fn silent_clients_never_keep_a_new_one_out() {
+    let mut g = Going::start(&[("web", "cmd=sleep 1000\n")]);
+    g.next_msg("reload: 1 started");
+    wait_for_socket(&g);
+    let sock = rundir(&g).join("control");
+    // More silent clients than going serves at once (16).
+    let silent: Vec<UnixStream> = (0..20)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    let t0 = std::time::Instant::now();
+    let (code, out, err) = cmd(&g, "status", &[]);
+    let took = t0.elapsed();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("web"), "{out}");
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "served after {took:?}: it waited for the silent ones to time out"
+    );
+    // The oldest silent ones made room (20 + 1 for 16 slots), the others are still there.
+    for (i, mut s) in silent.into_iter().enumerate() {
+        if i < 5 {
+            s.set_read_timeout(Some(DEADLINE)).unwrap();
+            assert_eq!(s.read(&mut [0u8; 16]).unwrap(), 0, "silent client {i}");
+        } else {
+            s.set_nonblocking(true).unwrap();
+            let e = s.read(&mut [0u8; 16]).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock,
+                "silent client {i}"
+            );
+        }
     }
+}
+
+#[test]
+fn clients_that_are_all_being_answered_make_new_ones_wait_not_fail() {
+    let line = "x".repeat(200);
+    let web = format!(
+        "cmd=/bin/sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do echo {line}; done; exec sleep 1000'\n"
+    );
+    let mut g = Going::start(&[("web", &web)]);
+    let pid = g.started("web");
+    g.next_output(&format!("web[{pid}]"), &line);
+    wait_for_socket(&g);
+    let sock = rundir(&g).join("control");
+    // 16 clients ask for a reply larger than a socket takes (300 times web's details
+    // with its last output), and do not read it: every slot is busy answering. Going
+    // is held still meanwhile, so that it sees them and the newcomer all at once.
+    let request = format!("status{}\n", " web".repeat(300));
+    g.signal(libc::SIGSTOP);
+    let busy: Vec<UnixStream> = (0..16)
+        .map(|_| {
+            let mut s = UnixStream::connect(&sock).unwrap();
+            s.write_all(request.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    let mut newcomer = UnixStream::connect(&sock).unwrap();
+    newcomer.write_all(b"status\n").unwrap();
+    g.signal(libc::SIGCONT);
+    // Every busy client is being answered (going has been through the newcomer's
+    // connection by then), and then goes away without reading the rest.
+    for mut s in busy {
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        assert_eq!(s.read(&mut [0u8; 2]).unwrap(), 2);
+    }
+    // The newcomer was not refused: it is answered once slots are free.
+    newcomer.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut reply = String::new();
+    newcomer.read_to_string(&mut reply).unwrap();
+    assert!(
+        reply.starts_with("0\nNAME") && reply.contains("\nweb "),
+        "{reply:?}"
+    );
+}
+
+#[test]
+fn a_request_followed_by_end_of_file_is_answered() {
+    use std::net::Shutdown;
+    let mut g = Going::start(&[("web", "cmd=sleep 1000\n")]);
+    g.exec_of("web", "sleep");
+    wait_for_socket(&g);
+    let sock = rundir(&g).join("control");
+    // As `nc -N` and socat do: the request, then shutdown(SHUT_WR). Many times over, as
+    // going may read the request and the end of file in one go, or apart.
+    for i in 0..500 {
+        let request: &[u8] = if i % 2 == 0 {
+            b"status web\n"
+        } else {
+            b"status web"
+        };
+        let mut s = UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.write_all(request).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(
+            reply.starts_with("0\nweb: ") && reply.contains("  command    sleep 1000\n"),
+            "round {i}, {request:?}: {reply:?}"
+        );
+    }
+    // A client that says nothing and shuts down gets nothing, and costs nothing.
+    let mut s = UnixStream::connect(&sock).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    assert_eq!(s.read(&mut [0u8; 16]).unwrap(), 0);
+    assert_eq!(cmd(&g, "status", &["web"]).0, 0);
+}
+
+/// For `pre_exec`: become uid and gid 65534 (nobody), with no other group.
+fn nobody() -> std::io::Result<()> {
+    // SAFETY: setgroups, setgid and setuid are async-signal-safe.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setgid(65534) != 0
+            || libc::setuid(65534) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root"]
+fn only_root_or_goings_own_user_may_control_it() {
     let mut g = Going::start(&[("web", "cmd=sleep 1000\n")]);
     g.next_msg("reload: 1 started");
     wait_for_socket(&g);
@@ -296,21 +419,20 @@ fn only_root_or_goings_own_user_may_control_it() {
     let as_nobody = || {
         let mut c = Command::new(BIN);
         c.args(["status", "-r", path_str(&run_dir)]);
-        // SAFETY: setgid/setuid are async-signal-safe.
-        unsafe {
-            c.pre_exec(|| {
-                libc::setgroups(0, std::ptr::null());
-                libc::setgid(65534);
-                libc::setuid(65534);
-                Ok(())
-            })
-        };
+        // SAFETY: `nobody` only makes async-signal-safe calls.
+        unsafe { c.pre_exec(nobody) };
         c.output().unwrap()
     };
-    // The socket's mode keeps others out…
+    // RUNDIR's mode (0700) keeps others out, and they are told so (EX_NOPERM).
     let out = as_nobody();
-    assert_eq!(out.status.code(), Some(69));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+    assert_eq!(out.status.code(), Some(77));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "going: unable to reach going at {}: Permission denied\n",
+            run_dir.join("control").display()
+        )
+    );
     // …and were it open to all, the peer's credentials still would.
     fs::set_permissions(run_dir.join("control"), fs::Permissions::from_mode(0o777)).unwrap();
     fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o755)).unwrap();
@@ -321,4 +443,51 @@ fn only_root_or_goings_own_user_may_control_it() {
         String::from_utf8_lossy(&out.stderr),
         "going: permission denied: uid 65534 may not control going\n"
     );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_control_socket_someone_else_serves_is_not_believed() {
+    // A going of nobody's, on a RUNDIR nobody owns, where root's commands would look.
+    let dir = TempDir::new();
+    let (conf, run_dir) = (dir.0.join("conf"), dir.0.join("run"));
+    for d in [&conf, &run_dir] {
+        fs::create_dir(d).unwrap();
+        fs::set_permissions(d, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
+    }
+    let mut theirs = going_in(std::path::Path::new(BIN), &dir.0);
+    // SAFETY: `nobody` only makes async-signal-safe calls.
+    unsafe { theirs.pre_exec(nobody) };
+    let mut theirs = theirs.spawn().unwrap();
+    // Should the test fail half-way, nobody's going still stops.
+    struct Term(i32);
+    impl Drop for Term {
+        fn drop(&mut self) {
+            // SAFETY: kill has no memory effects.
+            unsafe { libc::kill(self.0, libc::SIGTERM) };
+        }
+    }
+    let _term = Term(theirs.id() as i32);
+    let sock = run_dir.join("control");
+    wait_until("nobody's control socket", || sock.exists());
+    let (code, out, err) = run(&["start", "-r", path_str(&run_dir), "web"]);
+    assert_eq!((code, out.as_str()), (78, ""), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "going: unable to trust {}: its server runs as uid 65534, neither root nor uid 0\n",
+            sock.display()
+        )
+    );
+    // nobody's own commands believe it.
+    let mut c = Command::new(BIN);
+    c.args(["status", "-r", path_str(&run_dir)]);
+    // SAFETY: `nobody` only makes async-signal-safe calls.
+    unsafe { c.pre_exec(nobody) };
+    let mine = c.output().unwrap();
+    assert_eq!(mine.status.code(), Some(0), "{mine:?}");
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(theirs.id() as i32, libc::SIGTERM) };
+    assert_eq!(theirs.wait().unwrap().code(), Some(0));
 }

@@ -165,3 +165,108 @@ fn ten_thousand_files_are_checked() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("10000 services, 0 invalid"), "{out}");
 }
+
+#[test]
+fn control_characters_from_a_file_reach_no_terminal_and_no_log_raw() {
+    const EVIL: &str = "\x1b[2J\x1b]0;pwned\x07";
+    const SHOWN: &str = r"\x1b[2J\x1b]0;pwned\x07";
+    let mut g = Going::start(&[]);
+    g.next_msg("reload: 0 started");
+    let env_file = g.dir.0.join("env");
+    fs::write(&env_file, format!("{EVIL}=1\n")).unwrap();
+    g.write("keys", &format!("cmd=/bin/true\n{EVIL}=1\nnice={EVIL}\n"));
+    g.write(
+        "envy",
+        &format!("cmd=/bin/true\nenv_file={}\n", env_file.display()),
+    );
+    g.write("path", &format!("cmd=/nonexistent/{EVIL}\n"));
+    let keys = g.conf().join("keys");
+    let unknown = format!("{}:2: unknown key \"{SHOWN}\"", keys.display());
+    let nice = format!(
+        "{}:3: nice must be a number from -20 to 19, not \"{SHOWN}\"",
+        keys.display()
+    );
+    // going check
+    let (code, out) = check(&g.conf());
+    assert_eq!(code, 1);
+    assert!(out.lines().any(|l| l == unknown), "{out}");
+    assert!(out.lines().any(|l| l == nice), "{out}");
+    assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out:?}");
+    // the log: the file's problems, the env_file's, the command's path
+    g.next_msg(&unknown);
+    g.rewind();
+    g.next_msg(&format!(
+        "envy: env_file {}:1: invalid environment variable name \"{SHOWN}\"",
+        env_file.display()
+    ));
+    g.rewind();
+    g.next_msg(&format!(
+        "path: unable to exec /nonexistent/{SHOWN}: No such file"
+    ));
+    // going status and reload
+    let run_dir = g.dir.0.join("run");
+    let (_, out, err) = run(&["status", "-r", path_str(&run_dir), "keys", "path"]);
+    assert!(out.contains(&unknown) && out.contains(SHOWN), "{out}");
+    let (_, out2, err2) = run(&["status", "-r", path_str(&run_dir)]);
+    let (_, out3, err3) = run(&["reload", "-r", path_str(&run_dir)]);
+    assert!(err3.contains(&unknown), "{err3}");
+    let all = [out, err, out2, err2, out3, err3].concat();
+    assert!(!all.contains('\x1b') && !all.contains('\x07'), "{all:?}");
+    assert!(
+        g.lines.iter().all(|l| !l.msg.contains('\x1b')),
+        "{}",
+        g.dump()
+    );
+}
+
+#[test]
+fn a_file_on_a_pseudo_filesystem_is_refused_unopened() {
+    // A harmless proc file (a regular file, root's, not writable by others: only its
+    // filesystem tells it apart), of a process of the test's own, watched for any open.
+    struct Sleeper(std::process::Child);
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let sleeper = Sleeper(
+        std::process::Command::new("sleep")
+            .arg("1000")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let target = format!("/proc/{}/status", sleeper.0.id());
+    let mut ino = inotify::Inotify::init().unwrap();
+    let mask = inotify::WatchMask::OPEN | inotify::WatchMask::ACCESS;
+    ino.watches().add(&target, mask).unwrap();
+    let mut g = Going::start(&[]);
+    g.next_msg("reload: 0 started");
+    let link = g.conf().join("status");
+    symlink(&target, &link).unwrap();
+    g.write("envy", &format!("cmd=/bin/true\nenv_file={target}\n"));
+    let refused = |p: &str| format!("{p}: on a pseudo filesystem (proc): refused");
+    let l = g.next_msg(&refused(path_str(&link)));
+    assert_eq!(l.msg, format!("status: {}", refused(path_str(&link))));
+    g.rewind();
+    g.next_msg(&format!("envy: env_file {}", refused(&target)));
+    let (code, out) = check(&g.conf());
+    assert_eq!(code, 1);
+    let about = |l: &&str| l.starts_with(path_str(&link));
+    assert_eq!(
+        out.lines().filter(about).collect::<Vec<_>>(),
+        [refused(path_str(&link))],
+        "{out}"
+    );
+    // Neither going nor going check opened it, let alone read it.
+    let mut buf = [0u8; 1024];
+    match ino.read_events(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!(
+            "{target} was opened: {:?}",
+            other.map(|evs| evs.map(|e| e.mask).collect::<Vec<_>>())
+        ),
+    }
+}

@@ -129,3 +129,126 @@ fn a_slow_syslog_drops_lines_and_says_how_many() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
 }
+
+/// Bytes waiting in the pipe or FIFO whose read end is `fd`.
+fn unread(fd: &fs::File) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    n as usize
+}
+
+#[test]
+fn a_stderr_nobody_reads_never_blocks_going() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = TempDir::new();
+    let conf = dir.0.join("conf");
+    fs::create_dir(&conf).unwrap();
+    let flood = "cmd=/bin/sh -c 'yes flooding | head -n 20000; exec sleep 1000'\n";
+    fs::write(conf.join("flood"), flood).unwrap();
+    fs::write(conf.join("crashy"), "cmd=/bin/sh -c 'exit 1'\n").unwrap();
+    let fifo = dir.0.join("fifo");
+    let c = std::ffi::CString::new(path_str(&fifo)).unwrap();
+    // SAFETY: mkfifo reads a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // Open for reading, so that going's end can be opened, and read nothing for now.
+    let mut reader = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let writer = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let run_dir = dir.0.join("run");
+    let mut going = std::process::Command::new(BIN)
+        .args(["-f", "-d", path_str(&conf), "-r", path_str(&run_dir)])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    let pid = going.id() as i32;
+    // Should the test fail half-way, going still stops, and its services with it.
+    struct Term(i32);
+    impl Drop for Term {
+        fn drop(&mut self) {
+            // SAFETY: kill has no memory effects.
+            unsafe { libc::kill(self.0, libc::SIGTERM) };
+        }
+    }
+    let _term = Term(pid);
+    let status = |args: &[&str]| {
+        let mut all = vec!["status", "-r", path_str(&run_dir)];
+        all.extend_from_slice(args);
+        let t0 = Instant::now();
+        let (code, out, err) = run(&all);
+        (code, out + &err, t0.elapsed())
+    };
+    let flooded = || {
+        children_of(pid)
+            .iter()
+            .any(|(p, _)| proc_file(*p, "comm").trim() == "sleep")
+    };
+    wait_until("the FIFO to fill up", || unread(&reader) >= 60_000);
+    wait_until("the flood to be over", flooded);
+    // fd 2's open file description is shared with whoever started going: left blocking.
+    let flags = proc_file(pid, "fdinfo/2");
+    let flags = flags
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .unwrap();
+    assert_eq!(
+        i32::from_str_radix(flags.trim(), 8).unwrap() & libc::O_NONBLOCK,
+        0
+    );
+
+    let (code, out, took) = status(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("flood") && out.contains("crashy"), "{out}");
+    assert!(took < Duration::from_secs(1), "going status took {took:?}");
+    wait_until("the crash-looper to be restarted twice", || {
+        let (_, out, _) = status(&["crashy"]);
+        let n = out.lines().find_map(|l| l.trim().strip_prefix("restarts"));
+        n.is_some_and(|n| n.trim().parse::<u32>().unwrap() >= 2)
+    });
+
+    // Someone reads again: what waited comes out, then how much did not.
+    let mut got = String::new();
+    let mut buf = vec![0u8; 1 << 16];
+    wait_until("the report of dropped lines", || {
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        got.contains("flood: ") && got.contains("dropped: standard error was not keeping up")
+    });
+    let report = got
+        .lines()
+        .find(|l| l.contains("lines of output dropped"))
+        .unwrap();
+    assert!(
+        report.starts_with(&format!("going[{pid}]: flood: "))
+            && report.ends_with(" lines of output dropped: standard error was not keeping up"),
+        "{report}"
+    );
+
+    // Nobody reads again, the FIFO fills again, and SIGTERM still ends going at once.
+    let (code, out, _) = run(&["restart", "-r", path_str(&run_dir), "flood"]);
+    assert_eq!(code, 0, "{out}");
+    wait_until("the FIFO to fill up again", || unread(&reader) >= 60_000);
+    let t0 = Instant::now();
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = t0 + DEADLINE;
+    let code = loop {
+        if let Some(s) = going.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(Instant::now() < deadline, "going did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(code, Some(0));
+}
