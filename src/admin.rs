@@ -9,41 +9,43 @@ use std::fmt::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use crate::control::{EX_USAGE, FAILED, NOT_RUNNING, OK, UNKNOWN};
+use crate::exit::{EX_USAGE, FAILED, NOT_RUNNING, OK, UNKNOWN};
 use crate::log::Age;
 use crate::output::escape;
-use crate::service::{Admin, NotSo, Ops, Summary, Table, View};
+use crate::service::{Admin, Effects, Refusal, Summary, Table, View};
 use crate::sys;
 
-/// What the supervisor has to do for a request.
-pub enum Handled {
-    Reply(String),
-    Reload,
+/// What becomes of a request.
+pub enum Answer {
+    /// The reply, ready.
+    Now(String),
+    /// A reload, which the supervisor does (it owns the directory watch); the reply is
+    /// its result ([`reload_reply`]).
+    AfterReload,
 }
 
 pub fn handle(
     line: &str,
     table: &mut Table,
-    ops: &mut impl Ops,
+    fx: &mut impl Effects,
     now: Instant,
     confdir: &Path,
-) -> Handled {
+) -> Answer {
     let words: Vec<&str> = line.split_whitespace().collect();
+    let act = |what| move |t: &mut Table, name: &str, fx: &mut _| t.admin(name, what, fx, now);
     let reply = match words.as_slice() {
         ["status", names @ ..] => status(table, names, now, confdir),
-        ["reload"] => return Handled::Reload,
-        ["start", names @ ..] if !names.is_empty() => admin(table, names, Admin::Start, ops, now),
-        ["stop", names @ ..] if !names.is_empty() => admin(table, names, Admin::Stop, ops, now),
-        ["restart", names @ ..] if !names.is_empty() => {
-            admin(table, names, Admin::Restart, ops, now)
-        }
+        ["reload"] => return Answer::AfterReload,
+        ["start", names @ ..] if !names.is_empty() => each(table, names, fx, act(Admin::Start)),
+        ["stop", names @ ..] if !names.is_empty() => each(table, names, fx, act(Admin::Stop)),
+        ["restart", names @ ..] if !names.is_empty() => each(table, names, fx, act(Admin::Restart)),
         ["signal", sig, names @ ..] if !names.is_empty() => match sys::signal_number(sig) {
-            Some(sig) => admin(table, names, Admin::Signal(sig), ops, now),
+            Some(sig) => each(table, names, fx, |t, name, fx| t.signal(name, sig, fx)),
             None => format!("{EX_USAGE}\n!going: unknown signal {sig}\n"),
         },
         _ => format!("{EX_USAGE}\n!going: not a request going understands\n"),
     };
-    Handled::Reply(reply)
+    Answer::Now(reply)
 }
 
 /// The reply to `reload`: its summary and every problem of every invalid file.
@@ -61,25 +63,25 @@ pub fn reload_reply(result: Result<(Summary, Vec<String>), String>) -> String {
     }
 }
 
-fn admin(
+/// Does `what` to each named service: a line each, and the worst code.
+fn each<F: Effects>(
     table: &mut Table,
     names: &[&str],
-    what: Admin,
-    ops: &mut impl Ops,
-    now: Instant,
+    fx: &mut F,
+    what: impl Fn(&mut Table, &str, &mut F) -> Result<String, Refusal>,
 ) -> String {
     let mut code = OK;
     let mut text = String::new();
     for name in names {
-        match table.admin(name, what, ops, now) {
+        match what(table, name, fx) {
             Ok(msg) => {
                 let _ = writeln!(text, "{msg}");
             }
-            Err(NotSo::NotRunning) => {
+            Err(Refusal::NotRunning) => {
                 code = code.max(NOT_RUNNING);
                 let _ = writeln!(text, "!{name}: not running");
             }
-            Err(NotSo::Unknown) => {
+            Err(Refusal::Unknown) => {
                 code = code.max(UNKNOWN);
                 let _ = writeln!(text, "!going: no such service: {name}");
             }
@@ -94,8 +96,10 @@ fn status(table: &Table, names: &[&str], now: Instant, confdir: &Path) -> String
     }
     let mut code = OK;
     let mut text = String::new();
-    for name in names {
-        match table.views(now).find(|v| v.name == *name) {
+    let mut asked = std::collections::BTreeSet::new();
+    // Each once, however often it is named: a request is bounded, so is its reply.
+    for name in names.iter().filter(|n| asked.insert(**n)) {
+        match table.view(name, now) {
             Some(v) => {
                 if v.state != "running" {
                     code = code.max(NOT_RUNNING);
@@ -198,7 +202,8 @@ fn details(out: &mut String, v: &View, confdir: &Path) {
             let _ = writeln!(out, "    {}", escape(e.as_bytes()));
         }
     }
-    if let Some(lines) = v.lines.filter(|l| !l.is_empty()) {
+    let mut lines = v.lines().peekable();
+    if lines.peek().is_some() {
         let _ = writeln!(out, "  last output:");
         for l in lines {
             let _ = writeln!(out, "    {l}");
@@ -222,43 +227,110 @@ mod tests {
     use super::*;
     use crate::config::Settings;
     use crate::log::Level;
+    use crate::spawn::SpawnError;
     use std::fmt;
 
-    struct Null;
+    /// Effects that start pid 4242 and remember the signals sent.
+    #[derive(Default)]
+    struct Null(Vec<(sys::Pid, libc::c_int)>);
 
-    impl Ops for Null {
-        fn spawn(&mut self, _: &str, _: &Settings) -> Result<sys::Pid, String> {
+    impl Effects for Null {
+        fn spawn(&mut self, _: &str, _: &Settings) -> Result<sys::Pid, SpawnError> {
             Ok(4242)
         }
         fn mark_down(&mut self, _: &str, _: Option<u64>) {}
-        fn signal(&mut self, _: sys::Pid, _: libc::c_int) {}
+        fn signal(&mut self, pgid: sys::Pid, _: bool, sig: libc::c_int) {
+            self.0.push((pgid, sig));
+        }
         fn group_alive(&mut self, _: sys::Pid) -> bool {
             false
         }
         fn log(&mut self, _: Level, _: fmt::Arguments) {}
     }
 
+    fn table(fx: &mut Null, now: Instant) -> Table {
+        let mut table = Table::default();
+        let scan = [("web", &b"cmd=/x"[..]), ("bad", b"cmd=/x\nbogus=1")]
+            .map(|(n, t)| (n.to_string(), crate::config::parse(Path::new(n), t)))
+            .into();
+        table.reconcile(scan, &[], fx, now);
+        table
+    }
+
+    fn reply(line: &str, t: &mut Table, fx: &mut Null, now: Instant) -> String {
+        match handle(line, t, fx, now, Path::new("/d")) {
+            Answer::Now(reply) => reply,
+            Answer::AfterReload => "reload".into(),
+        }
+    }
+
+    #[test]
+    fn requests_do_what_they_say_and_answer_with_a_code() {
+        let (mut fx, now) = (Null::default(), Instant::now());
+        let mut t = table(&mut fx, now);
+        let mut r = |line: &str, t: &mut Table| reply(line, t, &mut fx, now);
+        assert_eq!(r("reload", &mut t), "reload");
+        assert_eq!(
+            r("signal HUP web", &mut t),
+            "0\nweb: sent SIGHUP to process group 4242\n"
+        );
+        assert_eq!(
+            r("signal BOGUS web", &mut t),
+            "64\n!going: unknown signal BOGUS\n"
+        );
+        assert_eq!(
+            r("start web nosuch", &mut t),
+            "4\nweb: already running\n!going: no such service: nosuch\n"
+        );
+        assert_eq!(r("stop web", &mut t), "0\nweb: stopping\n");
+        assert_eq!(r("signal USR1 web", &mut t), "3\n!web: not running\n");
+        assert_eq!(r("start web", &mut t), "0\nweb: starts once stopped\n");
+        assert_eq!(
+            r("stop", &mut t),
+            "64\n!going: not a request going understands\n"
+        );
+        let status = r("status web web bad", &mut t);
+        assert!(
+            status.starts_with("3\nweb: \x02ystopping\x03\n"),
+            "{status}"
+        );
+        assert_eq!(
+            status.matches("web: ").count(),
+            1,
+            "asked twice, told once: {status}"
+        );
+        assert!(status.contains("bad: \x02rinvalid file\x03\n"), "{status}");
+        assert!(
+            status.contains("    bad:2: unknown key \"bogus\""),
+            "{status}"
+        );
+        let table = r("status", &mut t);
+        assert!(table.starts_with("0\nNAME"), "{table}");
+        assert_eq!(
+            fx.0,
+            [
+                (4242, libc::SIGHUP),
+                (4242, libc::SIGTERM),
+                (4242, libc::SIGCONT)
+            ]
+        );
+    }
+
     #[test]
     fn any_request_gets_a_reply_with_an_exit_code() {
-        let mut table = Table::default();
-        let scan = [(
-            "web".to_string(),
-            crate::config::parse(Path::new("web"), b"cmd=/x"),
-        )]
-        .into();
-        let now = Instant::now();
-        table.reconcile(scan, &[], &mut Null, now);
+        let (mut fx, now) = (Null::default(), Instant::now());
+        let mut table = table(&mut fx, now);
         let words = b"status start stop restart signal reload HUP KILL 9 web nosuch \t\xff\x00";
         let mut seed = 0x2545_f491_4f6c_dd1d;
         for _ in 0..20_000 {
             let bytes = crate::config::tests::random_bytes(&mut seed, words, 60);
             let line = String::from_utf8_lossy(&bytes);
-            if let Handled::Reply(reply) =
-                handle(&line, &mut table, &mut Null, now, Path::new("/d"))
-            {
-                let code = reply.lines().next().unwrap_or("");
-                assert!(code.parse::<u8>().is_ok(), "{line:?} got {reply:?}");
-            }
+            let reply = reply(&line, &mut table, &mut fx, now);
+            let code = reply.lines().next().unwrap_or("");
+            assert!(
+                reply == "reload" || code.parse::<u8>().is_ok(),
+                "{line:?} got {reply:?}"
+            );
         }
     }
 

@@ -7,9 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config;
+use crate::exit::EX_USAGE;
 use crate::supervisor::{self, Options};
-
-pub const EX_USAGE: u8 = 64;
 
 const USAGE: &str = "\
 usage: going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f]
@@ -184,7 +183,7 @@ fn usage(msg: &str) -> ExitCode {
 fn check(dir: &std::path::Path) -> ExitCode {
     let scan = match config::scan(dir, None) {
         Ok(s) => s.files,
-        Err((e, _)) => {
+        Err(e) => {
             eprintln!("going: {e}");
             return ExitCode::FAILURE;
         }

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::control::{EX_CONFIG, EX_NOPERM, EX_UNAVAILABLE};
+use crate::exit::{EX_CONFIG, EX_NOPERM, EX_UNAVAILABLE};
 use crate::log::Errno;
 use crate::sys;
 

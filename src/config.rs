@@ -160,14 +160,83 @@ impl Draft {
         self.s
     }
 }
+/// Why a file or a directory could not be read: a system call's error, or a refusal.
+#[derive(Debug)]
+pub enum ReadError {
+    /// `unable to VERB: strerror`.
+    Io { verb: &'static str, err: io::Error },
+    /// Why it is refused: not a regular file, too large, others may write it…
+    Refused(String),
+}
+
+impl ReadError {
+    /// Whether it was for want of a resource (fds, memory): worth another try soon.
+    pub fn is_transient(&self) -> bool {
+        let ReadError::Io { err, .. } = self else {
+            return false;
+        };
+        matches!(
+            err.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+        )
+    }
+
+    fn io(verb: &'static str) -> impl Fn(io::Error) -> ReadError {
+        move |err| ReadError::Io { verb, err }
+    }
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            ReadError::Io { verb, err } => {
+                write!(f, "unable to {verb}: {}", crate::log::Errno(err))
+            }
+            ReadError::Refused(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Why CONFDIR as a whole is not read.
+#[derive(Debug)]
+pub struct DirError {
+    pub dir: PathBuf,
+    pub err: ReadError,
+}
+
+impl DirError {
+    pub fn is_transient(&self) -> bool {
+        self.err.is_transient()
+    }
+}
+
+impl fmt::Display for DirError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let dir = self.dir.display();
+        match &self.err {
+            ReadError::Io { err, .. } => {
+                write!(f, "unable to read {dir}: {}", crate::log::Errno(err))
+            }
+            ReadError::Refused(why) => write!(f, "{dir} is {why}: refused"),
+        }
+    }
+}
+
 /// One problem in a service file. `line` 0 means the file as a whole.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileError {
     pub path: PathBuf,
     pub line: usize,
     pub msg: String,
-    /// The file could not be read for want of a resource (fds, memory): worth another try.
-    pub transient: bool,
+    /// The file could not be read for want of a resource (fds, memory).
+    transient: bool,
+}
+
+impl FileError {
+    /// Worth another try soon: the file could not be read for want of a resource.
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
 }
 
 /// The one way a problem in a file is told (`going check`, the log, `going status` and
@@ -395,7 +464,7 @@ pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, String> {
         };
         e.to_string()
     };
-    let bytes = read_bounded(path).map_err(|(msg, _)| at(0, msg))?;
+    let bytes = read_bounded(path).map_err(|e| at(0, e.to_string()))?;
     let text = std::str::from_utf8(&bytes).map_err(|_| at(0, "invalid UTF-8".into()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -446,14 +515,10 @@ pub fn stamp(path: &Path) -> Option<Stamp> {
         link.ino(),
         link.ctime_nsec() as u64 ^ (link.ctime() as u64) << 30,
     ];
-    Some(
-        fields
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .fold(0xcbf2_9ce4_8422_2325, |h, b| {
-                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-            }),
-    )
+    let hash = (fields.iter()).fold(crate::fingerprint::Fnv::default(), |h, v| {
+        h.bytes(&v.to_le_bytes())
+    });
+    Some(hash.0)
 }
 
 /// A scan of the directory: the files read, and (with stamps) the names of those that did
@@ -467,25 +532,23 @@ pub struct Scan {
 
 /// Every service file in `dir`, by name. With `stamps` (kept from the previous scan, and
 /// updated), a file that looks as it did is not read again. Err says why the directory as
-/// a whole is not read (unreadable, or not safe), and whether that was for want of a
-/// resource (fds, memory), so worth another try.
+/// a whole is not read (unreadable, or not safe).
 pub fn scan(
     dir: &Path,
     mut stamps: Option<&mut BTreeMap<String, Stamp>>,
-) -> Result<Scan, (String, bool)> {
-    let unable = |e: io::Error| {
-        let transient = transient(&e);
-        (
-            format!(
-                "unable to read {}: {}",
-                dir.display(),
-                crate::log::Errno(&e)
-            ),
-            transient,
-        )
+) -> Result<Scan, DirError> {
+    let dir_error = |err| DirError {
+        dir: dir.to_owned(),
+        err,
+    };
+    let unable = |e| {
+        dir_error(ReadError::Io {
+            verb: "read",
+            err: e,
+        })
     };
     let meta = fs::metadata(dir).map_err(unable)?;
-    safe(&meta).map_err(|why| (format!("{} is {why}: refused", dir.display()), false))?;
+    ours(&meta).map_err(|why| dir_error(ReadError::Refused(why)))?;
     let mut out = Scan {
         files: BTreeMap::new(),
         unchanged: Vec::new(),
@@ -519,7 +582,7 @@ pub fn scan(
         let transient = parsed
             .as_ref()
             .err()
-            .is_some_and(|e| e.iter().any(|e| e.transient));
+            .is_some_and(|e| e.iter().any(FileError::is_transient));
         if let (Some(st), false) = (now, transient) {
             fresh.insert(name.clone(), st);
         }
@@ -531,17 +594,9 @@ pub fn scan(
     Ok(out)
 }
 
-/// Whether an error is for want of a resource (fds, memory): worth another try soon.
-fn transient(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
-    )
-}
-
 /// As sshd's StrictModes: what going runs as root must be going's own and nobody else's
-/// to change — a file others may write is a way to run anything as root.
-fn safe(meta: &fs::Metadata) -> Result<(), String> {
+/// to change — a file others may write is a way to run anything as root. Err says why not.
+pub fn ours(meta: &fs::Metadata) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     let me = crate::sys::geteuid();
     if meta.uid() != me {
@@ -563,11 +618,11 @@ fn safe(meta: &fs::Metadata) -> Result<(), String> {
 pub fn read(path: &Path) -> Parsed {
     match read_bounded(path) {
         Ok(bytes) => parse(path, &bytes),
-        Err(msg) => Err(vec![FileError {
+        Err(e) => Err(vec![FileError {
             path: path.to_owned(),
             line: 0,
-            transient: msg.1,
-            msg: msg.0,
+            transient: e.is_transient(),
+            msg: e.to_string(),
         }]),
     }
 }
@@ -603,50 +658,45 @@ const PSEUDO_FS: [(u32, &str); 21] = [
 /// Reads a small file without ever blocking: the type is checked before opening (a FIFO
 /// or device is never opened) and again on the open file, and so is the filesystem (a
 /// file on /proc or /sys is never read); more than 64 KiB is an error.
-/// Err: the message, and whether it was for want of a resource (worth another try).
-fn read_bounded(path: &Path) -> Result<Vec<u8>, (String, bool)> {
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ReadError> {
+    let too_large = || ReadError::Refused(format!("larger than {} KiB", MAX_FILE / 1024));
     let check = |meta: &fs::Metadata| {
         if !meta.is_file() {
-            Err(("not a regular file".to_string(), false))
+            Err(ReadError::Refused("not a regular file".into()))
         } else if meta.len() > MAX_FILE {
-            Err((format!("larger than {} KiB", MAX_FILE / 1024), false))
+            Err(too_large())
         } else {
             Ok(())
         }
     };
-    let unable = |verb: &str, e: io::Error| {
-        let transient = transient(&e);
-        (
-            format!("unable to {verb}: {}", crate::log::Errno(&e)),
-            transient,
-        )
-    };
     let ordinary = |fs: io::Result<u32>| {
-        let fs = fs.map_err(|e| unable("statfs", e))?;
+        let fs = fs.map_err(ReadError::io("statfs"))?;
         match PSEUDO_FS.iter().find(|p| p.0 == fs) {
-            Some((_, name)) => Err((format!("on a pseudo filesystem ({name}): refused"), false)),
+            Some((_, name)) => Err(ReadError::Refused(format!(
+                "on a pseudo filesystem ({name}): refused"
+            ))),
             None => Ok(()),
         }
     };
-    check(&fs::metadata(path).map_err(|e| unable("stat", e))?)?;
+    check(&fs::metadata(path).map_err(ReadError::io("stat"))?)?;
     ordinary(crate::sys::fs_type(path))?;
     let mut file = File::options()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .map_err(|e| unable("open", e))?;
+        .map_err(ReadError::io("open"))?;
     // Checked on the open file: what was read is what was checked.
-    let meta = file.metadata().map_err(|e| unable("stat", e))?;
+    let meta = file.metadata().map_err(ReadError::io("stat"))?;
     check(&meta)?;
     ordinary(crate::sys::fd_fs_type(file.as_raw_fd()))?;
-    safe(&meta).map_err(|why| (format!("{why}: refused"), false))?;
+    ours(&meta).map_err(|why| ReadError::Refused(format!("{why}: refused")))?;
     let mut bytes = Vec::new();
     (&mut file)
         .take(MAX_FILE + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| unable("read", e))?;
+        .map_err(ReadError::io("read"))?;
     if bytes.len() as u64 > MAX_FILE {
-        return Err((format!("larger than {} KiB", MAX_FILE / 1024), false));
+        return Err(too_large());
     }
     Ok(bytes)
 }

@@ -18,22 +18,12 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::exit::EX_NOPERM;
 use crate::sys::{self, Epoll};
 
 pub const REQUEST_MAX: usize = 4096;
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 pub const CLIENTS: usize = 16;
-
-/// Exit codes of the commands, documented in going(8).
-pub const OK: u8 = 0;
-pub const FAILED: u8 = 1;
-pub const NOT_RUNNING: u8 = 3;
-pub const UNKNOWN: u8 = 4;
-pub const EX_USAGE: u8 = 64;
-pub const EX_UNAVAILABLE: u8 = 69;
-pub const EX_NOPERM: u8 = 77;
-/// What answers at RUNDIR/control is not a going the caller may believe.
-pub const EX_CONFIG: u8 = 78;
 
 struct Client {
     stream: UnixStream,

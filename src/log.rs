@@ -513,7 +513,7 @@ mod tests {
     fn a_stderr_nobody_reads_never_blocks_and_drops_are_counted_and_reported() {
         use std::os::unix::net::UnixStream;
         let pipe = || {
-            let (r, w) = sys::output_pipe().unwrap(); // the write end blocks, as fd 2 may
+            let (r, w) = sys::pipe().unwrap(); // the write end blocks, as fd 2 may
             (Box::new(File::from(r)) as Box<dyn io::Read>, w)
         };
         let socket = || {
@@ -564,7 +564,7 @@ mod tests {
 
     #[test]
     fn a_stderr_without_a_reader_drops_until_it_has_one_again() {
-        let (r, w) = sys::output_pipe().unwrap();
+        let (r, w) = sys::pipe().unwrap();
         let mut log = Logger::with_stderr(None, w.as_raw_fd());
         drop(r);
         log.log(Level::Err, format_args!("lost"));
@@ -591,7 +591,7 @@ mod tests {
 
     #[test]
     fn messages_quoting_a_file_are_escaped() {
-        let (r, w) = sys::output_pipe().unwrap();
+        let (r, w) = sys::pipe().unwrap();
         let mut log = Logger::with_stderr(None, w.as_raw_fd());
         log.log(
             Level::Err,

@@ -232,22 +232,10 @@ unsafe fn child(s: &Spawn, argv: &[*const c_char], envp: &[*const c_char], repor
     fail(Step::Exec, err, 0)
 }
 
-/// A close-on-exec, non-blocking pipe: (read end, write end).
+/// A close-on-exec pipe: (read end, write end). The read end is non-blocking, as going
+/// reads it from its loop; the write end blocks, as whoever writes it expects (a service's
+/// stdout, a child's report).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as c_int; 2];
-    // SAFETY: pipe2 writes two fds into the array; we own them from here on.
-    unsafe {
-        cvt(libc::pipe2(
-            fds.as_mut_ptr(),
-            libc::O_CLOEXEC | libc::O_NONBLOCK,
-        ))?;
-        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
-    }
-}
-
-/// A service's output pipe: (read end, write end), both close-on-exec, and only the
-/// read end non-blocking — the service's own stdout must block as usual.
-pub fn output_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as c_int; 2];
     // SAFETY: pipe2 writes two fds into the array; we own them from here on.
     let (r, w) = unsafe {
@@ -259,6 +247,13 @@ pub fn output_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
+/// Sends `sig` to the process `pid`.
+pub fn kill(pid: Pid, sig: c_int) -> io::Result<()> {
+    debug_assert!(pid > 1);
+    // SAFETY: kill has no memory effects.
+    cvt(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
 /// Sends `sig` to the process group `pgid`.
 pub fn kill_group(pgid: Pid, sig: c_int) -> io::Result<()> {
     debug_assert!(pgid > 1);
@@ -268,7 +263,10 @@ pub fn kill_group(pgid: Pid, sig: c_int) -> io::Result<()> {
 
 /// Whether any process is left in the group `pgid` (zombies count).
 pub fn group_alive(pgid: Pid) -> bool {
-    kill_group(pgid, 0).is_ok() || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    match kill_group(pgid, 0) {
+        Ok(()) => true,
+        Err(e) => e.raw_os_error() == Some(libc::EPERM),
+    }
 }
 
 /// Reaps one child that has exited, any child at all: (pid, wait status).

@@ -40,26 +40,20 @@ pub fn check_answer() -> String {
     format!("going {} handover 1 {VERSION}\n", env!("CARGO_PKG_VERSION"))
 }
 
-/// A live process handed over.
-pub struct Proc {
+/// A live process handed over, with its output pipe: an fd number on the way out, an
+/// owned fd once taken back.
+pub struct Proc<Fd> {
     pub name: String,
     pub pid: Pid,
     pub fingerprint: Fingerprint,
     pub age: Duration,
     /// Whether it is going's child (else it was adopted after a crash: watch its pidfd).
     pub child: bool,
-    pub output: Option<OwnedFd>,
+    pub output: Option<Fd>,
 }
 
-/// A live process to hand over: as `Proc`, with its output pipe's fd number.
-pub struct Leaving {
-    pub name: String,
-    pub pid: Pid,
-    pub fingerprint: u64,
-    pub age: Duration,
-    pub child: bool,
-    pub output: Option<RawFd>,
-}
+/// A live process to hand over.
+pub type Leaving = Proc<RawFd>;
 
 /// What the going that exec'd this one handed over.
 #[derive(Default)]
@@ -68,7 +62,7 @@ pub struct Handover {
     pub control: Option<OwnedFd>,
     pub rundir: Option<OwnedFd>,
     pub confdir: Option<OwnedFd>,
-    pub procs: Vec<Proc>,
+    pub procs: Vec<Proc<OwnedFd>>,
 }
 
 /// The handover, when this going was exec'd by an upgrade; the variable is removed.
@@ -136,9 +130,13 @@ fn format(kept: &Kept, procs: &[Leaving]) -> String {
     }
     for p in procs {
         let (ms, child, out) = (p.age.as_millis(), p.child as u8, p.output.unwrap_or(-1));
+        let fp = match p.fingerprint {
+            Fingerprint::V1(fp) | Fingerprint::V2(fp) => fp,
+        };
+        debug_assert!(matches!(p.fingerprint, Fingerprint::V2(_)));
         text.push_str(&format!(
-            " proc={},{},{},{ms},{child},{out}",
-            p.name, p.pid, p.fingerprint
+            " proc={},{},{fp},{ms},{child},{out}",
+            p.name, p.pid
         ));
     }
     text
@@ -184,9 +182,8 @@ pub struct Check {
     script: bool,
     answer: File,
     report: File,
-    pub deadline: Instant,
-    /// Killed when its time was up: its end is no answer.
-    pub timed_out: bool,
+    /// When it must have answered; None once it was given up on (its end is no answer).
+    deadline: Option<Instant>,
 }
 
 /// Runs `path --handover-check` in a child, its output into a pipe; Err says what failed.
@@ -229,8 +226,7 @@ pub fn start_check(path: PathBuf, nofile: libc::rlimit, now: Instant) -> Result<
         script,
         answer: answer.into(),
         report: report.into(),
-        deadline: now + CHECK_TIMEOUT,
-        timed_out: false,
+        deadline: Some(now + CHECK_TIMEOUT),
     })
 }
 
@@ -246,6 +242,26 @@ fn exec_path(binary: &File, path: &Path, script: bool) -> CString {
 }
 
 impl Check {
+    /// When it must have answered, until it is given up on.
+    pub fn due(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Its time is up: killed (with its process group, it runs in a session of its own),
+    /// and what to say of it.
+    pub fn give_up(&mut self) -> String {
+        self.deadline = None;
+        let killed = match sys::kill_group(self.pid, libc::SIGKILL) {
+            Ok(()) => String::new(),
+            Err(e) => format!(" (and could not be killed: {})", crate::log::Errno(&e)),
+        };
+        format!(
+            "{} did not answer within {}s{killed}; carrying on",
+            self.path.display(),
+            CHECK_TIMEOUT.as_secs()
+        )
+    }
+
     /// The checked binary ended with `status`: Ok when it said it reads this handover,
     /// else what it did instead.
     pub fn verdict(&self, status: libc::c_int) -> Result<String, String> {
@@ -273,7 +289,7 @@ impl Check {
         }
         let ended = match sys::Exit::from_status(status) {
             sys::Exit::Code(c) => format!("exited {c}"),
-            exit => format!("was {}", crate::service::How(exit)),
+            exit => format!("was {}", crate::service::Ended(exit)),
         };
         let said = match first {
             "" => "nothing".to_string(),
@@ -326,7 +342,7 @@ mod tests {
         let procs = [Leaving {
             name: "web".into(),
             pid: 42,
-            fingerprint: 99,
+            fingerprint: Fingerprint::V2(99),
             age: Duration::from_millis(1500),
             child: true,
             output: Some(7),

@@ -200,7 +200,7 @@ impl Watch {
 
     /// The reload is happening: forget the burst. True when every file is to be read: the
     /// stamps are then forgotten.
-    pub fn reloading(&mut self) -> bool {
+    pub fn begin_reload(&mut self) -> bool {
         let full = std::mem::replace(&mut self.full, false);
         if full {
             self.stamps.clear();
@@ -218,7 +218,7 @@ impl Watch {
         &mut self,
         dir: &Path,
         mut log: impl FnMut(Level, fmt::Arguments),
-    ) -> Result<config::Scan, (String, bool)> {
+    ) -> Result<config::Scan, config::DirError> {
         // A reload that reads every file (its stamps forgotten: SIGHUP, `going reload`),
         // or one after a watch could not be placed, also follows the way again.
         let mut failed = Vec::new();
@@ -591,7 +591,7 @@ mod tests {
 
     fn scan(w: &mut Watch, conf: &Path) -> Vec<String> {
         let mut said = Vec::new();
-        w.reloading();
+        w.begin_reload();
         let scan = w.scan(conf, |_, m| said.push(m.to_string())).unwrap();
         assert_eq!(said, Vec::<String>::new());
         let mut names: Vec<String> = scan.files.into_keys().chain(scan.unchanged).collect();
@@ -616,7 +616,7 @@ mod tests {
         fs::remove_dir_all(&conf).unwrap();
         w.read(Instant::now());
         assert!(w.due().is_some());
-        w.reloading();
+        w.begin_reload();
         assert!(w.scan(&conf, |_, _| {}).is_err());
         assert_eq!(
             watched(&w, &root),

@@ -1,0 +1,166 @@
+//! How the table shows a service to people: the state in words and colour for `going
+//! status`, how a process ended and what a child failed to do, in the words of the log.
+//! Presentation only: nothing here changes a service.
+
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::{Service, State, Table, Want};
+use crate::config::Settings;
+use crate::sys::{self, ChildError, Exit, Pid, Step};
+
+/// One service (or invalid file) as `going status` shows it.
+pub struct View<'a> {
+    pub name: &'a str,
+    pub state: &'static str,
+    /// The colour of the state: g(reen), y(ellow) or r(ed).
+    pub class: char,
+    pub pid: Option<Pid>,
+    pub up: Option<Duration>,
+    pub next_start: Option<Duration>,
+    pub restarts: u32,
+    history: Option<&'a super::history::History>,
+    now: Instant,
+    pub cmd: &'a [String],
+    /// The file's problems, when it is invalid.
+    pub problems: &'a [String],
+}
+
+impl View<'_> {
+    /// The last exits, newest first, as "3m2s ago: exited 1 after 2.0s".
+    pub fn exits(&self) -> impl Iterator<Item = String> + '_ {
+        self.history.into_iter().flat_map(|h| h.exits(self.now))
+    }
+
+    /// The last lines of output, oldest first.
+    pub fn lines(&self) -> impl Iterator<Item = &str> + '_ {
+        (self.history.into_iter()).flat_map(|h| h.lines().iter().map(String::as_str))
+    }
+}
+
+impl Table {
+    /// Every service by name, then the invalid files that are no service, as `going
+    /// status` shows them. An iterator, walked twice for the table: nothing is copied.
+    pub fn views(&self, now: Instant) -> impl Iterator<Item = View<'_>> {
+        let services = (self.services.iter())
+            .filter(|(_, s)| s.want != Want::Gone)
+            .map(move |(name, s)| self.service_view(name, s, now));
+        let invalid = (self.invalid.iter())
+            .filter(|(n, _)| !self.services.contains_key(*n))
+            .map(move |(name, problems)| invalid_view(name, problems, now));
+        services.chain(invalid)
+    }
+
+    /// The service or invalid file `name`, as `going status NAME` shows it.
+    pub fn view(&self, name: &str, now: Instant) -> Option<View<'_>> {
+        match self.services.get_key_value(name) {
+            Some((name, s)) if s.want != Want::Gone => Some(self.service_view(name, s, now)),
+            _ => (self.invalid.get_key_value(name)).map(|(n, p)| invalid_view(n, p, now)),
+        }
+    }
+
+    fn service_view<'a>(&'a self, name: &'a str, s: &'a Service, now: Instant) -> View<'a> {
+        let (state, class, pid, up) = match s.state {
+            State::Running {
+                pid,
+                since,
+                execd: true,
+                ..
+            } => ("running", 'g', Some(pid), Some(now - since)),
+            State::Running { pid, .. } => ("starting", 'y', Some(pid), None),
+            State::Waiting { .. } if s.history.failing() => ("exec failing", 'r', None, None),
+            State::Waiting { .. } => ("quarantined", 'r', None, None),
+            State::Stopping { pid, .. } => ("stopping", 'y', pid, None),
+            State::Idle => ("down", 'y', None, None),
+        };
+        let next_start = match s.state {
+            State::Waiting { until } => Some(until.saturating_duration_since(now)),
+            _ => None,
+        };
+        View {
+            name,
+            state,
+            class,
+            pid,
+            up,
+            next_start,
+            restarts: s.starts.saturating_sub(1),
+            history: Some(&s.history),
+            now,
+            cmd: &s.settings.cmd,
+            problems: self.invalid.get(name).map_or(&[], |p| &p[..]),
+        }
+    }
+}
+
+/// A file that never was valid: no service, only its problems.
+fn invalid_view<'a>(name: &'a str, problems: &'a [String], now: Instant) -> View<'a> {
+    View {
+        name,
+        state: "invalid file",
+        class: 'r',
+        pid: None,
+        up: None,
+        next_start: None,
+        restarts: 0,
+        history: None,
+        now,
+        cmd: &[],
+        problems,
+    }
+}
+
+/// What a child failed to do before becoming the service, after "unable to".
+pub(super) struct Unable<'a>(pub &'a Settings, pub ChildError);
+
+impl fmt::Display for Unable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let (s, e) = (self.0, self.1);
+        match e.step {
+            Step::Session => f.write_str("create a session"),
+            Step::Stdio => f.write_str("open /dev/null as stdio"),
+            Step::Limit => match crate::config::LIMITS.iter().find(|l| l.1 == e.arg) {
+                Some((key, _)) if s.limits.iter().any(|l| l.0 == e.arg) => write!(f, "set {key}"),
+                _ => f.write_str("restore going's original limit on open files"),
+            },
+            Step::Nice => write!(f, "set nice {}", e.arg),
+            Step::Chroot => write!(
+                f,
+                "chroot to {}",
+                s.chroot.as_deref().unwrap_or(Path::new("?")).display()
+            ),
+            Step::Groups => f.write_str("set the supplementary groups"),
+            Step::Gid => write!(f, "set group {}", s.creds.as_ref().map_or(0, |c| c.gid)),
+            Step::Uid => write!(
+                f,
+                "set user {}",
+                s.creds.as_ref().and_then(|c| c.uid).unwrap_or(0)
+            ),
+            Step::Chdir => write!(f, "change directory to {}", s.cwd.display()),
+            Step::Exec => write!(f, "exec {}", s.cmd[0]),
+        }
+    }
+}
+
+/// How a process ended, as a log line says it: `exited 3`, `killed by SIGSEGV (core dumped)`.
+pub struct Ended(pub Exit);
+
+impl fmt::Display for Ended {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self.0 {
+            Exit::Code(c) => write!(f, "exited {c}"),
+            Exit::Unknown => f.write_str("exited (status unknown: adopted, not going's child)"),
+            Exit::Signal { sig, core } => {
+                match sys::signal_name(sig) {
+                    Some(n) => write!(f, "killed by SIG{n}")?,
+                    None => write!(f, "killed by signal {sig}")?,
+                }
+                if core {
+                    f.write_str(" (core dumped)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! What a service's process is started with, worked out before the fork: the candidates
+//! for execve (the command's first word looked up in `PATH` as execvp would), argv, the
+//! environment, the resource limits, and the root and working directories, all as C
+//! strings. Pure: no system call but reading the `env_file`, so it is unit-tested.
+//!
+//! Invariant: everything the child needs exists before `fork`, so that the child only
+//! makes system calls on memory prepared here (src/sys.rs); any value that cannot become a
+//! C string is an error here, never in the child.
+
+use std::ffi::{c_int, CString};
+use std::fmt;
+use std::io;
+
+use crate::config::{self, Settings};
+use crate::log::Errno;
+
+/// Why a service could not be started, before its process existed.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// A value holds a NUL byte (it came from an `env_file`: the file's keys refuse it).
+    Nul(String),
+    /// The `env_file` could not be read, or has a bad line: its own message.
+    EnvFile(String),
+    /// A system call failed: what going was doing, and the error. `nofile` is going's own
+    /// limit on open files, to say what ran out.
+    Unable {
+        what: &'static str,
+        err: io::Error,
+        nofile: u64,
+    },
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            SpawnError::Nul(what) => {
+                write!(f, "unable to start: {what} contains a NUL character")
+            }
+            SpawnError::EnvFile(e) => write!(f, "env_file {e}"),
+            SpawnError::Unable { what, err, nofile } => match err.raw_os_error() {
+                Some(libc::EMFILE) => write!(
+                    f,
+                    "unable to {what}: going has used up its file descriptors (limit {nofile})"
+                ),
+                Some(libc::ENFILE) => write!(
+                    f,
+                    "unable to {what}: the system has run out of file descriptors"
+                ),
+                _ => write!(f, "unable to {what}: {}", Errno(err)),
+            },
+        }
+    }
+}
+
+/// The C strings and limits of one start.
+#[derive(Debug)]
+pub struct Plan {
+    /// Candidates for execve, tried in order.
+    pub paths: Vec<CString>,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    /// going's original limit on open files first (it raises its own), then the service's.
+    pub limits: Vec<(c_int, libc::rlimit)>,
+    pub chroot: Option<CString>,
+    pub cwd: CString,
+}
+
+fn cstr(v: &str, what: &str) -> Result<CString, SpawnError> {
+    CString::new(v).map_err(|_| SpawnError::Nul(what.to_string()))
+}
+
+impl Plan {
+    pub fn new(s: &Settings, nofile: libc::rlimit) -> Result<Plan, SpawnError> {
+        let word = &s.cmd[0];
+        let paths = if word.contains('/') {
+            vec![cstr(word, "cmd")?]
+        } else {
+            (config::PATH.split(':'))
+                .map(|dir| cstr(&format!("{dir}/{word}"), "cmd"))
+                .collect::<Result<_, _>>()?
+        };
+        let argv = (s.cmd.iter())
+            .map(|w| cstr(w, "cmd"))
+            .collect::<Result<_, _>>()?;
+        let envp = (environment(s)?.iter())
+            .map(|(k, v)| cstr(&format!("{k}={v}"), k))
+            .collect::<Result<_, _>>()?;
+        let mut limits = vec![(libc::RLIMIT_NOFILE as c_int, nofile)];
+        limits.extend(s.limits.iter().map(|&(r, soft, hard)| {
+            let limit = libc::rlimit {
+                rlim_cur: soft as _,
+                rlim_max: hard as _,
+            };
+            (r, limit)
+        }));
+        let path = |p: &std::path::Path, what| cstr(p.to_str().unwrap_or_default(), what);
+        Ok(Plan {
+            paths,
+            argv,
+            envp,
+            limits,
+            chroot: s.chroot.as_deref().map(|p| path(p, "chroot")).transpose()?,
+            cwd: path(&s.cwd, "cwd")?,
+        })
+    }
+}
+
+/// A service's environment: `PATH`, the user's `HOME`, `USER` and `LOGNAME`, the
+/// `env_file` (read now, at each start), then `env=`; a later value of a name wins, in
+/// the place of its first.
+pub fn environment(s: &Settings) -> Result<Vec<(String, String)>, SpawnError> {
+    let mut env = vec![("PATH".to_string(), config::PATH.to_string())];
+    env.extend(s.user_env.iter().cloned());
+    if let Some(file) = &s.env_file {
+        env.extend(config::read_env_file(file).map_err(SpawnError::EnvFile)?);
+    }
+    env.extend(s.env.iter().cloned());
+    let mut out: Vec<(String, String)> = Vec::with_capacity(env.len());
+    for (k, v) in env {
+        match out.iter_mut().find(|e| e.0 == k) {
+            Some(e) => e.1 = v,
+            None => out.push((k, v)),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn settings(text: &str) -> Settings {
+        *config::parse(Path::new("t"), text.as_bytes()).unwrap()
+    }
+
+    const NOFILE: libc::rlimit = libc::rlimit {
+        rlim_cur: 1024,
+        rlim_max: 4096,
+    };
+
+    #[test]
+    fn a_bare_word_is_looked_up_in_path_and_a_path_is_taken_as_it_is() {
+        let p = Plan::new(&settings("cmd=nginx -g 'daemon off;'"), NOFILE).unwrap();
+        let paths: Vec<_> = p.paths.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(paths[0], "/usr/local/sbin/nginx");
+        assert_eq!(paths.last().unwrap(), &"/bin/nginx");
+        assert_eq!(paths.len(), config::PATH.split(':').count());
+        let argv: Vec<_> = p.argv.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(argv, ["nginx", "-g", "daemon off;"]);
+        let p = Plan::new(&settings("cmd=./bin/web"), NOFILE).unwrap();
+        assert_eq!(p.paths, [CString::new("./bin/web").unwrap()]);
+        assert_eq!(p.cwd.to_str().unwrap(), "/");
+        assert!(p.chroot.is_none());
+    }
+
+    #[test]
+    fn limits_put_goings_original_open_files_first() {
+        let s = settings("cmd=/x\nlimit_nofile=10:20\nlimit_core=0");
+        let p = Plan::new(&s, NOFILE).unwrap();
+        let l: Vec<_> = p
+            .limits
+            .iter()
+            .map(|(r, l)| (*r, l.rlim_cur, l.rlim_max))
+            .collect();
+        let (nofile, core) = (libc::RLIMIT_NOFILE as c_int, libc::RLIMIT_CORE as c_int);
+        assert_eq!(l, [(nofile, 1024, 4096), (nofile, 10, 20), (core, 0, 0)]);
+    }
+
+    #[test]
+    fn environment_later_wins_in_the_place_of_the_first() {
+        let dir = std::env::temp_dir().join(format!("going-spawn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("env");
+        std::fs::write(&file, "TOKEN=file\nPATH=/opt/bin\n").unwrap();
+        let text = format!(
+            "cmd=/x\nuser=root\nenv=A=1\nenv=TOKEN=key\nenv=A=2\nenv_file={}",
+            file.display()
+        );
+        let env = environment(&settings(&text)).unwrap();
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["PATH", "HOME", "USER", "LOGNAME", "TOKEN", "A"]);
+        let get = |k: &str| env.iter().find(|e| e.0 == k).unwrap().1.as_str();
+        assert_eq!(
+            (get("PATH"), get("TOKEN"), get("A")),
+            ("/opt/bin", "key", "2")
+        );
+        std::fs::remove_file(&file).unwrap();
+        let err = Plan::new(&settings(&text), NOFILE).unwrap_err().to_string();
+        assert!(err.starts_with("env_file ") && err.ends_with("No such file or directory"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn what_ran_out_is_said() {
+        let e = |errno| SpawnError::Unable {
+            what: "fork",
+            err: io::Error::from_raw_os_error(errno),
+            nofile: 1024,
+        };
+        assert_eq!(
+            e(libc::EMFILE).to_string(),
+            "unable to fork: going has used up its file descriptors (limit 1024)"
+        );
+        assert_eq!(
+            e(libc::EAGAIN).to_string(),
+            "unable to fork: Resource temporarily unavailable"
+        );
+    }
+}

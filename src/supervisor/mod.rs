@@ -1,0 +1,392 @@
+//! The supervisor: one thread, one epoll loop, absolute deadlines. Each turn waits for the
+//! earliest deadline or an event, hands each event to the part that owns its source, then
+//! takes the named steps in order: reap, signals, a reload when one is due, deadlines,
+//! the state file.
+//!
+//! Invariants: signals are only flags plus a byte on a pipe; the pipe is drained before the
+//! flags are read, so none is lost. The loop sleeps until the earliest deadline, or forever:
+//! an idle going makes no system call. Only start-up errors end it; inside the loop every
+//! failure is logged and becomes a retry.
+
+mod adopt;
+mod confdir;
+mod journal;
+mod source;
+mod startup;
+mod system;
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::admin::{self, Answer};
+use crate::config;
+use crate::control::{self, Control};
+use crate::exit::FAILED;
+use crate::log::{Errno, Level};
+use crate::service::{Summary, Table};
+use crate::state;
+use crate::sys::{self, Exit};
+use crate::upgrade;
+use crate::watch::Watch;
+use adopt::Adopted;
+use confdir::ConfLock;
+use journal::Journal;
+use source::Source;
+use system::System;
+
+pub struct Options {
+    pub confdir: PathBuf,
+    pub rundir: PathBuf,
+    /// The syslog socket; None logs to stderr.
+    pub syslog: Option<PathBuf>,
+}
+
+/// A start-up failure: the message and the sysexits code to leave with.
+pub struct Fatal {
+    pub code: u8,
+    pub msg: String,
+}
+
+static CHLD: AtomicBool = AtomicBool::new(false);
+static HUP: AtomicBool = AtomicBool::new(false);
+static TERM: AtomicBool = AtomicBool::new(false);
+static UPGRADE: AtomicBool = AtomicBool::new(false);
+
+/// A file or the directory unreadable for want of fds or memory: another try after this.
+const RETRY: Duration = Duration::from_secs(1);
+
+pub struct Supervisor {
+    confdir: PathBuf,
+    table: Table,
+    sys: System,
+    watch: Watch,
+    control: Control,
+    conf_lock: ConfLock,
+    /// RUNDIR's lock, held while going runs, and handed over on an upgrade.
+    lock: File,
+    /// The read end of the signal handlers' self-pipe.
+    wake: UnixStream,
+    /// What a previous going left running: taken over by the first reload that reads
+    /// CONFDIR, which says which of them run on.
+    adopt: Option<Adopted>,
+    journal: Journal,
+    stopping: bool,
+}
+
+pub fn run(opts: Options) -> Result<(), Fatal> {
+    let mut sup = startup::start(opts)?;
+    let mut events = [sys::NO_EVENT; 64];
+    loop {
+        let n = sup.wait(&mut events);
+        let now = Instant::now();
+        for ev in &events[..n] {
+            sup.dispatch(sys::token(ev), now);
+        }
+        sup.reap(now);
+        sup.on_signals(now);
+        sup.reload_if_due(now);
+        sup.on_deadlines(Instant::now());
+        sup.save_state(false);
+        if sup.stopping && sup.table.is_empty() {
+            sup.exit();
+            return Ok(());
+        }
+    }
+}
+
+impl Supervisor {
+    /// Waits for events until the earliest deadline, or forever.
+    fn wait(&mut self, events: &mut [sys::Event]) -> usize {
+        let now = Instant::now();
+        let due = [
+            self.table.next_deadline(),
+            self.watch.due().filter(|_| !self.stopping),
+            self.control.next_deadline(),
+            self.sys.check.as_ref().and_then(|c| c.due()),
+        ];
+        let timeout = due.into_iter().flatten().min().map_or(-1, |d| {
+            let ns = d.saturating_duration_since(now).as_nanos();
+            ns.div_ceil(1_000_000).min(i32::MAX as u128) as i32
+        });
+        match self.sys.epoll.wait(events, timeout) {
+            Ok(n) => n,
+            Err(e) => {
+                let msg = format_args!("going: epoll_wait failed: {}", Errno(&e));
+                self.sys.log.log(Level::Err, msg);
+                0
+            }
+        }
+    }
+
+    /// One event, to the part that owns its source.
+    fn dispatch(&mut self, token: u64, now: Instant) {
+        match Source::from_token(token) {
+            Some(Source::Signals) => {
+                while (&self.wake).read(&mut [0u8; 64]).is_ok_and(|n| n > 0) {}
+            }
+            Some(Source::Inotify) => self.watch.read(now),
+            Some(Source::Log) => self.sys.log.flush(),
+            Some(Source::Control) => {
+                let epoll = &self.sys.epoll;
+                self.control
+                    .accept(epoll, |id| Source::Client(id).token(), now)
+            }
+            Some(Source::Client(id)) => self.client(id, now),
+            Some(Source::Output(pid)) => self.sys.relay_output(pid, false, &mut self.table),
+            Some(Source::ExecReport(pid)) => match self.sys.child_report(pid) {
+                Some(Ok(())) => self.table.exec_ok(pid),
+                Some(Err(err)) => self.table.child_failed(pid, err),
+                None => {}
+            },
+            Some(Source::Pidfd(pid)) => {
+                // An adopted process ended; init, its parent now, reaps it.
+                if self.sys.adopted_ended(pid) {
+                    self.sys.relay_output(pid, true, &mut self.table);
+                    self.table.exited(pid, Exit::Unknown, &mut self.sys, now);
+                    self.table.check_groups(&mut self.sys, now);
+                }
+            }
+            None => {
+                let msg = format_args!("going: an event going does not know ({token:#x})");
+                self.sys.log.log(Level::Err, msg);
+            }
+        }
+    }
+
+    /// A control client can be read or written: its request, answered.
+    fn client(&mut self, id: u32, now: Instant) {
+        let token = Source::Client(id).token();
+        let control::Event::Request(id, line) = self.control.ready(id, &self.sys.epoll, token)
+        else {
+            return;
+        };
+        let answer = admin::handle(&line, &mut self.table, &mut self.sys, now, &self.confdir);
+        let reply = match answer {
+            Answer::Now(text) => text,
+            Answer::AfterReload if self.stopping => format!("{FAILED}\n!going: stopping\n"),
+            // Every problem of every file, for the admin.
+            Answer::AfterReload => admin::reload_reply(self.reload(true)),
+        };
+        self.control.reply(id, reply, &self.sys.epoll, token);
+    }
+
+    /// Reaps every child that ended (SIGCHLDs merge): services, orphans, an upgrade's check.
+    fn reap(&mut self, now: Instant) {
+        if !CHLD.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        while let Some((pid, status)) = sys::reap() {
+            if self.sys.check.as_ref().is_some_and(|c| c.pid == pid) {
+                self.finish_upgrade(status);
+            } else {
+                self.sys.child_ended(pid, status, &mut self.table, now);
+            }
+        }
+        self.table.check_groups(&mut self.sys, now);
+    }
+
+    /// SIGTERM (INT, QUIT): stop everything; SIGHUP: reload; SIGUSR2: upgrade.
+    fn on_signals(&mut self, now: Instant) {
+        if TERM.swap(false, Ordering::SeqCst) && !self.stopping {
+            self.stopping = true;
+            let n = self.table.len();
+            self.sys
+                .log
+                .log(Level::Notice, format_args!("going: stopping {n} services"));
+            self.table.shutdown(&mut self.sys, now);
+        }
+        if HUP.swap(false, Ordering::SeqCst) {
+            self.watch.request(now);
+        }
+        if UPGRADE.swap(false, Ordering::SeqCst) && !self.stopping {
+            self.start_upgrade(now);
+        }
+    }
+
+    fn reload_if_due(&mut self, now: Instant) {
+        if !self.stopping && self.watch.due().is_some_and(|d| d <= now) {
+            // Logged, with every problem; a failure to read CONFDIR changes nothing.
+            let _ = self.reload(false);
+        }
+    }
+
+    /// Rescans CONFDIR and applies it: the summary and every problem of every invalid file.
+    /// The first one that can read CONFDIR also takes over what a previous going left.
+    fn reload(&mut self, full: bool) -> Result<(Summary, Vec<String>), String> {
+        if self.watch.begin_reload() || full {
+            self.watch.stamps.clear();
+        }
+        let (sys, table) = (&mut self.sys, &mut self.table);
+        if let Err(e) = self.conf_lock.take(&self.confdir) {
+            let msg = format!("{e}; {} services left as they are", table.len());
+            sys.log.log(Level::Err, format_args!("reload: {msg}"));
+            return Err(msg);
+        }
+        let scan = match self
+            .watch
+            .scan(&self.confdir, |level, msg| sys.log.log(level, msg))
+        {
+            Ok(scan) => scan,
+            Err(e) => {
+                if e.is_transient() {
+                    self.watch.retry(Instant::now() + RETRY);
+                }
+                let msg = format!("{e}; {} services left as they are", table.len());
+                sys.log.log(Level::Err, format_args!("reload: {msg}"));
+                return Err(msg);
+            }
+        };
+        let config::Scan {
+            files,
+            mut unchanged,
+            ..
+        } = scan;
+        let problems = files.values().filter_map(|p| p.as_ref().err()).flatten();
+        if problems.clone().any(|e| e.is_transient()) {
+            self.watch.retry(Instant::now() + RETRY);
+        }
+        let problems = problems.map(|e| e.to_string()).collect();
+        if let Some(adopt) = self.adopt.take() {
+            table.adopt(&files, adopt, sys, Instant::now());
+        }
+        unchanged.sort_unstable();
+        let sum = table.reconcile(files, &unchanged, sys, Instant::now());
+        sys.log.log(Level::Notice, format_args!("reload: {sum}"));
+        Ok((sum, problems))
+    }
+
+    /// Quarantines that end and stops that time out; clients whose time is up; a new
+    /// binary that did not answer in time; messages that can go now.
+    fn on_deadlines(&mut self, now: Instant) {
+        self.table.tick(&mut self.sys, now);
+        let listener = Source::Control.token();
+        self.control.expire(now, &self.sys.epoll, listener);
+        if let Some(check) = self
+            .sys
+            .check
+            .as_mut()
+            .filter(|c| c.due().is_some_and(|d| d <= now))
+        {
+            let msg = check.give_up();
+            self.sys
+                .log
+                .log(Level::Err, format_args!("going: unable to upgrade: {msg}"));
+        }
+        self.sys
+            .log
+            .want_output(&self.sys.epoll, Source::Log.token());
+    }
+
+    /// Tells RUNDIR/state what changed; `snapshot` writes it all anew.
+    fn save_state(&mut self, snapshot: bool) {
+        let s = &mut self.sys;
+        let start_of = |pid| sys::proc_identity(pid).map(|(_, start)| start);
+        (self.journal).save(
+            &mut self.table,
+            &s.rundir,
+            &s.outputs,
+            &mut s.log,
+            snapshot,
+            start_of,
+        );
+    }
+
+    /// SIGUSR2: ask the binary installed where going was started from whether it can take
+    /// over; `finish_upgrade` execs it once it said so.
+    fn start_upgrade(&mut self, now: Instant) {
+        let log = |s: &mut System, msg: std::fmt::Arguments| s.log.log(Level::Err, msg);
+        if self.sys.check.is_some() {
+            let msg = "going: already upgrading: the new binary has not answered yet";
+            self.sys.log.log(Level::Notice, format_args!("{msg}"));
+            return;
+        }
+        let Some(path) = upgrade::own_path() else {
+            let msg = "cannot tell where going was started from";
+            return log(
+                &mut self.sys,
+                format_args!("going: unable to upgrade: {msg}"),
+            );
+        };
+        match upgrade::start_check(path, self.sys.nofile, now) {
+            Ok(check) => self.sys.check = Some(check),
+            Err(e) => log(
+                &mut self.sys,
+                format_args!("going: unable to upgrade: {e}; carrying on"),
+            ),
+        }
+    }
+
+    /// The new binary answered (it ended with `status`): exec it, handing over all that
+    /// runs. Returns only if that failed; going then carries on as it was.
+    fn finish_upgrade(&mut self, status: libc::c_int) {
+        let Some(check) = self.sys.check.take().filter(|c| c.due().is_some()) else {
+            return; // killed when its time was up, and said so then
+        };
+        let said = match check.verdict(status) {
+            Ok(said) => said,
+            Err(e) => {
+                let msg = format_args!("going: unable to upgrade: {e}; carrying on");
+                return self.sys.log.log(Level::Err, msg);
+            }
+        };
+        let (sys, journal) = (&self.sys, &self.journal);
+        let procs: Vec<upgrade::Leaving> = (self.table.live())
+            .map(|l| upgrade::Leaving {
+                name: l.name.to_string(),
+                pid: l.pid,
+                fingerprint: crate::fingerprint::Fingerprint::V2(l.fingerprint),
+                age: (journal.start_of(l.pid))
+                    .or_else(|| sys::proc_identity(l.pid).map(|p| p.1))
+                    .and_then(sys::age)
+                    .unwrap_or_default(),
+                child: !sys.is_adopted(l.pid),
+                output: sys.outputs.fd(l.pid),
+            })
+            .collect();
+        // Should the new binary die after taking over, the next going adopts from this.
+        self.save_state(true);
+        let kept = upgrade::Kept {
+            lock: self.lock.as_raw_fd(),
+            control: self.control.fd(),
+            rundir: self.sys.rundir.dir().fd(),
+            confdir: self.conf_lock.held.as_ref().map(|f| f.as_raw_fd()),
+        };
+        let path = check.path.clone();
+        let n = procs.len();
+        let msg = format_args!(
+            "going: upgrading: exec {} ({said}) with {n} services",
+            path.display()
+        );
+        self.sys.log.log(Level::Notice, msg);
+        self.sys.log.flush();
+        let err = check.exec(&kept, &procs);
+        let msg = format_args!(
+            "going: unable to upgrade: exec {}: {}; carrying on",
+            path.display(),
+            Errno(&err)
+        );
+        self.sys.log.log(Level::Err, msg);
+    }
+
+    /// Every service stopped after SIGTERM: nothing is left to adopt, nor to ask.
+    fn exit(mut self) {
+        let msg = format_args!("going: all services stopped, exiting");
+        self.sys.log.log(Level::Notice, msg);
+        let rundir = &self.sys.rundir;
+        for (what, done) in [
+            ("control", rundir.remove("control")),
+            ("state", state::remove(rundir)),
+        ] {
+            if let Err(e) = done {
+                let path = rundir.path().join(what);
+                let msg = format_args!("going: unable to remove {}: {}", path.display(), Errno(&e));
+                self.sys.log.log(Level::Err, msg);
+            }
+        }
+    }
+}
