@@ -11,7 +11,7 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::log::Errno;
@@ -22,30 +22,15 @@ use crate::sys::{self, Dir};
 pub enum Refused {
     /// It could not be created or opened.
     Io(PathBuf, io::Error),
-    /// Someone else owns it.
-    Owner(PathBuf, u32),
-    /// Group or others may write it.
-    Mode(PathBuf, u32),
-    /// It is a symbolic link, or not a directory.
-    NotDir(PathBuf, &'static str),
+    /// Someone else owns it, or may write it; or it is a symbolic link, or no directory.
+    Unsafe(PathBuf, String),
 }
 
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             Refused::Io(p, e) => write!(f, "unable to open {}: {}", p.display(), Errno(e)),
-            Refused::Owner(p, uid) => write!(
-                f,
-                "{} belongs to uid {uid}, not to going's uid {}: refused",
-                p.display(),
-                sys::geteuid()
-            ),
-            Refused::Mode(p, mode) => write!(
-                f,
-                "{} may be written by group or others (mode {mode:04o}): refused",
-                p.display()
-            ),
-            Refused::NotDir(p, what) => write!(f, "{} is {what}: refused", p.display()),
+            Refused::Unsafe(p, why) => write!(f, "{} is {why}: refused", p.display()),
         }
     }
 }
@@ -92,13 +77,10 @@ impl RunDir {
 
     fn checked(dir: Dir, path: PathBuf) -> Result<RunDir, Refused> {
         let meta = dir.metadata().map_err(|e| Refused::Io(path.clone(), e))?;
-        if meta.uid() != sys::geteuid() {
-            return Err(Refused::Owner(path, meta.uid()));
+        match crate::config::ours(&meta) {
+            Ok(()) => Ok(RunDir { dir, path }),
+            Err(why) => Err(Refused::Unsafe(path, why)),
         }
-        if meta.mode() & 0o022 != 0 {
-            return Err(Refused::Mode(path, meta.mode() & 0o7777));
-        }
-        Ok(RunDir { dir, path })
     }
 
     pub fn path(&self) -> &Path {
@@ -184,19 +166,8 @@ impl RunDir {
             Err(e) => return Err(e),
         };
         let meta = regular(&f)?;
-        let denied = |why: String| io::Error::new(io::ErrorKind::PermissionDenied, why);
-        if meta.uid() != sys::geteuid() {
-            return Err(denied(format!(
-                "belongs to uid {}, not going's",
-                meta.uid()
-            )));
-        }
-        if meta.mode() & 0o022 != 0 {
-            let mode = meta.mode() & 0o7777;
-            return Err(denied(format!(
-                "may be written by others (mode {mode:04o})"
-            )));
-        }
+        crate::config::ours(&meta)
+            .map_err(|why| io::Error::new(io::ErrorKind::PermissionDenied, why))?;
         let mut bytes = Vec::new();
         f.take(max + 1).read_to_end(&mut bytes)?;
         if bytes.len() as u64 > max {
@@ -238,7 +209,7 @@ fn not_dir(path: &Path, e: io::Error) -> Refused {
             } else {
                 "not a directory"
             };
-            Refused::NotDir(path.to_owned(), what)
+            Refused::Unsafe(path.to_owned(), what.into())
         }
         _ => Refused::Io(path.to_owned(), e),
     }
@@ -308,7 +279,10 @@ mod tests {
         let open = base.join("open");
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(matches!(RunDir::open(&open), Err(Refused::Mode(_, 0o777))));
+        let e = RunDir::open(&open).err().unwrap();
+        assert!(e
+            .to_string()
+            .ends_with("writable by group or others (mode 0777): refused"));
         let link = base.join("link");
         std::os::unix::fs::symlink(&open, &link).unwrap();
         let e = RunDir::open(&link).err().unwrap();

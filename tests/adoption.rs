@@ -133,7 +133,11 @@ fn a_forged_or_stale_state_file_adopts_and_kills_nothing() {
     forge(format!("a {pid} {pid} {start} 1\n"), 0o666);
     g.start_again();
     let l = g.next_msg("going: not adopting anything");
-    assert!(l.msg.contains("may be written by others"), "{}", l.msg);
+    assert!(
+        l.msg.contains("writable by group or others (mode 0666)"),
+        "{}",
+        l.msg
+    );
     g.started("a");
     assert!(alive(pid), "the bystander was not touched");
     let _ = bystander.kill();

@@ -46,7 +46,7 @@ fn a_rundir_another_user_owns_is_refused_and_left_untouched() {
     assert_eq!(
         err,
         format!(
-            "going: {} belongs to uid 65534, not to going's uid 0: refused\n",
+            "going: {} is owned by uid 65534, not by going's uid 0: refused\n",
             run.display()
         )
     );
@@ -62,7 +62,7 @@ fn a_rundir_others_may_write_or_a_symbolic_link_is_refused() {
     let (code, err) = refused(&dir.0);
     assert_eq!(code, 78, "{err}");
     assert!(
-        err.ends_with("may be written by group or others (mode 0777): refused\n"),
+        err.ends_with("is writable by group or others (mode 0777): refused\n"),
         "{err}"
     );
     fs::remove_dir(&run).unwrap();
