@@ -230,7 +230,7 @@ fn regular(f: &File) -> io::Result<std::fs::Metadata> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn temp(tag: &str) -> PathBuf {
         let p = std::env::temp_dir().join(format!("going-rundir-{tag}-{}", std::process::id()));
