@@ -129,9 +129,14 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         return usage(&format!("unexpected argument \"{extra}\""));
     }
     let confdir = PathBuf::from(opts.get('d').unwrap_or("/etc/going.d"));
-    if command == "check" {
-        return check(&confdir);
+    match command {
+        "check" => check(&confdir),
+        _ => supervise(&opts, confdir, rundir),
     }
+}
+
+/// `going`: supervises until stopped; a failure to start is said, and its code returned.
+fn supervise(opts: &Opts, confdir: PathBuf, rundir: PathBuf) -> ExitCode {
     if opts.has('f') && opts.has('l') {
         return usage("-f and -l exclude each other");
     }
@@ -143,7 +148,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("going: {}", f.msg);
+            crate::log::last_word(&format!("going: {}\n", f.msg));
             ExitCode::from(f.code)
         }
     }

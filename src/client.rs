@@ -20,38 +20,10 @@ use crate::sys;
 /// Sends `request` (one line of words) to the going on `rundir` and prints its reply.
 pub fn run(rundir: &Path, request: &str) -> ExitCode {
     let path = rundir.join("control");
-    let mut s = match UnixStream::connect(&path) {
+    let mut s = match connect(&path) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!(
-                "going: unable to reach going at {}: {}",
-                path.display(),
-                Errno(&e)
-            );
-            // RUNDIR is 0700: another user is told so, not that going is down.
-            let denied = matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM));
-            return ExitCode::from(if denied { EX_NOPERM } else { EX_UNAVAILABLE });
-        }
+        Err(code) => return code,
     };
-    let me = sys::geteuid();
-    match sys::peer_uid(s.as_raw_fd()) {
-        Ok(uid) if uid == 0 || uid == me => {}
-        Ok(uid) => {
-            eprintln!(
-                "going: unable to trust {}: its server runs as uid {uid}, neither root nor uid {me}",
-                path.display()
-            );
-            return ExitCode::from(EX_CONFIG);
-        }
-        Err(e) => {
-            eprintln!(
-                "going: unable to tell who serves {}: {}",
-                path.display(),
-                Errno(&e)
-            );
-            return ExitCode::from(EX_UNAVAILABLE);
-        }
-    }
     let reply = (|| {
         // Generous: a reload of thousands of files takes a while; going itself never waits.
         s.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -61,22 +33,51 @@ pub fn run(rundir: &Path, request: &str) -> ExitCode {
         s.read_to_string(&mut reply)?;
         Ok::<_, std::io::Error>(reply)
     })();
-    let reply = match reply {
-        Ok(r) if !r.is_empty() => r,
+    match reply {
+        Ok(r) if !r.is_empty() => print(&r),
         Ok(_) => {
             eprintln!("going: no reply from going at {}", path.display());
-            return ExitCode::from(EX_UNAVAILABLE);
+            ExitCode::from(EX_UNAVAILABLE)
         }
         Err(e) => {
-            eprintln!(
-                "going: unable to reach going at {}: {}",
-                path.display(),
-                Errno(&e)
-            );
-            return ExitCode::from(EX_UNAVAILABLE);
+            let path = path.display();
+            eprintln!("going: unable to reach going at {path}: {}", Errno(&e));
+            ExitCode::from(EX_UNAVAILABLE)
         }
-    };
-    let (code, body) = reply.split_once('\n').unwrap_or((&reply, ""));
+    }
+}
+
+/// Connects to the control socket at `path`, and believes it only if root or the caller's
+/// own user serves it; Err: the code to exit with, once the reason is said.
+fn connect(path: &Path) -> Result<UnixStream, ExitCode> {
+    let s = UnixStream::connect(path).map_err(|e| {
+        let path = path.display();
+        eprintln!("going: unable to reach going at {path}: {}", Errno(&e));
+        // RUNDIR is 0700: another user is told so, not that going is down.
+        let denied = matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM));
+        ExitCode::from(if denied { EX_NOPERM } else { EX_UNAVAILABLE })
+    })?;
+    let me = sys::geteuid();
+    match sys::peer_uid(s.as_raw_fd()) {
+        Ok(uid) if uid == 0 || uid == me => Ok(s),
+        Ok(uid) => {
+            let path = path.display();
+            eprintln!(
+                "going: unable to trust {path}: its server runs as uid {uid}, neither root nor uid {me}"
+            );
+            Err(ExitCode::from(EX_CONFIG))
+        }
+        Err(e) => {
+            let path = path.display();
+            eprintln!("going: unable to tell who serves {path}: {}", Errno(&e));
+            Err(ExitCode::from(EX_UNAVAILABLE))
+        }
+    }
+}
+
+/// Prints a reply: its text to stdout, `!` lines to stderr; its first line is the code.
+fn print(reply: &str) -> ExitCode {
+    let (code, body) = reply.split_once('\n').unwrap_or((reply, ""));
     let colour = std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let (mut out, mut err) = (String::new(), String::new());
@@ -86,6 +87,7 @@ pub fn run(rundir: &Path, request: &str) -> ExitCode {
             None => out.push_str(&paint(line, colour)),
         }
     }
+    // Nothing to do about a reader that went away: the exit code still tells.
     let _ = std::io::stdout().write_all(out.as_bytes());
     let _ = std::io::stderr().write_all(err.as_bytes());
     ExitCode::from(code.trim().parse::<u8>().unwrap_or(EX_UNAVAILABLE))

@@ -703,68 +703,72 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, ReadError> {
 
 /// Parses the bytes of a service file; `path` is only used in the errors.
 pub fn parse(path: &Path, bytes: &[u8]) -> Parsed {
-    let mut draft = Draft::default();
-    let mut errors = Vec::new();
-    // Which key was first on which line: a handful, so a list (a map costs code size).
-    let mut seen: Vec<(&str, usize)> = Vec::new();
-    let mut err = |line: usize, msg: String| {
-        errors.push(FileError {
-            path: path.to_owned(),
-            line,
-            msg,
-            transient: false,
-        })
-    };
-    let mut lines = 0;
-    // A line that is no key=value at all may have been the missing key: no second report.
-    let mut unreadable = false;
+    let mut r = Reading::default();
     // Without the final newline, so that it does not count as one more (empty) line.
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let mut lines = 0;
     for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
-        let n = i + 1;
-        lines = n;
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let Ok(text) = std::str::from_utf8(raw) else {
-            err(n, "invalid UTF-8".into());
-            unreadable = true;
-            continue;
-        };
-        let text = text.trim();
-        if text.is_empty() || text.starts_with('#') {
-            continue;
-        }
-        let Some((key, value)) = text.split_once('=') else {
-            err(n, format!("expected key=value, found \"{text}\""));
-            unreadable = true;
-            continue;
-        };
-        let (key, value) = (key.trim(), value.trim());
-        let Some(spec) = KEYS.iter().find(|k| k.name == key) else {
-            err(n, format!("unknown key \"{key}\""));
-            continue;
-        };
-        let first = seen.iter().find(|k| k.0 == spec.name).map(|k| k.1);
-        if let Some(first) = first.filter(|_| !spec.repeat) {
-            err(n, format!("repeated key \"{key}\" (first on line {first})"));
-            continue;
-        }
-        if first.is_none() {
-            seen.push((spec.name, n));
-        }
-        if let Err(msg) = (spec.apply)(&mut draft, value) {
-            err(n, msg);
+        lines = i + 1;
+        if let Err(msg) = r.line(lines, raw.strip_suffix(b"\r").unwrap_or(raw)) {
+            r.errors.push((lines, msg));
         }
     }
     for key in KEYS
         .iter()
-        .filter(|k| k.required && !unreadable && !seen.iter().any(|s| s.0 == k.name))
+        .filter(|k| k.required && !r.unreadable && !r.seen.iter().any(|s| s.0 == k.name))
     {
-        err(lines.max(1), format!("missing {}=", key.name));
+        r.errors
+            .push((lines.max(1), format!("missing {}=", key.name)));
     }
-    if errors.is_empty() {
-        Ok(Box::new(draft.finish()))
-    } else {
-        Err(errors)
+    if r.errors.is_empty() {
+        return Ok(Box::new(r.draft.finish()));
+    }
+    let error = |(line, msg)| FileError {
+        path: path.to_owned(),
+        line,
+        msg,
+        transient: false,
+    };
+    Err(r.errors.into_iter().map(error).collect())
+}
+
+/// A file being parsed: the draft, which key was first on which line, and what is wrong.
+#[derive(Default)]
+struct Reading {
+    draft: Draft,
+    /// A handful, so a list (a map costs code size).
+    seen: Vec<(&'static str, usize)>,
+    /// A line that is no key=value at all may have been the missing key: no second report.
+    unreadable: bool,
+    errors: Vec<(usize, String)>,
+}
+
+impl Reading {
+    /// Line `n` of the file, its line end taken off.
+    fn line(&mut self, n: usize, raw: &[u8]) -> Result<(), String> {
+        let Ok(text) = std::str::from_utf8(raw) else {
+            self.unreadable = true;
+            return Err("invalid UTF-8".into());
+        };
+        let text = text.trim();
+        if text.is_empty() || text.starts_with('#') {
+            return Ok(());
+        }
+        let Some((key, value)) = text.split_once('=') else {
+            self.unreadable = true;
+            return Err(format!("expected key=value, found \"{text}\""));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        let spec = (KEYS.iter().find(|k| k.name == key))
+            .ok_or_else(|| format!("unknown key \"{key}\""))?;
+        match self.seen.iter().find(|k| k.0 == spec.name).map(|k| k.1) {
+            Some(first) if !spec.repeat => {
+                return Err(format!("repeated key \"{key}\" (first on line {first})"))
+            }
+            Some(_) => {}
+            None => self.seen.push((spec.name, n)),
+        }
+        (spec.apply)(&mut self.draft, value)
     }
 }
 

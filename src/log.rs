@@ -327,6 +327,14 @@ enum How {
     Polled(RawFd),
 }
 
+/// Writes `line` to standard error if it goes without waiting, else drops it: for the last
+/// word of a going that could not start, which must exit (and be started again by init)
+/// even when nobody reads its stderr.
+pub fn last_word(line: &str) {
+    // Dropped or not, going exits next: nothing to do about a failure.
+    let _ = Stderr::open(2).how.write(line.as_bytes());
+}
+
 impl Stderr {
     fn open(fd: RawFd) -> Stderr {
         let how = match sys::fd_type(fd) {

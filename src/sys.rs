@@ -193,21 +193,8 @@ unsafe fn child(s: &Spawn, argv: &[*const c_char], envp: &[*const c_char], repor
         }
     }
     if let Some(c) = &s.creds {
-        if libc::setgroups(c.groups.len() as _, c.groups.as_ptr()) < 0 {
-            fail(Step::Groups, errno(), 0);
-        }
-        if libc::setgid(c.gid) < 0 || libc::getgid() != c.gid || libc::getegid() != c.gid {
-            fail(Step::Gid, errno(), 0);
-        }
-        if let Some(uid) = c.uid {
-            if libc::setuid(uid) < 0 {
-                fail(Step::Uid, errno(), 0);
-            }
-            // Verified, not assumed: a service given a user never keeps root.
-            if libc::getuid() != uid || libc::geteuid() != uid || (uid != 0 && libc::setuid(0) == 0)
-            {
-                fail(Step::Uid, libc::EPERM, 0);
-            }
+        if let Err((step, e)) = become_user(c) {
+            fail(step, e, 0);
         }
     }
     if libc::chdir(s.cwd.as_ptr()) < 0 {
@@ -216,20 +203,51 @@ unsafe fn child(s: &Spawn, argv: &[*const c_char], envp: &[*const c_char], repor
     libc::umask(s.umask);
     unblock_all();
 
-    // As execvp: a missing candidate moves on to the next; EACCES is remembered.
+    let err = exec_first(s.paths, argv, envp);
+    fail(Step::Exec, err, 0)
+}
+
+/// In the child: drops groups, gid, then uid, and verifies each (a service given a user
+/// never keeps root). Err: the step that failed, and errno.
+///
+/// # Safety
+/// As `child`: only in the child after fork.
+unsafe fn become_user(c: &Creds) -> Result<(), (Step, i32)> {
+    let errno = || *libc::__errno_location();
+    if libc::setgroups(c.groups.len() as _, c.groups.as_ptr()) < 0 {
+        return Err((Step::Groups, errno()));
+    }
+    if libc::setgid(c.gid) < 0 || libc::getgid() != c.gid || libc::getegid() != c.gid {
+        return Err((Step::Gid, errno()));
+    }
+    let Some(uid) = c.uid else {
+        return Ok(());
+    };
+    if libc::setuid(uid) < 0 {
+        return Err((Step::Uid, errno()));
+    }
+    if libc::getuid() != uid || libc::geteuid() != uid || (uid != 0 && libc::setuid(0) == 0) {
+        return Err((Step::Uid, libc::EPERM));
+    }
+    Ok(())
+}
+
+/// In the child: execve of the first candidate that exists, as execvp: a missing one moves
+/// on to the next, EACCES is remembered. Returns only on failure, with the errno to report.
+///
+/// # Safety
+/// As `child`: only in the child after fork, with NUL-terminated `argv` and `envp`.
+unsafe fn exec_first(paths: &[CString], argv: &[*const c_char], envp: &[*const c_char]) -> i32 {
     let mut err = libc::ENOENT;
-    for path in s.paths {
+    for path in paths {
         libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-        match errno() {
+        match *libc::__errno_location() {
             libc::ENOENT | libc::ENOTDIR => {}
             libc::EACCES => err = libc::EACCES,
-            e => {
-                err = e;
-                break;
-            }
+            e => return e,
         }
     }
-    fail(Step::Exec, err, 0)
+    err
 }
 
 /// A close-on-exec pipe: (read end, write end). The read end is non-blocking, as going

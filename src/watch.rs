@@ -356,8 +356,9 @@ impl Watch {
         let mut changed = false;
         // Watches whose directory is gone from where it was: (id, still in the kernel).
         let mut gone: Vec<(i32, bool)> = Vec::new();
+        let mut buf = std::mem::take(&mut self.buf);
         loop {
-            let events = match self.inotify.read_events(&mut self.buf) {
+            let events = match self.inotify.read_events(&mut buf) {
                 Ok(events) => events,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break, // WouldBlock: drained
@@ -365,42 +366,13 @@ impl Watch {
             let mut any = false;
             for ev in events {
                 any = true;
-                if ev.mask.contains(EventMask::Q_OVERFLOW) {
-                    (self.lost, self.stale) = (true, true);
-                    changed = true;
-                    continue;
-                }
-                let id = ev.wd.get_watch_descriptor_id();
-                let Some(held) = (self.dirs.iter()).find(|h| h.wd.get_watch_descriptor_id() == id)
-                else {
-                    continue; // a watch given up already
-                };
-                if ev
-                    .mask
-                    .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED)
-                {
-                    // A watch follows its directory to a new name, which is not the way
-                    // resolved; a deleted one the kernel drops. The reload finds the way.
-                    gone.push((id, ev.mask.contains(EventMask::MOVE_SELF)));
-                    (changed, self.stale) = (true, true);
-                } else if let Some(name) = ev.name {
-                    let (on_way, Some(kind)) = held.want.kind(name) else {
-                        continue;
-                    };
-                    changed = true;
-                    self.stale |= on_way;
-                    if ev.mask == EventMask::CREATE && kind == Kind::File {
-                        self.writing.push((id, name.to_owned()));
-                    } else {
-                        self.writing
-                            .retain(|(i, n)| (*i, n.as_os_str()) != (id, name));
-                    }
-                }
+                changed |= self.note(ev.wd.get_watch_descriptor_id(), ev.mask, ev.name, &mut gone);
             }
             if !any {
                 break;
             }
         }
+        self.buf = buf;
         for (id, held_by_kernel) in gone {
             let i = (self.dirs.iter()).position(|h| h.wd.get_watch_descriptor_id() == id);
             if let Some(held) = i.map(|i| self.dirs.swap_remove(i)) {
@@ -411,14 +383,59 @@ impl Watch {
         }
         if changed {
             let burst = *self.burst.get_or_insert(now);
-            let quiet = if self.writing.is_empty() {
-                now + SETTLE
-            } else {
-                burst + MAX_DELAY
-            };
-            self.due = Some(quiet.min(burst + MAX_DELAY));
+            self.due = Some(settle(burst, now, !self.writing.is_empty()));
         }
     }
+
+    /// One event on the watch `id`: whether it may change what CONFDIR holds.
+    fn note(
+        &mut self,
+        id: i32,
+        mask: EventMask,
+        name: Option<&OsStr>,
+        gone: &mut Vec<(i32, bool)>,
+    ) -> bool {
+        if mask.contains(EventMask::Q_OVERFLOW) {
+            (self.lost, self.stale) = (true, true);
+            return true;
+        }
+        let Some(held) = (self.dirs.iter()).find(|h| h.wd.get_watch_descriptor_id() == id) else {
+            return false; // a watch given up already
+        };
+        if mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED) {
+            // A watch follows its directory to a new name, which is not the way resolved;
+            // a deleted one the kernel drops. The reload finds the way.
+            gone.push((id, mask.contains(EventMask::MOVE_SELF)));
+            self.stale = true;
+            return true;
+        }
+        let Some(name) = name else {
+            return false;
+        };
+        let (on_way, Some(kind)) = held.want.kind(name) else {
+            return false;
+        };
+        self.stale |= on_way;
+        if mask == EventMask::CREATE && kind == Kind::File {
+            self.writing.push((id, name.to_owned()));
+        } else {
+            self.writing
+                .retain(|(i, n)| (*i, n.as_os_str()) != (id, name));
+        }
+        true
+    }
+}
+
+/// When a burst of events that began at `burst` is settled, seen at `now`: after
+/// [`SETTLE`] of quiet, or once a file created in it is closed after writing; never later
+/// than [`MAX_DELAY`] after the burst began.
+fn settle(burst: Instant, now: Instant, writing: bool) -> Instant {
+    let quiet = if writing {
+        burst + MAX_DELAY
+    } else {
+        now + SETTLE
+    };
+    quiet.min(burst + MAX_DELAY)
 }
 
 /// Follows `path` from the directory `at` as the kernel would, one name at a time, and
@@ -477,6 +494,19 @@ fn push(todo: &mut Vec<OsString>, at: &mut PathBuf, path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_settles_after_quiet_or_a_closed_write_and_never_after_a_second() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(settle(t0, t0, false), t0 + SETTLE);
+        // Each event pushes the reload back by the settle time…
+        assert_eq!(settle(t0, t0 + ms(3), false), t0 + ms(3) + SETTLE);
+        // …but a steady stream never further than a second after it began.
+        assert_eq!(settle(t0, t0 + ms(999), false), t0 + MAX_DELAY);
+        // A file still being written waits for its close, up to the same second.
+        assert_eq!(settle(t0, t0 + ms(1), true), t0 + MAX_DELAY);
+    }
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     /// A fresh directory with no link on the way to it (the temp dir may be one).

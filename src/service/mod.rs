@@ -482,33 +482,43 @@ impl Table {
                 );
                 self.crashed(&name, pid, since, ran, fx, now);
             }
-            State::Stopping {
-                pgid,
-                kill_at,
-                resume,
-                ..
-            } => {
+            State::Stopping { .. } => {
                 fx.log(
                     Level::Info,
                     format_args!("{name}[{pid}]: stopped: {how} after {}", Age(ran)),
                 );
-                if kill_at.is_some() && fx.group_alive(pgid) {
-                    // Others of its group still run: they get their SIGKILL at the deadline.
-                    let state = State::Stopping {
-                        pid: None,
-                        pgid,
-                        since,
-                        kill_at,
-                        resume,
-                    };
-                    self.set(&name, state);
-                } else {
-                    self.stopped(&name, resume, fx, now);
-                }
+                self.leader_stopped(&name, state, fx, now);
             }
             State::Waiting { .. } | State::Idle => {}
         }
         true
+    }
+
+    /// The main process of a stopping service was reaped: stopped, unless others of its
+    /// group still run (they get their SIGKILL at the deadline).
+    fn leader_stopped(&mut self, name: &str, state: State, fx: &mut impl Effects, now: Instant) {
+        let State::Stopping {
+            pgid,
+            since,
+            kill_at,
+            resume,
+            ..
+        } = state
+        else {
+            return;
+        };
+        if kill_at.is_some() && fx.group_alive(pgid) {
+            let state = State::Stopping {
+                pid: None,
+                pgid,
+                since,
+                kill_at,
+                resume,
+            };
+            self.set(name, state);
+        } else {
+            self.stopped(name, resume, fx, now);
+        }
     }
 
     /// The main process `pid` of a running service ended on its own after `ran`: start it

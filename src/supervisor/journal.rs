@@ -74,18 +74,7 @@ impl Journal {
             self.appended = None;
         }
         changes.extend(self.unread.drain(..).map(|pid| (pid, true)));
-        for &(pid, live) in &changes {
-            if !live {
-                self.starts.remove(&pid);
-            } else if table.live_entry(pid).is_some() && !self.starts.contains_key(&pid) {
-                match start_of(pid) {
-                    Some(start) => {
-                        self.starts.insert(pid, start);
-                    }
-                    None => self.unread.push(pid),
-                }
-            }
-        }
+        self.learn_starts(table, &changes, start_of);
         let starts = &self.starts;
         let entry = |pid: Pid| {
             let live = table.live_entry(pid)?;
@@ -118,6 +107,32 @@ impl Journal {
             None => write_snapshot(),
         };
         self.appended = done.as_ref().ok().copied();
+        self.report(done.map(drop), rundir, log);
+    }
+
+    /// Start times of the processes that began, forgotten for those that ended.
+    fn learn_starts(
+        &mut self,
+        table: &Table,
+        changes: &[(Pid, bool)],
+        start_of: impl Fn(Pid) -> Option<u64>,
+    ) {
+        for &(pid, live) in changes {
+            if !live {
+                self.starts.remove(&pid);
+            } else if table.live_entry(pid).is_some() && !self.starts.contains_key(&pid) {
+                match start_of(pid) {
+                    Some(start) => {
+                        self.starts.insert(pid, start);
+                    }
+                    None => self.unread.push(pid),
+                }
+            }
+        }
+    }
+
+    /// A failure is logged once, and the recovery from it.
+    fn report(&mut self, done: io::Result<()>, rundir: &RunDir, log: &mut Logger) {
         let path = rundir.path().join("state");
         match done {
             Ok(_) if self.error.take().is_some() => log.log(

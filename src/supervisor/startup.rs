@@ -47,29 +47,10 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
     sys::become_subreaper();
 
     // After an upgrade RUNDIR and the locks are still held, on the fds the previous binary
-    // handed over.
+    // handed over. A handover without the lock is none (a stray GOING_UPGRADE).
     let mut h = upgrade::take().unwrap_or_default();
-    // A handover without the lock is none (a stray GOING_UPGRADE in the environment).
     let upgraded = h.lock.is_some();
-    let rundir = match h.rundir.take() {
-        Some(fd) => RunDir::from_dir(sys::Dir::from_fd(fd), &opts.rundir),
-        None => RunDir::open(&opts.rundir),
-    }
-    .map_err(|e| match e.is_unsafe() {
-        true => fatal(EX_CONFIG, e.to_string()),
-        false => fatal(EX_CANTCREAT, e.to_string()),
-    })?;
-    let lock = match h.lock.take() {
-        Some(fd) => File::from(fd),
-        None => lock(&rundir)?,
-    };
-    let mut conf_lock = ConfLock::default();
-    match h.confdir.take() {
-        Some(fd) => conf_lock.held = Some(File::from(fd)),
-        None => conf_lock
-            .take(&opts.confdir)
-            .map_err(|e| fatal(EX_TEMPFAIL, e))?,
-    }
+    let (rundir, lock, conf_lock) = dirs(&opts, &mut h)?;
     let wake = signals()?;
 
     let stdio = (File::options().read(true).write(true).open("/dev/null"))
@@ -110,6 +91,31 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
         journal,
         stopping: false,
     })
+}
+
+/// RUNDIR, checked, and the locks on it and CONFDIR, taken; or, after an upgrade, as the
+/// previous binary handed them over.
+fn dirs(opts: &Options, h: &mut upgrade::Handover) -> Result<(RunDir, File, ConfLock), Fatal> {
+    let rundir = match h.rundir.take() {
+        Some(fd) => RunDir::from_dir(sys::Dir::from_fd(fd), &opts.rundir),
+        None => RunDir::open(&opts.rundir),
+    }
+    .map_err(|e| match e.is_unsafe() {
+        true => fatal(EX_CONFIG, e.to_string()),
+        false => fatal(EX_CANTCREAT, e.to_string()),
+    })?;
+    let lock = match h.lock.take() {
+        Some(fd) => File::from(fd),
+        None => lock(&rundir)?,
+    };
+    let mut conf_lock = ConfLock::default();
+    match h.confdir.take() {
+        Some(fd) => conf_lock.held = Some(File::from(fd)),
+        None => conf_lock
+            .take(&opts.confdir)
+            .map_err(|e| fatal(EX_TEMPFAIL, e))?,
+    }
+    Ok((rundir, lock, conf_lock))
 }
 
 /// RUNDIR's lock, taken; refused, with the other going named, when it is held.
