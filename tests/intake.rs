@@ -46,8 +46,10 @@ fn a_file_others_may_write_is_refused_and_the_running_copy_kept() {
     let target = g.dir.0.join("elsewhere");
     fs::write(&target, "cmd=sleep 1000\n").unwrap();
     chmod(&target, 0o666);
-    fs::remove_file(&path).unwrap();
-    symlink(&target, &path).unwrap();
+    // In place of the file at once (a removal seen alone would stop the service).
+    let tmp = g.dir.0.join("web.link");
+    symlink(&target, &tmp).unwrap();
+    fs::rename(&tmp, &path).unwrap();
     g.next_msg("mode 0666): refused");
     chmod(&target, 0o644);
     g.signal(libc::SIGHUP);
