@@ -160,6 +160,19 @@ impl System {
     }
 }
 
+/// Sends `sig` to the process group `pgid`. `ours`: its leader, of the same pid, is going's
+/// child not yet reaped. A group that is gone is no error.
+fn signal_group(pgid: Pid, ours: bool, sig: libc::c_int) -> io::Result<()> {
+    match sys::kill_group(pgid, sig) {
+        // Just forked, the leader has not made its group yet: the pid exists from the fork,
+        // and its signals stay blocked until just before its exec, so this one takes effect
+        // then.
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) && ours => sys::kill(pgid, sig),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        done => done,
+    }
+}
+
 impl Effects for System {
     fn spawn(&mut self, name: &str, s: &Settings) -> Result<Pid, SpawnError> {
         let plan = Plan::new(s, self.nofile)?;
@@ -207,34 +220,18 @@ impl Effects for System {
     }
 
     fn signal(&mut self, pgid: Pid, leader: bool, sig: libc::c_int) {
-        let err = match sys::kill_group(pgid, sig) {
-            Ok(()) => return,
-            // Just forked, the leader has not made its group yet: the pid exists from the
-            // fork, and its signals stay blocked until just before its exec, so this one
-            // takes effect then. Only for going's own unreaped child: an adopted pid could
-            // have been recycled since it ended.
-            Err(e)
-                if e.raw_os_error() == Some(libc::ESRCH)
-                    && leader
-                    && !self.adopted.contains(&pgid) =>
-            {
-                match sys::kill(pgid, sig) {
-                    Ok(()) => return,
-                    Err(e) => e,
-                }
-            }
-            // Nothing left in the group.
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return,
-            Err(e) => e,
-        };
-        let name = sys::signal_name(sig).map_or(sig.to_string(), |n| format!("SIG{n}"));
-        self.log(
-            Level::Err,
-            format_args!(
-                "going: unable to send {name} to process group {pgid}: {}",
-                Errno(&err)
-            ),
-        );
+        // An adopted leader is not going's child: its pid could have been recycled.
+        let ours = leader && !self.adopted.contains(&pgid);
+        if let Err(e) = signal_group(pgid, ours, sig) {
+            let name = sys::signal_name(sig).map_or(sig.to_string(), |n| format!("SIG{n}"));
+            self.log(
+                Level::Err,
+                format_args!(
+                    "going: unable to send {name} to process group {pgid}: {}",
+                    Errno(&e)
+                ),
+            );
+        }
     }
 
     fn group_alive(&mut self, pgid: Pid) -> bool {
@@ -271,5 +268,29 @@ impl Effects for System {
                 format_args!("{name}: unable to record whether it is down: {e}"),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn a_signal_to_a_group_not_made_yet_reaches_its_leader() {
+        // A child in the test's own process group, as a new service is until its setsid.
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as Pid;
+        assert!(sys::kill_group(pid, 0).is_err(), "no group of that id");
+        signal_group(pid, false, libc::SIGTERM).unwrap();
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "not ours: only the group"
+        );
+        signal_group(pid, true, libc::SIGTERM).unwrap();
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGTERM));
     }
 }

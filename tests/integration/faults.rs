@@ -1,12 +1,10 @@
 //! Faults going keeps working through: running as PID 1, a RUNDIR it cannot write, running
 //! out of fds, a thousand services crash-looping at once, an inotify queue that overflows.
 
-mod harness;
-
 use std::fs;
 use std::time::{Duration, Instant};
 
-use harness::*;
+use crate::harness::*;
 
 fn cpu_ticks(pid: i32) -> u64 {
     let f = stat_fields(pid);
@@ -14,37 +12,50 @@ fn cpu_ticks(pid: i32) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn as_pid_1_going_reaps_orphans_and_stops_cleanly() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    let probe = std::process::Command::new("unshare")
+        .args(["-pf", "--mount-proc", "true"])
+        .output()
+        .expect("unshare(1), from util-linux");
+    assert!(
+        probe.status.success(),
+        "this machine makes no pid namespace (unshare -pf): {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
     let dir = TempDir::new();
     fs::create_dir(dir.0.join("conf")).unwrap();
     fs::write(
         dir.0.join("conf/s"),
-        "cmd=/bin/sh -c '(sleep 0.2 &); (sleep 0.2 &); exec sleep 1000'\n",
+        "cmd=/bin/sh -c '(sleep 2 &); (sleep 2 &); exec sleep 1000'\n",
     )
     .unwrap();
-    let mut unshare = std::process::Command::new("unshare")
+    let unshare = std::process::Command::new("unshare")
         .args(["-pf", "--mount-proc", BIN, "-f", "-d"])
         .arg(dir.0.join("conf"))
         .arg("-r")
         .arg(dir.0.join("run"))
+        .stdout(std::process::Stdio::null())
         .stderr(fs::File::create(dir.0.join("stderr")).unwrap())
         .spawn()
         .unwrap();
-    let log = || fs::read_to_string(dir.0.join("stderr")).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !log().contains("going[1]: s[2]: started") {
-        if Instant::now() > deadline || unshare.try_wait().unwrap().is_some() {
-            eprintln!("skipped: no pid namespace here: {}", log());
-            let _ = unshare.kill();
-            return;
+    /// Ends the namespace however the test ends: its PID 1 killed, everything in it goes.
+    struct Namespace(std::process::Child);
+    impl Drop for Namespace {
+        fn drop(&mut self) {
+            for (pid, _) in children_of(self.0.id() as i32) {
+                // SAFETY: kill has no memory effects; the pid is unshare's child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            let _ = self.0.wait();
         }
-        std::thread::sleep(Duration::from_millis(5));
     }
-    let going = children_of(unshare.id() as i32)[0].0;
+    let mut unshare = Namespace(unshare);
+    let log = || fs::read_to_string(dir.0.join("stderr")).unwrap_or_default();
+    wait_until("going, PID 1 of its namespace, to start s", || {
+        log().contains("going[1]: s[2]: started")
+    });
+    let going = children_of(unshare.0.id() as i32)[0].0;
     assert_eq!(
         status_field(going, "NSpid").split_whitespace().last(),
         Some("1")
@@ -59,7 +70,7 @@ fn as_pid_1_going_reaps_orphans_and_stops_cleanly() {
     wait_until("the orphans to be reaped", || others() == 0);
     // SAFETY: kill has no memory effects.
     unsafe { libc::kill(going, libc::SIGTERM) };
-    assert_eq!(unshare.wait().unwrap().code(), Some(0), "{}", log());
+    assert_eq!(unshare.0.wait().unwrap().code(), Some(0), "{}", log());
     assert!(log().contains("going[1]: going: all services stopped, exiting"));
 }
 
@@ -165,16 +176,18 @@ fn a_thousand_crash_loopers_leave_going_responsive() {
     });
     let t0 = Instant::now();
     let cpu0 = cpu_ticks(g.pid());
-    for _ in 0..5 {
+    // Asked while they crash and restart: answered, never held up (the other tests
+    // running meanwhile share the machine: the bound says blocked, not slow).
+    for _ in 0..4 {
         let asked = Instant::now();
         let (code, out, _) = run(&["status", "-r", path_str(&g.dir.0.join("run")), "c1"]);
         assert!(code == 0 || code == 3, "{out}");
         assert!(
-            asked.elapsed() < Duration::from_secs(2),
+            asked.elapsed() < Duration::from_secs(5),
             "status took {:?}",
             asked.elapsed()
         );
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(400));
     }
     // The backoff bounds the work: going is mostly idle while they wait.
     let ticks = cpu_ticks(g.pid()) - cpu0;
@@ -195,7 +208,8 @@ fn an_overflowing_inotify_queue_means_one_rescan() {
     let mut g = Going::start(&[]);
     g.next_msg("reload: 0 started");
     g.signal(libc::SIGSTOP);
-    for i in 0..max + 100 {
+    // Two events each (created, closed after writing): past the queue's bound.
+    for i in 0..max / 2 + 100 {
         fs::write(g.conf().join(format!("junk{i}.tmp")), "").unwrap();
     }
     g.write("web", "cmd=sleep 1000\n");
@@ -205,15 +219,19 @@ fn an_overflowing_inotify_queue_means_one_rescan() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn when_fork_fails_going_retries_with_backoff_and_recovers() {
-    if !is_root() {
-        eprintln!("skipped: needs root (to run going as another user with few processes)");
-        return;
-    }
+    // As another user with room for few processes; alone, as others run as nobody too.
+    let _alone = alone();
     // going runs as nobody, with room for itself and a couple of services at most.
+    // Owned by its effective uid: /proc/PID itself says it, without opening a file there
+    // (another test watches who opens a /proc file).
     let nobody_procs = processes()
         .iter()
-        .filter(|(p, _)| status_field(*p, "Uid").starts_with("65534\t"))
+        .filter(|(p, _)| {
+            use std::os::unix::fs::MetadataExt;
+            fs::metadata(format!("/proc/{p}")).is_ok_and(|m| m.uid() == 65534)
+        })
         .count();
     let dir = TempDir::new();
     let conf = dir.0.join("conf");

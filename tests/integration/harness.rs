@@ -16,6 +16,63 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_going");
 /// How long any awaited condition may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
+/// How long going may take to stop its services and exit after SIGTERM, unless a test
+/// says why it must take longer (`Going::stop_within`): a lost SIGTERM would make it wait
+/// out a service's stop_timeout.
+pub const STOP: Duration = Duration::from_secs(2);
+
+/// Tests run side by side, many at once; a test that loads the machine (a thousand
+/// services, ten thousand files) or measures how quickly going answers runs alone:
+/// `alone()` waits for the others and keeps new ones out until dropped. Every `Going`
+/// holds a shared turn.
+static LANE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+thread_local! {
+    /// Whether this thread runs alone now (its Goings then take no turn of their own).
+    static ALONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The turns this thread holds: only the first waits for one, so that a test with a
+    /// second Going never waits behind a test that waits to run alone.
+    static TURNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The shared turn of this thread while it holds any.
+    static HELD: std::cell::RefCell<Option<std::sync::RwLockReadGuard<'static, ()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The machine to this test alone, until the guard is dropped.
+pub struct Alone(#[allow(dead_code)] std::sync::RwLockWriteGuard<'static, ()>);
+
+pub fn alone() -> Alone {
+    let guard = LANE.write().unwrap_or_else(|e| e.into_inner());
+    ALONE.with(|a| a.set(true));
+    Alone(guard)
+}
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        ALONE.with(|a| a.set(false));
+    }
+}
+
+/// A turn among the tests that run side by side, held by the thread until its last Turn
+/// is dropped.
+pub struct Turn;
+
+fn turn() -> Turn {
+    let first = TURNS.with(|t| t.replace(t.get() + 1)) == 0;
+    if first && !ALONE.with(|a| a.get()) {
+        let guard = LANE.read().unwrap_or_else(|e| e.into_inner());
+        HELD.with(|h| *h.borrow_mut() = Some(guard));
+    }
+    Turn
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if TURNS.with(|t| t.replace(t.get() - 1)) == 1 {
+            HELD.with(|h| h.borrow_mut().take());
+        }
+    }
+}
 
 /// A directory under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -77,6 +134,8 @@ pub struct Going {
     pub lines: Vec<Line>,
     /// How many of `lines` the `next_*` calls have already consumed.
     cursor: usize,
+    /// This test's turn among those that run side by side (see `alone`).
+    _turn: Turn,
 }
 
 pub struct Setup {
@@ -119,6 +178,7 @@ impl Going {
     }
 
     pub fn with(mut setup: Setup) -> Going {
+        let turn = turn();
         let dir = setup.dir.take().unwrap_or_else(TempDir::new);
         match setup.conf_link {
             Some(to) => {
@@ -160,6 +220,7 @@ impl Going {
             rx,
             lines: Vec::new(),
             cursor: 0,
+            _turn: turn,
         }
     }
 
@@ -239,6 +300,22 @@ impl Going {
         }
     }
 
+    /// Sends SIGUSR2 and returns going's word on it: `going: upgrading: exec …` or `going:
+    /// unable to upgrade: …`. Again when the binary was busy: a copy just written may
+    /// still be open for writing in a child that another test thread forked meanwhile.
+    pub fn upgrade(&mut self) -> Line {
+        loop {
+            self.signal(libc::SIGUSR2);
+            let l = self.next("going's word on the upgrade", |l| {
+                l.msg.starts_with("going: upgrading: exec")
+                    || l.msg.starts_with("going: unable to upgrade")
+            });
+            if !l.msg.contains("Text file busy") {
+                return l;
+            }
+        }
+    }
+
     /// Makes the `next_*` calls search again from the first line.
     pub fn rewind(&mut self) {
         self.cursor = 0;
@@ -297,8 +374,26 @@ impl Going {
 
     /// Stops going with SIGTERM and returns its exit code.
     pub fn stop(&mut self) -> i32 {
+        self.stop_within(STOP, "")
+    }
+
+    /// Stops going with SIGTERM, and fails the test unless it exits within `limit`;
+    /// `why` says why a test allows more than [`STOP`].
+    pub fn stop_within(&mut self, limit: Duration, why: &str) -> i32 {
+        assert!(
+            limit <= STOP || !why.is_empty(),
+            "say why going may take longer"
+        );
         self.signal(libc::SIGTERM);
-        self.wait_exit()
+        let t0 = Instant::now();
+        let code = self.wait_exit();
+        assert!(
+            t0.elapsed() <= limit,
+            "going took {:?} to exit after SIGTERM; log:\n{}",
+            t0.elapsed(),
+            self.dump()
+        );
+        code
     }
 
     pub fn wait_exit(&mut self) -> i32 {
@@ -318,29 +413,44 @@ impl Going {
 }
 
 impl Drop for Going {
+    /// going still running at the end of a test is stopped as `stop` does, and must exit
+    /// as quickly: a SIGTERM lost or a service that outstays its stop fails the test.
     fn drop(&mut self) {
+        let mut slow = None;
         if self.child.try_wait().ok().flatten().is_none() {
             self.signal(libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            let t0 = Instant::now();
+            while self.child.try_wait().ok().flatten().is_none() && t0.elapsed() < STOP {
                 std::thread::sleep(Duration::from_millis(5));
+            }
+            if self.child.try_wait().ok().flatten().is_none() {
+                slow = Some(t0.elapsed());
             }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        // Whatever a failed test left behind: every process group going started.
-        for l in &self.lines {
-            if let Some(pid) = l
-                .msg
-                .split_once('[')
-                .and_then(|(_, r)| r.split_once("]: started"))
-                .and_then(|(p, _)| p.parse::<i32>().ok())
-            {
+        // Whatever a failed test left behind: every process group going started. Only then:
+        // pids are recycled (pid_max may be 32768), and by the end of a test that passed a
+        // group it saw may be another test's now.
+        if std::thread::panicking() || slow.is_some() {
+            for pid in self.lines.iter().filter_map(|l| started_pid(&l.msg)) {
                 // SAFETY: kill has no memory effects; the group is one going created.
                 unsafe { libc::kill(-pid, libc::SIGKILL) };
             }
         }
+        if let Some(took) = slow.filter(|_| !std::thread::panicking()) {
+            panic!(
+                "going did not exit within {took:?} after SIGTERM; log:\n{}",
+                self.dump()
+            );
+        }
     }
+}
+
+/// The pid in `NAME[PID]: started`.
+fn started_pid(msg: &str) -> Option<i32> {
+    let (_, rest) = msg.split_once('[')?;
+    rest.split_once("]: started")?.0.parse().ok()
 }
 
 /// Spawns `cmd`, again while its binary is busy: a copy of going that a test has just

@@ -3,12 +3,10 @@
 //! forged state file adopts and kills nothing; what a crashed service leaves in its process
 //! group is stopped before it starts again.
 
-mod harness;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use harness::*;
+use crate::harness::*;
 
 /// Three services; `base` keeps their command lines apart from other tests running at once.
 fn services(base: u32) -> [(&'static str, String); 3] {
@@ -185,11 +183,17 @@ fn an_adopted_service_output_is_read_again_and_a_write_while_no_going_ran_kills_
 fn what_a_crashed_service_left_in_its_group_is_stopped_before_it_starts_again() {
     let mut g = Going::start(&[(
         "leaky",
-        "cmd=/bin/sh -c 'sleep 5004 & sleep 0.3; exit 1'\nlog=null\n",
+        "cmd=/bin/sh -c 'sleep 5004 & sleep 1; exit 1'\nlog=null\n",
     )]);
     let first = g.started("leaky");
-    wait_until("the helper", || running("sleep 5004").len() == 1);
-    let helper = running("sleep 5004")[0];
+    // The helper of this first run: in its process group.
+    let mut helper = 0;
+    wait_until("the helper", || {
+        let of_first = (running("sleep 5004").into_iter())
+            .find(|p| stat_fields(*p).get(2) == Some(&first.to_string()));
+        helper = of_first.unwrap_or(0);
+        helper != 0
+    });
     g.next_msg(&format!("leaky[{first}]: exited 1"));
     g.next_msg("leaky: stopping what is left of its process group");
     g.started("leaky");

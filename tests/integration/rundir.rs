@@ -2,14 +2,12 @@
 //! a symbolic link, is refused before anything is created in it; inside it nothing is
 //! followed through a symbolic link, and what is read is a regular file of bounded size.
 
-mod harness;
-
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use harness::*;
+use crate::harness::*;
 
 /// Runs going on `dir`/conf and `dir`/run until it exits (it is expected to refuse):
 /// exit code and stderr.

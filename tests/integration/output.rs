@@ -1,12 +1,10 @@
 //! Services' output in syslog: tag, pid, priority, long and partial lines, escaping,
 //! `log=null`, and a flooding service that must not hold up the others.
 
-mod harness;
-
 use std::fs;
 use std::time::{Duration, Instant};
 
-use harness::*;
+use crate::harness::*;
 
 #[test]
 fn output_lines_reach_syslog_with_the_services_tag_pid_and_priority() {
@@ -59,11 +57,6 @@ fn a_flooding_service_does_not_hold_up_the_others() {
         ("victim", "cmd=sleep 1000\n"),
     ]);
     let victim = g.started("victim");
-    let since = Instant::now();
-    // Only a run of 5 s counts as a success that restarts at once.
-    wait_until("5 s of run time", || {
-        since.elapsed() >= Duration::from_millis(5300)
-    });
     let before: Vec<i32> = children_of(g.pid()).into_iter().map(|c| c.0).collect();
     let t0 = Instant::now();
     // SAFETY: kill has no memory effects.
@@ -74,10 +67,12 @@ fn a_flooding_service_does_not_hold_up_the_others() {
         })
     };
     wait_until("the victim to be back", fresh);
+    // A run under 5 s: it waits out a quarantine of 1 s, a deadline the flood must not
+    // push back.
     let took = t0.elapsed();
     assert!(
-        took < Duration::from_secs(1),
-        "victim back after {took:?} while another service floods"
+        took < Duration::from_secs(3),
+        "victim back after {took:?} (due after 1s) while another service floods"
     );
     // going's memory stays bounded meanwhile.
     let rss: u64 = status_field(g.pid(), "VmRSS")
@@ -206,7 +201,8 @@ fn a_stderr_nobody_reads_never_blocks_going() {
     let (code, out, took) = status(&[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("flood") && out.contains("crashy"), "{out}");
-    assert!(took < Duration::from_secs(1), "going status took {took:?}");
+    // Blocked, it would never answer; other tests share the machine meanwhile.
+    assert!(took < Duration::from_secs(3), "going status took {took:?}");
     wait_until("the crash-looper to be restarted twice", || {
         let (_, out, _) = status(&["crashy"]);
         let n = out.lines().find_map(|l| l.trim().strip_prefix("restarts"));

@@ -3,13 +3,11 @@
 //! to files kept elsewhere, chains of links. A change anywhere on the way is noticed like
 //! any other change, without a SIGHUP.
 
-mod harness;
-
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use harness::*;
+use crate::harness::*;
 
 /// A directory going accepts: its own, nobody else's to write.
 fn dir(p: PathBuf) -> PathBuf {

@@ -2,12 +2,10 @@
 //! keeping its pid, its services, their output and its control socket; if that binary
 //! cannot be executed, the old one carries on.
 
-mod harness;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use harness::*;
+use crate::harness::*;
 
 fn copy_of_going(dir: &TempDir) -> std::path::PathBuf {
     let path = dir.0.join("going");
@@ -43,8 +41,8 @@ fn usr2_upgrades_in_place_keeping_services_output_and_control() {
         .to_string_lossy()
         .ends_with("(deleted)"));
     let going = g.pid();
-    g.signal(libc::SIGUSR2);
-    g.next_msg("going: upgrading: exec");
+    let l = g.upgrade();
+    assert!(l.msg.starts_with("going: upgrading: exec"), "{}", l.msg);
     g.next_msg(&format!("talker[{talker}]: adopted"));
     assert_eq!(
         fs::read_link(format!("/proc/{going}/exe")).unwrap(),
@@ -81,8 +79,7 @@ fn a_binary_that_cannot_run_leaves_the_old_one_going() {
     });
     let quiet = g.exec_of("quiet", "sleep");
     fs::set_permissions(&binary, fs::Permissions::from_mode(0o644)).unwrap();
-    g.signal(libc::SIGUSR2);
-    let l = g.next_msg("going: unable to upgrade");
+    let l = g.upgrade();
     assert!(
         l.msg.ends_with("Permission denied; carrying on"),
         "{}",
@@ -151,8 +148,7 @@ fn a_binary_that_execs_but_cannot_run_leaves_the_old_one_going() {
         (&dynamic, "libgone.so".to_string()),
     ] {
         install(broken, &binary);
-        g.signal(libc::SIGUSR2);
-        let l = g.next_msg("going: unable to upgrade");
+        let l = g.upgrade();
         assert!(
             l.msg
                 .contains("is no going that can take over: asked with --handover-check")
@@ -204,8 +200,8 @@ int main(int argc, char **argv) {
         &[],
     );
     install(&liar, &binary);
-    g.signal(libc::SIGUSR2);
-    g.next_msg("going: upgrading: exec");
+    let l = g.upgrade();
+    assert!(l.msg.starts_with("going: upgrading: exec"), "{}", l.msg);
     assert_eq!(g.wait_exit(), 3, "the liar ran in going's place and died");
     // As init would: a going started again adopts both, as the state written at the exec
     // says, and restarts neither.
