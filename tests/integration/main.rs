@@ -5,6 +5,7 @@
 mod harness;
 
 mod adoption;
+mod compat;
 mod control;
 mod faults;
 mod going;
