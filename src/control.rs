@@ -222,7 +222,7 @@ impl Control {
         };
         c.replying = true;
         c.reply = text.into_bytes();
-        if epoll.want_output(c.stream.as_raw_fd(), token).is_err() {
+        if epoll.set_output(c.stream.as_raw_fd(), true, token).is_err() {
             return self.close(id, epoll);
         }
         self.send(id, epoll);

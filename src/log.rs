@@ -97,7 +97,7 @@ impl Logger {
     /// known from the start; `want_output` says when to watch it. Err: epoll refused it.
     pub fn watch(&mut self, epoll: &Epoll, token: u64) -> io::Result<()> {
         match &self.sock {
-            Some(s) => epoll.watch_output(s.as_raw_fd(), true, false, token),
+            Some(s) => epoll.add_for_output(s.as_raw_fd(), false, token),
             None => Ok(()),
         }
     }
@@ -108,10 +108,7 @@ impl Logger {
     pub fn want_output(&mut self, epoll: &Epoll, token: u64) {
         let want = !self.queue.is_empty();
         if let Some(s) = self.sock.as_ref().filter(|_| want != self.syslog_watched) {
-            if epoll
-                .watch_output(s.as_raw_fd(), false, want, token)
-                .is_ok()
-            {
+            if epoll.set_output(s.as_raw_fd(), want, token).is_ok() {
                 self.syslog_watched = want;
             }
         }
@@ -421,7 +418,7 @@ impl Stderr {
         if want {
             // Refused (a file epoll cannot watch, which makes no writer wait anyway, or no
             // memory): tried again at the next turn of the loop.
-            self.watched = epoll.watch_output(fd, true, true, token).is_ok();
+            self.watched = epoll.add_for_output(fd, true, token).is_ok();
         } else {
             epoll.delete(fd);
             self.watched = false;

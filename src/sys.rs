@@ -343,24 +343,16 @@ impl Epoll {
         self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32, token)
     }
 
-    /// Adds `fd` (`add`: true) or changes what it is watched for: output, or nothing.
-    pub fn watch_output(&self, fd: RawFd, add: bool, output: bool, token: u64) -> io::Result<()> {
-        let op = if add {
-            libc::EPOLL_CTL_ADD
-        } else {
-            libc::EPOLL_CTL_MOD
-        };
-        self.ctl(
-            op,
-            fd,
-            if output { libc::EPOLLOUT as u32 } else { 0 },
-            token,
-        )
+    /// Watches `fd` for output (`output`), or for nothing yet (its fd known from the start).
+    pub fn add_for_output(&self, fd: RawFd, output: bool, token: u64) -> io::Result<()> {
+        let events = if output { libc::EPOLLOUT as u32 } else { 0 };
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
     }
 
-    /// Watches `fd`, already added, for output instead of input.
-    pub fn want_output(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, libc::EPOLLOUT as u32, token)
+    /// Watches `fd`, already added, for output (`output`) or for nothing.
+    pub fn set_output(&self, fd: RawFd, output: bool, token: u64) -> io::Result<()> {
+        let events = if output { libc::EPOLLOUT as u32 } else { 0 };
+        self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
     }
 
     fn ctl(&self, op: c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {

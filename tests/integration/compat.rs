@@ -108,7 +108,9 @@ fn old_going(base: u32, binary: PathBuf) -> (Going, i32, i32) {
     g.next_msg("down[");
     wait_until("0.1.0's state file with both", || {
         let state = fs::read_to_string(run_dir.join("state")).unwrap_or_default();
-        [plain, full].iter().all(|p| state.contains(&format!(" {p} {p} ")))
+        [plain, full]
+            .iter()
+            .all(|p| state.contains(&format!(" {p} {p} ")))
     });
     (g, plain, full)
 }
@@ -122,7 +124,8 @@ fn taken_over(g: &mut Going, plain: i32, full: i32) {
     g.next_msg("down: down, as the admin left it");
     let reload = g.next_msg("reload: ");
     assert_eq!(
-        reload.msg, "reload: 0 started, 0 stopped, 0 restarted, 0 invalid",
+        reload.msg,
+        "reload: 0 started, 0 stopped, 0 restarted, 0 invalid",
         "{}",
         g.dump()
     );
