@@ -71,19 +71,25 @@ enum State {
     },
     /// The next start is at `until` (a quarantine).
     Waiting { until: Instant },
-    /// The stop signal sent to the group `pgid`. `pid` is None once the leader is reaped
-    /// while others of its group are left; `kill_at` is None once SIGKILL has been sent;
-    /// `resume`: when the service may start again if it is still wanted up then (the
-    /// quarantine of a crash whose leftovers are being stopped).
+    /// The stop signal sent; `kill_at` is None once SIGKILL has been sent too.
     Stopping {
-        pid: Option<Pid>,
-        pgid: Pid,
-        since: Instant,
+        stop: Stop,
         kill_at: Option<Instant>,
-        resume: Option<Instant>,
     },
     /// Nothing runs and nothing is due.
     Idle,
+}
+
+/// A stop under way, of the group `pgid`: `pid` is its leader until reaped (while others
+/// of its group may be left); `since` when the process started; `resume` when the service
+/// may start again if it is still wanted up then (the quarantine of a crash whose leftovers
+/// are being stopped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stop {
+    pid: Option<Pid>,
+    pgid: Pid,
+    since: Instant,
+    resume: Option<Instant>,
 }
 
 impl State {
@@ -100,8 +106,12 @@ impl State {
         match *self {
             State::Running { pid, .. } => Some((pid, pid)),
             State::Stopping {
-                pid: Some(pid),
-                pgid,
+                stop:
+                    Stop {
+                        pid: Some(pid),
+                        pgid,
+                        ..
+                    },
                 ..
             } => Some((pid, pgid)),
             _ => None,
@@ -114,7 +124,13 @@ impl State {
 
     /// Stopping, its leader reaped, others of its group left: what `check_groups` watches.
     fn draining(&self) -> bool {
-        matches!(self, State::Stopping { pid: None, .. })
+        matches!(
+            self,
+            State::Stopping {
+                stop: Stop { pid: None, .. },
+                ..
+            }
+        )
     }
 }
 
@@ -452,7 +468,7 @@ impl Table {
         let state = svc.state;
         let (since, failed) = match state {
             State::Running { since, failed, .. } => (since, failed),
-            State::Stopping { since, .. } => (since, None),
+            State::Stopping { stop, .. } => (stop.since, None),
             State::Waiting { .. } | State::Idle => return false, // no live pid: not indexed
         };
         let ran = now.saturating_duration_since(since);
@@ -497,27 +513,14 @@ impl Table {
     /// The main process of a stopping service was reaped: stopped, unless others of its
     /// group still run (they get their SIGKILL at the deadline).
     fn leader_stopped(&mut self, name: &str, state: State, fx: &mut impl Effects, now: Instant) {
-        let State::Stopping {
-            pgid,
-            since,
-            kill_at,
-            resume,
-            ..
-        } = state
-        else {
+        let State::Stopping { stop, kill_at } = state else {
             return;
         };
-        if kill_at.is_some() && fx.group_alive(pgid) {
-            let state = State::Stopping {
-                pid: None,
-                pgid,
-                since,
-                kill_at,
-                resume,
-            };
-            self.set(name, state);
+        if kill_at.is_some() && fx.group_alive(stop.pgid) {
+            let stop = Stop { pid: None, ..stop };
+            self.set(name, State::Stopping { stop, kill_at });
         } else {
-            self.stopped(name, resume, fx, now);
+            self.stopped(name, stop.resume, fx, now);
         }
     }
 
@@ -545,7 +548,13 @@ impl Table {
                 Level::Notice,
                 format_args!("{name}: stopping what is left of its process group"),
             );
-            self.signal_stop(name, None, pid, since, Some(resume), fx, now);
+            let stop = Stop {
+                pid: None,
+                pgid: pid,
+                since,
+                resume: Some(resume),
+            };
+            self.signal_stop(name, stop, fx, now);
         } else if resume <= now {
             self.start(name, fx, now);
         } else {
@@ -583,8 +592,8 @@ impl Table {
         let services = &self.services;
         let done: Vec<(String, Option<Instant>)> = (self.draining.iter())
             .filter_map(|name| match services[name].state {
-                State::Stopping { pgid, resume, .. } if !fx.group_alive(pgid) => {
-                    Some((name.clone(), resume))
+                State::Stopping { stop, .. } if !fx.group_alive(stop.pgid) => {
+                    Some((name.clone(), stop.resume))
                 }
                 _ => None,
             })
@@ -602,13 +611,7 @@ impl Table {
             }
             match self.services[&name].state {
                 State::Waiting { .. } => self.start(&name, fx, now),
-                State::Stopping {
-                    pid,
-                    pgid,
-                    since,
-                    resume,
-                    ..
-                } => self.kill(&name, pid, pgid, since, resume, fx, now),
+                State::Stopping { stop, .. } => self.kill(&name, stop, fx, now),
                 // No deadline: never in `timers` (see `set`).
                 State::Running { .. } | State::Idle => {
                     self.timers.remove(&(at, name));
@@ -618,18 +621,8 @@ impl Table {
     }
 
     /// A stop that timed out: SIGKILL to whatever is left of the group.
-    #[allow(clippy::too_many_arguments)]
-    fn kill(
-        &mut self,
-        name: &str,
-        pid: Option<Pid>,
-        pgid: Pid,
-        since: Instant,
-        resume: Option<Instant>,
-        fx: &mut impl Effects,
-        now: Instant,
-    ) {
-        if pid.is_some() || fx.group_alive(pgid) {
+    fn kill(&mut self, name: &str, stop: Stop, fx: &mut impl Effects, now: Instant) {
+        if stop.pid.is_some() || fx.group_alive(stop.pgid) {
             let s = &self.services[name].settings;
             let sig = sys::signal_name(s.stop_signal).unwrap_or("TERM");
             let secs = s.stop_timeout.as_secs();
@@ -637,20 +630,17 @@ impl Table {
                 Level::Warning,
                 format_args!("{name}: still running {secs}s after SIG{sig}, sending SIGKILL"),
             );
-            fx.signal(pgid, pid.is_some(), libc::SIGKILL);
+            fx.signal(stop.pgid, stop.pid.is_some(), libc::SIGKILL);
         }
-        match pid {
-            Some(_) => {
-                let state = State::Stopping {
-                    pid,
-                    pgid,
-                    since,
+        match stop.pid {
+            Some(_) => self.set(
+                name,
+                State::Stopping {
+                    stop,
                     kill_at: None,
-                    resume,
-                };
-                self.set(name, state);
-            }
-            None => self.stopped(name, resume, fx, now),
+                },
+            ),
+            None => self.stopped(name, stop.resume, fx, now),
         }
     }
 
@@ -776,7 +766,13 @@ impl Table {
         match self.services[name].state {
             State::Running { pid, since, .. } => {
                 fx.log(Level::Notice, format_args!("{name}[{pid}]: stopping"));
-                self.signal_stop(name, Some(pid), pid, since, None, fx, now);
+                let stop = Stop {
+                    pid: Some(pid),
+                    pgid: pid,
+                    since,
+                    resume: None,
+                };
+                self.signal_stop(name, stop, fx, now);
             }
             State::Waiting { .. } | State::Idle => self.stopped(name, None, fx, now),
             State::Stopping { .. } => {}
@@ -785,29 +781,13 @@ impl Table {
 
     /// The one stop sequence: the stop signal (SIGTERM unless set), then SIGCONT so that a
     /// stopped process can act on it, to the whole group; SIGKILL at the deadline.
-    #[allow(clippy::too_many_arguments)]
-    fn signal_stop(
-        &mut self,
-        name: &str,
-        pid: Option<Pid>,
-        pgid: Pid,
-        since: Instant,
-        resume: Option<Instant>,
-        fx: &mut impl Effects,
-        now: Instant,
-    ) {
+    fn signal_stop(&mut self, name: &str, stop: Stop, fx: &mut impl Effects, now: Instant) {
         let s = &self.services[name].settings;
         let (sig, timeout) = (s.stop_signal, s.stop_timeout);
-        fx.signal(pgid, pid.is_some(), sig);
-        fx.signal(pgid, pid.is_some(), libc::SIGCONT);
-        let state = State::Stopping {
-            pid,
-            pgid,
-            since,
-            kill_at: Some(now + timeout),
-            resume,
-        };
-        self.set(name, state);
+        fx.signal(stop.pgid, stop.pid.is_some(), sig);
+        fx.signal(stop.pgid, stop.pid.is_some(), libc::SIGCONT);
+        let kill_at = Some(now + timeout);
+        self.set(name, State::Stopping { stop, kill_at });
     }
 
     /// Nothing of the service runs any more: what is wanted of it decides what follows.

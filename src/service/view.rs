@@ -71,7 +71,7 @@ impl Table {
             State::Running { pid, .. } => ("starting", 'y', Some(pid), None),
             State::Waiting { .. } if s.history.failing() => ("exec failing", 'r', None, None),
             State::Waiting { .. } => ("quarantined", 'r', None, None),
-            State::Stopping { pid, .. } => ("stopping", 'y', pid, None),
+            State::Stopping { stop, .. } => ("stopping", 'y', stop.pid, None),
             State::Idle => ("down", 'y', None, None),
         };
         let next_start = match s.state {

@@ -103,13 +103,7 @@ fn a_file_changed_or_removed_meanwhile_stops_the_adopted_copy() {
 
 #[test]
 fn a_forged_or_stale_state_file_adopts_and_kills_nothing() {
-    let mut bystander = std::process::Command::new("sleep")
-        .arg("4003")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = bystander.id() as i32;
-    let start = start_time(pid).unwrap();
+    let (mut bystander, pid, start) = bystander("4003");
     let mut g = Going::start(&[]);
     g.next_msg("reload: 0 started");
     let state = g.dir.0.join("run/state");
@@ -260,13 +254,7 @@ fn the_state_file_stays_small_over_many_restarts_and_adoption_finds_the_last_pid
 fn a_state_file_of_another_boot_adopts_and_kills_nothing() {
     // A bystander with the very pid and start time the file names: after a reboot, pids
     // and start times repeat, so only the boot id tells this process from a service.
-    let mut bystander = std::process::Command::new("sleep")
-        .arg("4013")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = bystander.id() as i32;
-    let start = start_time(pid).unwrap();
+    let (mut bystander, pid, start) = bystander("4013");
     let mut g = Going::start(&[]);
     g.next_msg("reload: 0 started");
     g.kill9();

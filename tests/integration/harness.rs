@@ -557,6 +557,19 @@ pub fn start_time(pid: i32) -> Option<u64> {
     stat_fields(pid).get(19)?.parse().ok()
 }
 
+/// A process of nobody's, with its pid and start time: the very process a forged or stale
+/// state file could name. `arg` is sleep's, to tell it from others'.
+pub fn bystander(arg: &str) -> (Child, i32, u64) {
+    let child = Command::new("sleep")
+        .arg(arg)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let start = start_time(pid).unwrap();
+    (child, pid, start)
+}
+
 /// Live processes whose command line is exactly `cmdline` (words joined by spaces).
 pub fn running(cmdline: &str) -> Vec<i32> {
     (processes().into_iter())
