@@ -673,16 +673,22 @@ pub fn proc_identity(pid: Pid) -> Option<(Pid, u64)> {
 /// How long ago a process with this start time (clock ticks since boot) started.
 pub fn age(start_ticks: u64) -> Option<std::time::Duration> {
     // SAFETY: sysconf has no memory effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
-        .ok()?
-        .split(' ')
-        .next()?
-        .parse()
-        .ok()?;
-    Some(std::time::Duration::from_secs_f64(
-        (uptime - start_ticks as f64 / hz).max(0.0),
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    let since_boot = uptime_ms(uptime.split(' ').next()?)?;
+    let started = start_ticks.saturating_mul(1000) / hz;
+    Some(std::time::Duration::from_millis(
+        since_boot.saturating_sub(started),
     ))
+}
+
+/// "12345.67" (seconds, as /proc/uptime says them) in milliseconds: integers only, as
+/// floating point would bring its parser and tables into the binary for this one use.
+fn uptime_ms(text: &str) -> Option<u64> {
+    let (secs, frac) = text.split_once('.').unwrap_or((text, "0"));
+    let frac = frac.get(..frac.len().min(3))?;
+    let scale = 10u64.pow(3 - frac.len() as u32);
+    Some(secs.parse::<u64>().ok()? * 1000 + frac.parse::<u64>().ok()? * scale)
 }
 
 /// Whether a process other than a zombie is left in group `pgid`, from /proc: for groups
@@ -961,4 +967,15 @@ pub fn fd_fs_type(fd: RawFd) -> io::Result<u32> {
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     cvt(unsafe { libc::fstatfs(fd, &mut st) })?;
     Ok(st.f_type as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn uptime_is_read_in_milliseconds() {
+        assert_eq!(super::uptime_ms("12345.67"), Some(12_345_670));
+        assert_eq!(super::uptime_ms("3.5"), Some(3_500));
+        assert_eq!(super::uptime_ms("7"), Some(7_000));
+        assert_eq!(super::uptime_ms("x.1"), None);
+    }
 }
