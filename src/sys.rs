@@ -642,8 +642,14 @@ pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
 /// A process's identity from /proc/PID/stat: its process group and its start time (field
 /// 22, in clock ticks since boot), which a recycled pid does not share.
 pub fn proc_identity(pid: Pid) -> Option<(Pid, u64)> {
+    let (state, pgid, start) = proc_stat(pid)?;
+    (state != b'Z' && state != b'X').then_some((pgid, start))
+}
+
+/// The state letter, process group and start time (fields 3, 5 and 22) of /proc/PID/stat,
+/// a zombie's too. Read into the stack: this runs for every process on some paths.
+fn proc_stat(pid: Pid) -> Option<(u8, Pid, u64)> {
     use std::io::Read;
-    // Read into the stack: this runs for every process on some paths.
     let mut buf = [0u8; 1024];
     let mut path = [0u8; 32];
     let mut w = &mut path[..];
@@ -651,15 +657,14 @@ pub fn proc_identity(pid: Pid) -> Option<(Pid, u64)> {
     let len = 32 - w.len();
     let path = std::str::from_utf8(&path[..len]).ok()?;
     let n = std::fs::File::open(path).ok()?.read(&mut buf).ok()?;
-    let stat = std::str::from_utf8(&buf[..n]).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
-    let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
+    // The command name (field 2) may hold spaces, parentheses and, cut at 15 bytes, half a
+    // UTF-8 character: only what follows the last ')' is read as text.
+    let close = buf[..n].iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(buf.get(close + 2..n)?).ok()?;
+    let mut fields = rest.split(' ');
+    let state = *fields.next()?.as_bytes().first()?;
     let pgid = fields.nth(1)?.parse().ok()?;
-    Some((pgid, fields.nth(16)?.parse().ok()?))
+    Some((state, pgid, fields.nth(16)?.parse().ok()?))
 }
 
 /// How long ago a process with this start time (clock ticks since boot) started.
