@@ -8,6 +8,7 @@ mod config;
 mod control;
 mod fingerprint;
 mod log;
+mod notify;
 mod output;
 mod rundir;
 mod service;
