@@ -9,6 +9,7 @@ mod control;
 mod exit;
 mod fingerprint;
 mod log;
+mod notify;
 mod output;
 mod rundir;
 mod service;

@@ -650,8 +650,14 @@ pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
 /// A process's identity from /proc/PID/stat: its process group and its start time (field
 /// 22, in clock ticks since boot), which a recycled pid does not share.
 pub fn proc_identity(pid: Pid) -> Option<(Pid, u64)> {
+    let (state, pgid, start) = proc_stat(pid)?;
+    (state != b'Z' && state != b'X').then_some((pgid, start))
+}
+
+/// The state letter, process group and start time (fields 3, 5 and 22) of /proc/PID/stat,
+/// a zombie's too. Read into the stack: this runs for every process on some paths.
+fn proc_stat(pid: Pid) -> Option<(u8, Pid, u64)> {
     use std::io::Read;
-    // Read into the stack: this runs for every process on some paths.
     let mut buf = [0u8; 1024];
     let mut path = [0u8; 32];
     let mut w = &mut path[..];
@@ -659,15 +665,14 @@ pub fn proc_identity(pid: Pid) -> Option<(Pid, u64)> {
     let len = 32 - w.len();
     let path = std::str::from_utf8(&path[..len]).ok()?;
     let n = std::fs::File::open(path).ok()?.read(&mut buf).ok()?;
-    let stat = std::str::from_utf8(&buf[..n]).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
-    let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
+    // The command name (field 2) may hold spaces, parentheses and, cut at 15 bytes, half a
+    // UTF-8 character: only what follows the last ')' is read as text.
+    let close = buf[..n].iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(buf.get(close + 2..n)?).ok()?;
+    let mut fields = rest.split(' ');
+    let state = *fields.next()?.as_bytes().first()?;
     let pgid = fields.nth(1)?.parse().ok()?;
-    Some((pgid, fields.nth(16)?.parse().ok()?))
+    Some((state, pgid, fields.nth(16)?.parse().ok()?))
 }
 
 /// How long ago a process with this start time (clock ticks since boot) started.
@@ -967,6 +972,126 @@ pub fn fd_fs_type(fd: RawFd) -> io::Result<u32> {
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     cvt(unsafe { libc::fstatfs(fd, &mut st) })?;
     Ok(st.f_type as u32)
+}
+
+// Readiness notification (src/notify.rs): the sd_notify socket and /proc for its senders.
+
+/// The process group of `pid`, from /proc; None once the process is gone (reaped). A
+/// zombie's counts: its pid, and so the group it names, is not reused before it is reaped.
+pub fn process_group(pid: Pid) -> Option<Pid> {
+    proc_stat(pid).map(|(_, pgid, _)| pgid)
+}
+
+/// Makes the Unix socket `fd` receive each sender's credentials with its messages
+/// (SO_PASSCRED). Set before bind(2), so that no message arrives without them.
+pub fn pass_credentials(fd: RawFd) -> io::Result<()> {
+    let one: c_int = 1;
+    // SAFETY: setsockopt reads one int from a live local.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            (&one as *const c_int).cast(),
+            std::mem::size_of::<c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Binds the Unix socket `fd` to `path`, the bytes of `sun_path`: a leading NUL names the
+/// abstract namespace (the name is every byte after it); empty asks the kernel for a
+/// fresh abstract name of its own (autobind).
+pub fn bind_unix(fd: RawFd, path: &[u8]) -> io::Result<()> {
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    // A path needs its terminating NUL to fit; an abstract name may fill sun_path.
+    let room = addr.sun_path.len() - (path.first() != Some(&0)) as usize;
+    if path.len() > room {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    for (to, &from) in addr.sun_path.iter_mut().zip(path) {
+        *to = from as c_char;
+    }
+    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + path.len();
+    // SAFETY: bind reads `len` bytes of `addr`, which holds at least that many.
+    cvt(unsafe {
+        libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// One datagram read by [`recv_with_creds`].
+pub struct Datagram {
+    /// How many bytes were put in the buffer.
+    pub len: usize,
+    /// The datagram was longer than the buffer: the rest is lost.
+    pub truncated: bool,
+    /// The sender's pid, uid and gid as the kernel gave them (SCM_CREDENTIALS): its own,
+    /// unless it had the privilege to claim others (CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID).
+    pub creds: Option<(Pid, u32, u32)>,
+}
+
+/// Reads one datagram from the socket `fd` without waiting, with its sender's credentials
+/// (the socket has [`pass_credentials`]). File descriptors sent along are never kept: the
+/// control buffer has room for the credentials only, so the kernel discards them, and any
+/// that got through anyway are closed here.
+pub fn recv_with_creds(fd: RawFd, buf: &mut [u8]) -> io::Result<Datagram> {
+    const UCRED: usize = std::mem::size_of::<libc::ucred>();
+    // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes.
+    const SPACE: usize = unsafe { libc::CMSG_SPACE(UCRED as u32) } as usize;
+    let cred_len = unsafe { libc::CMSG_LEN(UCRED as u32) } as usize;
+    let no_data = unsafe { libc::CMSG_LEN(0) } as usize;
+    // Aligned as a cmsghdr must be.
+    #[repr(C, align(8))]
+    struct Control([u8; SPACE]);
+    let mut control = Control([0; SPACE]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; all zeroes is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = SPACE as _;
+    let flags = libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
+    // SAFETY: recvmsg writes at most iov_len bytes into `buf` and msg_controllen bytes into
+    // `control`, both alive for the call.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, flags) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut creds = None;
+    // SAFETY: the CMSG_* walk stays within the msg_controllen bytes the kernel filled in;
+    // data is read unaligned; an fd in SCM_RIGHTS is a new one of ours, closed once.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let (level, kind, len) = ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len as usize);
+            if level == libc::SOL_SOCKET && kind == libc::SCM_CREDENTIALS && len >= cred_len {
+                let u: libc::ucred = ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                creds = Some((u.pid, u.uid, u.gid));
+            } else if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+                let fds = libc::CMSG_DATA(c).cast::<c_int>();
+                for i in 0..len.saturating_sub(no_data) / std::mem::size_of::<c_int>() {
+                    drop(OwnedFd::from_raw_fd(ptr::read_unaligned(fds.add(i))));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok(Datagram {
+        len: n as usize,
+        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+        creds,
+    })
 }
 
 #[cfg(test)]
