@@ -250,8 +250,9 @@ def prepare(deb):
             "http {\n  access_log /dev/stdout;\n"
             f"  server {{ listen unix:/e2e/nginx-{v}.sock; root /e2e/nginx/{v}; }}\n}}\n",
         )
-    write(f"{s}/going.d/redis", "# redis in the foreground, on a unix socket\ncmd=/usr/bin/redis-server /e2e/redis.conf\n")
-    write(f"{s}/going.d/nginx", "cmd=/usr/sbin/nginx -e stderr -c /e2e/nginx/v1.conf\n")
+    write(f"{s}/going.d/redis", "# redis in the foreground, on a unix socket, ready once it says so over sd_notify\n"
+          "cmd=/usr/bin/redis-server /e2e/redis.conf --supervised systemd\nready=notify\n")
+    write(f"{s}/going.d/nginx", "cmd=/usr/sbin/nginx -e stderr -c /e2e/nginx/v1.conf\nafter=redis\n")
     write(f"{s}/going.d/crashy", "cmd=/bin/sh -c 'echo crashy is crashing; exit 3'\n")
     return d
 
@@ -333,6 +334,12 @@ def steps(m, d, s, holder):
     check("nginx's access log (its stdout) lands in rsyslog tagged nginx[PID]", out[0][1] == "daemon", out[0][4])
     console = open(f"{s}/console.log").read()
     check("before the socket existed, going wrote to init's console instead", "going[" in console and "started" in console)
+    lines = console.splitlines()
+    first = lambda pat: next((i for i, l in enumerate(lines) if re.search(pat, l)), None)
+    ready, nginx_start = first(r"going\[\d+\]: redis\[\d+\]: ready after "), first(r"going\[\d+\]: nginx\[\d+\]: started$")
+    check("redis said READY=1 over NOTIFY_SOCKET (ready=notify), and nginx (after=redis) started only then",
+          ready is not None and nginx_start is not None and ready < nginx_start,
+          (lines[ready] if ready is not None else "no ready line") + " / " + (lines[nginx_start] if nginx_start is not None else "no nginx start"))
 
     # Editing nginx's file restarts it with the new settings: a new master with 3 workers,
     # none of the old processes left.
@@ -365,6 +372,9 @@ def steps(m, d, s, holder):
         lambda: going_says(s, rf"^redis\[{old[1]}\]: killed by SIGKILL after"), 5)
     check("going reconnected: its events land in rsyslog, facility daemon", all(e[1] == "daemon" for e in ev), str(ev[0]))
     ev = wait_for("redis's started event", lambda: going_says(s, rf"^redis\[{new[1]}\]: started$"), 5)
+    wait_for("redis ready again", lambda: going_says(s, rf"^redis\[{new[1]}\]: ready after "), 5)
+    check("redis's restart restarted nothing after it: nginx runs on",
+          {p[0] for p in m.named("nginx")} == {p[0] for p in after}, str(m.named("nginx")))
     check("going's own tag is going[PID]", ev[0][3] == f"going[{m.named('going')[0][1]}]", ev[0][3])
     out = wait_for("redis's output in rsyslog", lambda: [e for e in log(s) if e[3] == f"redis[{new[1]}]" and "ready to accept connections" in e[4].lower()], 5)
     check("redis's output lands in rsyslog tagged redis[PID], facility daemon", out[0][1] == "daemon", out[0][4])
@@ -393,8 +403,8 @@ def steps(m, d, s, holder):
                         capture_output=True, text=True)
     rows = {line.split()[0]: line.split()[1:3] for line in st.stdout.splitlines()[1:] if line.strip()}
     nginx_ns = [p for p in m.named("nginx") if "master" in p[3]][0][1]
-    check("going status, run inside, shows redis and nginx running with their pids",
-          st.returncode == 0 and rows.get("redis") == ["running", str(new[1])]
+    check("going status, run inside, shows redis ready (adopted ready) and nginx running, with their pids",
+          st.returncode == 0 and rows.get("redis") == ["ready", str(new[1])]
           and rows.get("nginx") == ["running", str(nginx_ns)], st.stdout.strip() or st.stderr.strip())
     master = [p for p in m.named("nginx") if "master" in p[3]][0]
     out = wait_for("nginx's access line after the adoption", lambda: [

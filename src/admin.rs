@@ -12,7 +12,7 @@ use std::time::Instant;
 use crate::exit::{EX_USAGE, FAILED, NOT_RUNNING, OK, UNKNOWN};
 use crate::log::Age;
 use crate::output::escape;
-use crate::service::{Admin, Effects, Refusal, Summary, Table, View};
+use crate::service::{Admin, Effects, Progress, Refusal, Summary, Table, View};
 use crate::sys;
 
 /// What becomes of a request.
@@ -22,6 +22,66 @@ pub enum Answer {
     /// A reload, which the supervisor does (it owns the directory watch); the reply is
     /// its result ([`reload_reply`]).
     AfterReload,
+    /// A command that waits (`-w`): the reply once the services got where they were sent,
+    /// or the time is up ([`Wait::answer`]).
+    Wait(Wait),
+}
+
+/// Where a command that waits sends its services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Goal {
+    Up,
+    Stopped,
+}
+
+/// A command that waits: what it did already, which services, to where, until when.
+pub struct Wait {
+    /// The lines of what was done (`web: started`), and their code.
+    pub done: String,
+    pub code: u8,
+    pub names: Vec<String>,
+    pub goal: Goal,
+    pub since: Instant,
+    pub until: Instant,
+}
+
+impl Wait {
+    /// The reply, once every service got there or failed, or once the time is up; None
+    /// while it waits. Codes: 0 all got there; 1 one failed (or is not known); 75 one did
+    /// not get there in time.
+    pub fn answer(&self, table: &Table, now: Instant) -> Option<String> {
+        let (mut text, mut code) = (self.done.clone(), self.code);
+        for name in &self.names {
+            let p = table.progress(name);
+            let reached = match self.goal {
+                Goal::Up => p == Some(Progress::Up),
+                Goal::Stopped => table.stopped(name),
+            };
+            let secs = self.until.saturating_duration_since(self.since).as_secs();
+            match p {
+                _ if reached => {
+                    let word = match self.goal {
+                        Goal::Up => "up",
+                        Goal::Stopped => "stopped",
+                    };
+                    let took = Age(now.saturating_duration_since(self.since));
+                    let _ = writeln!(text, "{name}: {word} after {took}");
+                }
+                None => {}
+                Some(Progress::Failed(why)) if self.goal == Goal::Up => {
+                    code = code.max(FAILED);
+                    let _ = writeln!(text, "!{name}: failed: {why}");
+                }
+                _ if now >= self.until => {
+                    code = code.max(crate::exit::EX_TEMPFAIL);
+                    let state = table.view(name, now).map_or_else(String::new, |v| v.state);
+                    let _ = writeln!(text, "!{name}: still {state} after {secs}s");
+                }
+                _ => return None,
+            }
+        }
+        Some(format!("{code}\n{text}"))
+    }
 }
 
 pub fn handle(
@@ -31,8 +91,27 @@ pub fn handle(
     now: Instant,
     confdir: &Path,
 ) -> Answer {
-    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut words: Vec<&str> = line.split_whitespace().collect();
+    // `wait=SECONDS` after the command: no service name has a `=`.
+    let wait = match words.get(1).and_then(|w| w.strip_prefix("wait=")) {
+        Some(secs) => match secs.parse::<u64>().ok().filter(|s| (1..=86400).contains(s)) {
+            Some(secs) => Some(std::time::Duration::from_secs(secs)),
+            None => {
+                return Answer::Now(format!(
+                    "{EX_USAGE}\n!going: wait needs whole seconds, 1 to 86400\n"
+                ))
+            }
+        },
+        None => None,
+    };
+    if wait.is_some() {
+        words.remove(1);
+    }
     let act = |what| move |t: &mut Table, name: &str, fx: &mut _| t.admin(name, what, fx, now);
+    let goal = match words.first() {
+        Some(&"start" | &"restart") => Goal::Up,
+        _ => Goal::Stopped,
+    };
     let reply = match words.as_slice() {
         ["status", names @ ..] => status(table, names, now, confdir),
         ["reload"] => return Answer::AfterReload,
@@ -45,7 +124,29 @@ pub fn handle(
         },
         _ => format!("{EX_USAGE}\n!going: not a request going understands\n"),
     };
-    Answer::Now(reply)
+    let waits = matches!(words.first(), Some(&"start" | &"stop" | &"restart"));
+    match wait.filter(|_| waits) {
+        None if wait.is_some() => Answer::Now(format!(
+            "{EX_USAGE}\n!going: only start, stop and restart wait\n"
+        )),
+        None => Answer::Now(reply),
+        Some(secs) => {
+            let (code, done) = reply.split_once('\n').unwrap_or((&reply, ""));
+            let code = code.parse().unwrap_or(FAILED);
+            let mut names: Vec<String> = words[1..].iter().map(|n| n.to_string()).collect();
+            names.dedup();
+            // Those it could do nothing for (unknown) are said already.
+            names.retain(|n| table.progress(n).is_some());
+            Answer::Wait(Wait {
+                done: done.to_string(),
+                code,
+                names,
+                goal,
+                since: now,
+                until: now + secs,
+            })
+        }
+    }
 }
 
 /// The reply to `reload`: its summary and every problem of every invalid file.
@@ -101,7 +202,7 @@ fn status(table: &Table, names: &[&str], now: Instant, confdir: &Path) -> String
     for name in names.iter().filter(|n| asked.insert(**n)) {
         match table.view(name, now) {
             Some(v) => {
-                if v.state != "running" {
+                if !v.is_up() {
                     code = code.max(NOT_RUNNING);
                 }
                 details(&mut text, &v, confdir);
@@ -181,6 +282,9 @@ fn details(out: &mut String, v: &View, confdir: &Path) {
     if let Some(next) = v.next_start {
         field("next start", format!("in {}", Age(next)));
     }
+    if let Some(status) = v.status {
+        field("status", status.to_string());
+    }
     if !v.cmd.is_empty() {
         field(
             "command",
@@ -235,7 +339,12 @@ mod tests {
     struct Null(Vec<(sys::Pid, libc::c_int)>);
 
     impl Effects for Null {
-        fn spawn(&mut self, _: &str, _: &Settings) -> Result<sys::Pid, SpawnError> {
+        fn spawn(
+            &mut self,
+            _: &str,
+            _: &Settings,
+            _: crate::service::Launch,
+        ) -> Result<sys::Pid, SpawnError> {
             Ok(4242)
         }
         fn mark_down(&mut self, _: &str, _: Option<u64>) {}
@@ -261,6 +370,7 @@ mod tests {
         match handle(line, t, fx, now, Path::new("/d")) {
             Answer::Now(reply) => reply,
             Answer::AfterReload => "reload".into(),
+            Answer::Wait(w) => w.answer(t, now).unwrap_or_else(|| "waits".into()),
         }
     }
 

@@ -14,7 +14,7 @@ const USAGE: &str = "\
 usage: going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f]
        going check [-d CONFDIR]
        going status [-r RUNDIR] [NAME...]
-       going start|stop|restart [-r RUNDIR] NAME...
+       going start|stop|restart [-r RUNDIR] [-w SECONDS] NAME...
        going signal [-r RUNDIR] SIGNAL NAME...
        going reload [-r RUNDIR]
        going -h | -V
@@ -23,6 +23,7 @@ usage: going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f]
   -r RUNDIR   run-time state and lock (default /run/going)
   -l SOCKET   syslog socket (default /dev/log)
   -f          log to stderr instead of syslog
+  -w SECONDS  wait until the services are up (ready) or stopped, SECONDS at most
   -h, --help  this help;  -V, --version  the version
 ";
 
@@ -103,7 +104,8 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     let spec = match command {
         "" => "d:r:l:fhV",
         "check" => "d:h",
-        "status" | "start" | "stop" | "restart" | "signal" | "reload" => "r:h",
+        "start" | "stop" | "restart" => "r:w:h",
+        "status" | "signal" | "reload" => "r:h",
         other => return usage(&format!("unknown command \"{other}\"")),
     };
     let (opts, operands) = match getopt(rest, spec) {
@@ -120,8 +122,12 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     }
     let rundir = PathBuf::from(opts.get('r').unwrap_or("/run/going"));
     if !matches!(command, "" | "check") {
-        return match request(command, &operands) {
-            Ok(req) => crate::client::run(&rundir, &req),
+        let wait = match opts.get('w').map(seconds).transpose() {
+            Ok(w) => w,
+            Err(e) => return usage(&e),
+        };
+        return match request(command, wait, &operands) {
+            Ok(req) => crate::client::run(&rundir, &req, wait),
             Err(e) => usage(&e),
         };
     }
@@ -156,7 +162,14 @@ fn supervise(opts: &Opts, confdir: PathBuf, rundir: PathBuf) -> ExitCode {
 
 /// The request line for a command to a running going, checked here so that a typo is a
 /// usage error before anything is sent.
-fn request(command: &str, operands: &[String]) -> Result<String, String> {
+/// The SECONDS of `-w`: whole, 1 to 86400.
+fn seconds(v: &str) -> Result<u64, String> {
+    (v.parse::<u64>().ok())
+        .filter(|s| (1..=86400).contains(s))
+        .ok_or(format!("-w takes whole seconds, 1 to 86400, not \"{v}\""))
+}
+
+fn request(command: &str, wait: Option<u64>, operands: &[String]) -> Result<String, String> {
     let names = match (command, operands) {
         ("reload", []) => return Ok("reload".into()),
         ("reload", [extra, ..]) => return Err(format!("unexpected argument \"{extra}\"")),
@@ -172,7 +185,9 @@ fn request(command: &str, operands: &[String]) -> Result<String, String> {
     if let Some(bad) = names.iter().find(|n| !config::valid_name(n)) {
         return Err(format!("\"{bad}\" is not a service name"));
     }
+    let wait = wait.map(|w| format!("wait={w}"));
     Ok(std::iter::once(command)
+        .chain(wait.as_deref())
         .chain(operands.iter().map(String::as_str))
         .collect::<Vec<_>>()
         .join(" "))
@@ -186,13 +201,14 @@ fn usage(msg: &str) -> ExitCode {
 /// `going check`: every problem as `PATH:LINE: message` on stderr, a summary on stdout;
 /// 0 when every service file is valid, 1 otherwise.
 fn check(dir: &std::path::Path) -> ExitCode {
-    let scan = match config::scan(dir, None) {
+    let mut scan = match config::scan(dir, None) {
         Ok(s) => s.files,
         Err(e) => {
             eprintln!("going: {e}");
             return ExitCode::FAILURE;
         }
     };
+    crate::service::Table::default().cycles(dir, &mut scan, &mut Vec::new());
     let mut invalid = 0;
     for errors in scan.values().filter_map(|p| p.as_ref().err()) {
         invalid += 1;
@@ -256,7 +272,11 @@ mod tests {
     #[test]
     fn requests_are_checked_before_they_are_sent() {
         let r = |c: &str, ops: &[&str]| {
-            request(c, &ops.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            request(
+                c,
+                None,
+                &ops.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
         };
         assert_eq!(r("status", &[]).unwrap(), "status");
         assert_eq!(
@@ -268,5 +288,8 @@ mod tests {
         assert!(r("stop", &[]).is_err());
         assert!(r("stop", &["../etc"]).is_err());
         assert!(r("reload", &["x"]).is_err());
+        let ops = ["10".to_string()];
+        assert_eq!(request("start", Some(5), &ops).unwrap(), "start wait=5 10");
+        assert!(seconds("0").is_err() && seconds("1.5").is_err() && seconds("10").is_ok());
     }
 }

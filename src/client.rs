@@ -17,8 +17,9 @@ use crate::exit::{EX_CONFIG, EX_NOPERM, EX_UNAVAILABLE};
 use crate::log::Errno;
 use crate::sys;
 
-/// Sends `request` (one line of words) to the going on `rundir` and prints its reply.
-pub fn run(rundir: &Path, request: &str) -> ExitCode {
+/// Sends `request` (one line of words) to the going on `rundir` and prints its reply;
+/// `wait`: the seconds going may take to answer a command that waits.
+pub fn run(rundir: &Path, request: &str, wait: Option<u64>) -> ExitCode {
     let path = rundir.join("control");
     let mut s = match connect(&path) {
         Ok(s) => s,
@@ -26,7 +27,8 @@ pub fn run(rundir: &Path, request: &str) -> ExitCode {
     };
     let reply = (|| {
         // Generous: a reload of thousands of files takes a while; going itself never waits.
-        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let wait = Duration::from_secs(wait.map_or(60, |w| w + 60));
+        s.set_read_timeout(Some(wait))?;
         s.set_write_timeout(Some(Duration::from_secs(60)))?;
         s.write_all(format!("{request}\n").as_bytes())?;
         let mut reply = String::new();

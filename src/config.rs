@@ -48,7 +48,66 @@ pub struct Settings {
     /// These two only matter when the service is stopped: a change applies without a restart.
     pub stop_signal: i32,
     pub stop_timeout: Duration,
+    /// Readiness, order, restart policy and finish hook: None when the file sets none of
+    /// their keys, so that a service without them pays one pointer.
+    pub life: Option<Box<Life>>,
 }
+
+/// How a service says that it is ready (`ready=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ready {
+    /// s6's notification fd: a line written to fd N.
+    Fd(i32),
+    /// systemd's sd_notify: `READY=1` to the socket in NOTIFY_SOCKET.
+    Notify,
+}
+
+/// When a service that exited is started again (`restart=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Restart {
+    #[default]
+    Always,
+    /// Not after a successful exit (0 or an `ok_exit` code): it is done.
+    OnFailure,
+    /// A one-shot: it runs once, and its exit, whatever it is, is final.
+    Never,
+}
+
+/// The keys of a service's life beyond running: readiness, start order, restart policy,
+/// finish hook. Their defaults are today's: up once exec'd, no order, always restarted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Life {
+    pub ready: Option<Ready>,
+    pub ready_timeout: Option<Duration>,
+    /// Services that must be up before this one starts.
+    pub after: Vec<String>,
+    /// The line of the first `after=`, for the error of a cycle (not a setting: no part of
+    /// the fingerprint, nor of what needs a restart).
+    pub after_line: usize,
+    pub restart: Restart,
+    /// Exit codes that count as success besides 0.
+    pub ok_exit: Vec<u8>,
+    /// A command run after each exit, with the exit code and signal appended.
+    pub finish: Vec<String>,
+}
+
+impl Life {
+    /// Whether `code` is a successful exit.
+    pub fn ok(&self, code: i32) -> bool {
+        code == 0 || (0..=255).contains(&code) && self.ok_exit.contains(&(code as u8))
+    }
+}
+
+/// The defaults of a service without any lifecycle key.
+static NO_LIFE: Life = Life {
+    ready: None,
+    ready_timeout: None,
+    after: Vec::new(),
+    after_line: 0,
+    restart: Restart::Always,
+    ok_exit: Vec::new(),
+    finish: Vec::new(),
+};
 
 impl Default for Settings {
     fn default() -> Settings {
@@ -66,6 +125,7 @@ impl Default for Settings {
             log: true,
             stop_signal: libc::SIGTERM,
             stop_timeout: Duration::from_secs(10),
+            life: None,
         }
     }
 }
@@ -77,14 +137,26 @@ impl Settings {
         crate::fingerprint::of(self)
     }
 
-    /// Whether the two differ in nothing that needs a restart.
+    /// Whether the two differ in nothing that needs a restart: how the service is stopped,
+    /// its order, its restart policy, its finish hook and how long its readiness may take
+    /// apply to the process running; how it says it is ready does not.
     pub fn same_run(&self, other: &Settings) -> bool {
-        let with_our_stop = Settings {
+        let with_ours = Settings {
             stop_signal: self.stop_signal,
             stop_timeout: self.stop_timeout,
+            life: self.life.clone(),
             ..other.clone()
         };
-        *self == with_our_stop
+        *self == with_ours && self.life().ready == other.life().ready
+    }
+
+    /// The lifecycle keys, their defaults where the file sets none.
+    pub fn life(&self) -> &Life {
+        self.life.as_deref().unwrap_or(&NO_LIFE)
+    }
+
+    fn life_mut(&mut self) -> &mut Life {
+        self.life.get_or_insert_with(Box::default)
     }
 }
 
@@ -233,6 +305,16 @@ pub struct FileError {
 }
 
 impl FileError {
+    /// A problem found in a file once it was read (a cycle among files, say).
+    pub fn new(path: PathBuf, line: usize, msg: String) -> FileError {
+        FileError {
+            path,
+            line,
+            msg,
+            transient: false,
+        }
+    }
+
     /// Worth another try soon: the file could not be read for want of a resource.
     pub fn is_transient(&self) -> bool {
         self.transient
@@ -400,6 +482,76 @@ const KEYS: &[Key] = &[
         d.s.stop_timeout = Duration::from_secs(secs.ok_or_else(|| {
             format!("stop_timeout must be whole seconds, 0 to 86400, not \"{v}\"")
         })?);
+        Ok(())
+    }),
+    key("ready", |d, v| {
+        let fd = v
+            .strip_prefix("fd:")
+            .map(|n| n.parse::<i32>().ok().filter(|n| (3..=1023).contains(n)));
+        d.s.life_mut().ready = Some(match (v, fd) {
+            ("notify", _) => Ready::Notify,
+            (_, Some(Some(n))) => Ready::Fd(n),
+            _ => {
+                return Err(format!(
+                    "ready must be notify or fd:N with N from 3 to 1023, not \"{v}\""
+                ))
+            }
+        });
+        Ok(())
+    }),
+    key("ready_timeout", |d, v| {
+        let secs = v.parse::<u64>().ok().filter(|s| (1..=86400).contains(s));
+        let secs = secs.ok_or_else(|| {
+            format!("ready_timeout must be whole seconds, 1 to 86400, not \"{v}\"")
+        })?;
+        d.s.life_mut().ready_timeout = Some(Duration::from_secs(secs));
+        Ok(())
+    }),
+    Key {
+        repeat: true,
+        ..key("after", |d, v| {
+            let names = v.split_whitespace();
+            if let Some(bad) = names.clone().find(|n| !valid_name(n)) {
+                return Err(format!("after: \"{bad}\" is not a service name"));
+            }
+            let after = &mut d.s.life_mut().after;
+            for name in names.map(String::from) {
+                if !after.contains(&name) {
+                    after.push(name);
+                }
+            }
+            if after.is_empty() {
+                return Err("after needs at least one NAME".into());
+            }
+            Ok(())
+        })
+    },
+    key("restart", |d, v| {
+        d.s.life_mut().restart = match v {
+            "always" => Restart::Always,
+            "on-failure" => Restart::OnFailure,
+            "never" => Restart::Never,
+            _ => {
+                return Err(format!(
+                    "restart must be always, on-failure or never, not \"{v}\""
+                ))
+            }
+        };
+        Ok(())
+    }),
+    key("ok_exit", |d, v| {
+        let codes: Option<Vec<u8>> = v.split_whitespace().map(|c| c.parse().ok()).collect();
+        let codes = (codes.filter(|c| !c.is_empty()))
+            .ok_or_else(|| format!("ok_exit must be exit codes from 0 to 255, not \"{v}\""))?;
+        d.s.life_mut().ok_exit = codes;
+        Ok(())
+    }),
+    key("finish", |d, v| {
+        let words = split_words(v).map_err(|e| e.replace(" in cmd", " in finish"))?;
+        if words.first().is_none_or(|w| w.trim().is_empty()) {
+            return Err("finish names no program".into());
+        }
+        d.s.life_mut().finish = words;
         Ok(())
     }),
 ];
@@ -719,6 +871,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Parsed {
     {
         r.errors
             .push((lines.max(1), format!("missing {}=", key.name)));
+    }
+    if let Some(life) = r.draft.s.life.as_mut() {
+        life.after_line = (r.seen.iter()).find(|k| k.0 == "after").map_or(0, |k| k.1);
     }
     if r.errors.is_empty() {
         return Ok(Box::new(r.draft.finish()));

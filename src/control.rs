@@ -215,6 +215,14 @@ impl Control {
         }
     }
 
+    /// Keeps the client `id` connected until `until` (a command that waits for services),
+    /// its answer to come by then.
+    pub fn hold(&mut self, id: u32, until: Instant) {
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.deadline = c.deadline.max(until);
+        }
+    }
+
     /// Sends `text` to the client `id`, then closes the connection.
     pub fn reply(&mut self, id: u32, text: String, epoll: &Epoll, token: u64) {
         let Some(c) = self.clients.get_mut(&id) else {

@@ -127,7 +127,39 @@ fn records(s: &Settings) -> String {
             format_args!("{}", s.stop_timeout.as_millis()),
         );
     }
+    life(&mut r, s.life());
     r.0
+}
+
+/// The records of the lifecycle keys (readiness, order, restart policy, finish hook),
+/// each only where it is not at its default.
+fn life(r: &mut Records, l: &crate::config::Life) {
+    use crate::config::{Ready, Restart};
+    match l.ready {
+        Some(Ready::Fd(n)) => r.plain("ready", format_args!("fd:{n}")),
+        Some(Ready::Notify) => r.plain("ready", format_args!("notify")),
+        None => {}
+    }
+    if let Some(t) = l.ready_timeout {
+        r.plain("ready_timeout", format_args!("{}", t.as_millis()));
+    }
+    if !l.after.is_empty() {
+        let names: Vec<&str> = l.after.iter().map(String::as_str).collect();
+        r.text("after", &names);
+    }
+    match l.restart {
+        Restart::Always => {}
+        Restart::OnFailure => r.plain("restart", format_args!("on-failure")),
+        Restart::Never => r.plain("restart", format_args!("never")),
+    }
+    if !l.ok_exit.is_empty() {
+        let codes: Vec<String> = l.ok_exit.iter().map(u8::to_string).collect();
+        r.plain("ok_exit", format_args!("{}", codes.join(",")));
+    }
+    if !l.finish.is_empty() {
+        let words: Vec<&str> = l.finish.iter().map(String::as_str).collect();
+        r.text("finish", &words);
+    }
 }
 
 /// The fingerprint of `s`, version 2.
@@ -138,7 +170,10 @@ pub fn of(s: &Settings) -> u64 {
 /// What going 0.1.0 would have computed for a file with these settings: None when the
 /// file uses a key that release did not know (it could not have started it).
 pub fn legacy(s: &Settings) -> Option<u64> {
-    // Keys added after 0.1.0 must be at their defaults here; each new one adds its check.
+    // A file with a key that 0.1.0 did not know is none it could have started.
+    if s.life.is_some() {
+        return None;
+    }
     // The fields are read by `Debug` alone: its text is what 0.1.0 hashed.
     #[allow(dead_code)]
     #[derive(Debug)]
@@ -240,6 +275,36 @@ mod tests {
         }
         // Length prefixes: words cannot be shifted from one into the next.
         assert_ne!(of(&settings("cmd=a 'b;1:c'")), of(&settings("cmd=a b c")));
+    }
+
+    #[test]
+    fn lifecycle_keys_count_only_off_their_defaults() {
+        let plain = settings("cmd=sleep 1000\n");
+        let spelled = settings("cmd=sleep 1000\nrestart=always\n");
+        assert_eq!(of(&plain), of(&spelled));
+        assert_eq!(legacy(&spelled), None, "0.1.0 knew no restart= key");
+        let mut seen = std::collections::BTreeSet::new();
+        for other in [
+            "ready=notify",
+            "ready=fd:3",
+            "ready=fd:4",
+            "ready_timeout=5",
+            "after=db",
+            "after=db web",
+            "restart=never",
+            "restart=on-failure",
+            "ok_exit=3",
+            "finish=/bin/true",
+        ] {
+            let fp = of(&settings(&format!("cmd=sleep 1000\n{other}\n")));
+            assert_ne!(fp, of(&plain), "{other}");
+            assert!(seen.insert(fp), "{other}: the same as another");
+        }
+        // Where the key is in the file is no setting.
+        assert_eq!(
+            of(&settings("cmd=sleep 1000\nafter=db\n")),
+            of(&settings("# db first\n\ncmd=sleep 1000\nafter=db\n"))
+        );
     }
 
     #[test]

@@ -11,8 +11,9 @@ use std::ffi::{c_int, CString};
 use std::fmt;
 use std::io;
 
-use crate::config::{self, Settings};
+use crate::config::{self, Ready, Settings};
 use crate::log::Errno;
+use crate::service::Launch;
 
 /// Why a service could not be started, before its process existed.
 #[derive(Debug)]
@@ -69,20 +70,49 @@ fn cstr(v: &str, what: &str) -> Result<CString, SpawnError> {
     CString::new(v).map_err(|_| SpawnError::Nul(what.to_string()))
 }
 
+/// Where a service's readiness goes, for the plan of its start.
+pub struct Readiness<'a> {
+    /// NOTIFY_SOCKET, for `ready=notify`.
+    pub notify: Option<&'a str>,
+}
+
 impl Plan {
-    pub fn new(s: &Settings, nofile: libc::rlimit) -> Result<Plan, SpawnError> {
-        let word = &s.cmd[0];
+    /// The plan of `launch` of the service `name`: the service's command, or its finish
+    /// hook's with the exit code and signal appended and GOING_SERVICE set.
+    pub fn new(
+        name: &str,
+        s: &Settings,
+        launch: Launch,
+        nofile: libc::rlimit,
+        ready: &Readiness,
+    ) -> Result<Plan, SpawnError> {
+        let mut env = environment(s)?;
+        let (words, what) = match launch {
+            Launch::Service => {
+                if let (Some(Ready::Notify), Some(socket)) = (s.life().ready, ready.notify) {
+                    env.push(("NOTIFY_SOCKET".into(), socket.into()));
+                }
+                (s.cmd.clone(), "cmd")
+            }
+            Launch::Finish { code, signal } => {
+                env.push(("GOING_SERVICE".into(), name.into()));
+                let mut words = s.life().finish.clone();
+                words.extend([code.to_string(), signal.to_string()]);
+                (words, "finish")
+            }
+        };
+        let word = &words[0];
         let paths = if word.contains('/') {
-            vec![cstr(word, "cmd")?]
+            vec![cstr(word, what)?]
         } else {
             (config::PATH.split(':'))
-                .map(|dir| cstr(&format!("{dir}/{word}"), "cmd"))
+                .map(|dir| cstr(&format!("{dir}/{word}"), what))
                 .collect::<Result<_, _>>()?
         };
-        let argv = (s.cmd.iter())
-            .map(|w| cstr(w, "cmd"))
+        let argv = (words.iter())
+            .map(|w| cstr(w, what))
             .collect::<Result<_, _>>()?;
-        let envp = (environment(s)?.iter())
+        let envp = (env.iter())
             .map(|(k, v)| cstr(&format!("{k}={v}"), k))
             .collect::<Result<_, _>>()?;
         let mut limits = vec![(libc::RLIMIT_NOFILE as c_int, nofile)];
@@ -134,6 +164,14 @@ mod tests {
         *config::parse(Path::new("t"), text.as_bytes()).unwrap()
     }
 
+    const NOTIFY: Readiness = Readiness {
+        notify: Some("@going/run/notify"),
+    };
+
+    fn plan(s: &Settings, launch: Launch) -> Result<Plan, SpawnError> {
+        Plan::new("web", s, launch, NOFILE, &NOTIFY)
+    }
+
     const NOFILE: libc::rlimit = libc::rlimit {
         rlim_cur: 1024,
         rlim_max: 4096,
@@ -141,14 +179,14 @@ mod tests {
 
     #[test]
     fn a_bare_word_is_looked_up_in_path_and_a_path_is_taken_as_it_is() {
-        let p = Plan::new(&settings("cmd=nginx -g 'daemon off;'"), NOFILE).unwrap();
+        let p = plan(&settings("cmd=nginx -g 'daemon off;'"), Launch::Service).unwrap();
         let paths: Vec<_> = p.paths.iter().map(|c| c.to_str().unwrap()).collect();
         assert_eq!(paths[0], "/usr/local/sbin/nginx");
         assert_eq!(paths.last().unwrap(), &"/bin/nginx");
         assert_eq!(paths.len(), config::PATH.split(':').count());
         let argv: Vec<_> = p.argv.iter().map(|c| c.to_str().unwrap()).collect();
         assert_eq!(argv, ["nginx", "-g", "daemon off;"]);
-        let p = Plan::new(&settings("cmd=./bin/web"), NOFILE).unwrap();
+        let p = plan(&settings("cmd=./bin/web"), Launch::Service).unwrap();
         assert_eq!(p.paths, [CString::new("./bin/web").unwrap()]);
         assert_eq!(p.cwd.to_str().unwrap(), "/");
         assert!(p.chroot.is_none());
@@ -157,7 +195,7 @@ mod tests {
     #[test]
     fn limits_put_goings_original_open_files_first() {
         let s = settings("cmd=/x\nlimit_nofile=10:20\nlimit_core=0");
-        let p = Plan::new(&s, NOFILE).unwrap();
+        let p = plan(&s, Launch::Service).unwrap();
         let l: Vec<_> = p
             .limits
             .iter()
@@ -186,9 +224,48 @@ mod tests {
             ("/opt/bin", "key", "2")
         );
         std::fs::remove_file(&file).unwrap();
-        let err = Plan::new(&settings(&text), NOFILE).unwrap_err().to_string();
+        let err = plan(&settings(&text), Launch::Service)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("env_file ") && err.ends_with("No such file or directory"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_finish_hook_gets_the_exit_and_the_services_name_and_notify_its_socket() {
+        let s = settings("cmd=/srv/web\nfinish=/srv/after-web --quiet\nready=notify\nenv=A=1");
+        let p = plan(
+            &s,
+            Launch::Finish {
+                code: 256,
+                signal: 9,
+            },
+        )
+        .unwrap();
+        let argv: Vec<_> = p.argv.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(argv, ["/srv/after-web", "--quiet", "256", "9"]);
+        let env: Vec<_> = p.envp.iter().map(|c| c.to_str().unwrap()).collect();
+        assert!(
+            env.contains(&"GOING_SERVICE=web") && env.contains(&"A=1"),
+            "{env:?}"
+        );
+        assert!(
+            !env.iter().any(|e| e.starts_with("NOTIFY_SOCKET=")),
+            "{env:?}"
+        );
+        let p = plan(&s, Launch::Service).unwrap();
+        let env: Vec<_> = p.envp.iter().map(|c| c.to_str().unwrap()).collect();
+        assert!(env.contains(&"NOTIFY_SOCKET=@going/run/notify"), "{env:?}");
+        assert!(
+            !env.iter().any(|e| e.starts_with("GOING_SERVICE=")),
+            "{env:?}"
+        );
+        // No readiness asked: no socket named, whatever going has.
+        let p = plan(&settings("cmd=/srv/web"), Launch::Service).unwrap();
+        assert!(!p
+            .envp
+            .iter()
+            .any(|e| e.to_str().unwrap().starts_with("NOTIFY")));
     }
 
     #[test]

@@ -40,12 +40,19 @@ pub struct Entry {
     pub fingerprint: Fingerprint,
     /// The inode of its output pipe (0: none), to find that pipe again in /proc.
     pub pipe: u64,
+    /// Whether it had said it was ready (a line `+ready PID` of its own).
+    pub ready: bool,
 }
 
-/// A change to append: a process that started (or whose entry changed), or one that ended.
+/// A change to append: a process that started (or whose entry changed), one that became
+/// ready, one that ended; a one-shot that finished (with its settings' fingerprint and
+/// whether it succeeded), or no longer counts as finished.
 pub enum Change {
     Live(Entry),
+    Ready(Pid),
     Ended(Pid),
+    Done { name: String, fp: u64, ok: bool },
+    Undone(String),
 }
 
 fn line(text: &mut String, e: &Entry) {
@@ -58,19 +65,34 @@ fn line(text: &mut String, e: &Entry) {
         "{} {} {} {} {fp} {}",
         e.name, e.pid, e.pgid, e.start, e.pipe
     );
+    if e.ready {
+        let _ = writeln!(text, "+ready {}", e.pid);
+    }
+}
+
+/// The lines of one change. Lines other than entries start with `+` or `-` and a word:
+/// going 0.1.0, which knows none of them, skips them, and still adopts the entries.
+fn change(text: &mut String, c: &Change) {
+    let _ = match c {
+        Change::Live(e) => return line(text, e),
+        Change::Ready(pid) => writeln!(text, "+ready {pid}"),
+        Change::Ended(pid) => writeln!(text, "-{pid}"),
+        Change::Done { name, fp, ok } => writeln!(text, "+done {name} {fp} {}", *ok as u8),
+        Change::Undone(name) => writeln!(text, "-done {name}"),
+    };
 }
 
 /// A snapshot: the file replaced by these entries alone, stamped with this boot.
 pub fn write(
     rundir: &RunDir,
     boot: Option<&str>,
-    entries: impl Iterator<Item = Entry>,
+    entries: impl Iterator<Item = Change>,
     count: usize,
 ) -> io::Result<()> {
     let mut text = String::with_capacity(count * 64 + 64);
     let _ = writeln!(text, "{HEADER} {VERSION} {}", boot.unwrap_or("-"));
-    for e in entries {
-        line(&mut text, &e);
+    for c in entries {
+        change(&mut text, &c);
     }
     rundir.replace(FILE, text.as_bytes())
 }
@@ -80,12 +102,7 @@ pub fn write(
 pub fn append(rundir: &RunDir, changes: impl Iterator<Item = Change>) -> io::Result<()> {
     let mut text = String::new();
     for c in changes {
-        match c {
-            Change::Live(e) => line(&mut text, &e),
-            Change::Ended(pid) => {
-                let _ = writeln!(text, "-{pid}");
-            }
-        }
+        change(&mut text, &c);
     }
     rundir.append(FILE, text.as_bytes())
 }
@@ -100,6 +117,8 @@ pub fn remove(rundir: &RunDir) -> io::Result<()> {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Read {
     pub entries: Vec<Entry>,
+    /// One-shots that had finished: fingerprint of their settings, and success.
+    pub done: std::collections::BTreeMap<String, (Fingerprint, bool)>,
     pub problems: Vec<String>,
 }
 
@@ -146,7 +165,13 @@ fn replay(bytes: &[u8], boot: Option<&str>) -> Result<Read, String> {
         }
         if let Some(pid) = l.strip_prefix('-').and_then(|p| p.parse::<Pid>().ok()) {
             live.remove(&pid);
+        } else if let Some(rest) = l.strip_prefix('+').or_else(|| l.strip_prefix("-done ")) {
+            if !mark(l, rest, version, &mut live, &mut out.done) {
+                let shown = crate::output::escape(&raw[..raw.len().min(80)]);
+                (out.problems).push(format!("line {}: not understood: \"{shown}\"", seq + 1));
+            }
         } else if let Some(e) = parse(l, version) {
+            out.done.remove(&e.name);
             live.insert(e.pid, (seq, e));
         } else {
             let shown = crate::output::escape(&raw[..raw.len().min(80)]);
@@ -158,6 +183,40 @@ fn replay(bytes: &[u8], boot: Option<&str>) -> Result<Read, String> {
     entries.sort_by_key(|(seq, _)| *seq);
     out.entries = entries.into_iter().map(|(_, e)| e).collect();
     Ok(out)
+}
+
+/// A line of a mark: `+ready PID`, `+done NAME FP OK`, `-done NAME`; false when it is none.
+fn mark(
+    line: &str,
+    rest: &str,
+    version: u32,
+    live: &mut std::collections::BTreeMap<Pid, (usize, Entry)>,
+    done: &mut std::collections::BTreeMap<String, (Fingerprint, bool)>,
+) -> bool {
+    let w: Vec<&str> = rest.split(' ').collect();
+    let fp = |v: &str| match version {
+        1 => v.parse().ok().map(Fingerprint::V1),
+        _ => v.parse().ok().map(Fingerprint::V2),
+    };
+    match (line.as_bytes()[0], &w[..]) {
+        (b'+', ["ready", pid]) => {
+            // Of a process ended since: nothing to say.
+            if let Some((_, e)) = pid.parse::<Pid>().ok().and_then(|p| live.get_mut(&p)) {
+                e.ready = true;
+            }
+        }
+        (b'+', ["done", name, f, ok @ ("0" | "1")]) if crate::config::valid_name(name) => {
+            let Some(f) = fp(f) else {
+                return false;
+            };
+            done.insert(name.to_string(), (f, *ok == "1"));
+        }
+        (b'-', [name]) if crate::config::valid_name(name) => {
+            done.remove(*name);
+        }
+        _ => return false,
+    }
+    true
 }
 
 fn parse(line: &str, version: u32) -> Option<Entry> {
@@ -176,6 +235,7 @@ fn parse(line: &str, version: u32) -> Option<Entry> {
         },
         // absent in files written by going 0.1.0 before output was reattached
         pipe: w.next().map_or(Some(0), |p| p.parse().ok())?,
+        ready: false,
     };
     w.next().is_none().then_some(entry)
 }
@@ -192,6 +252,7 @@ mod tests {
             start: 1234,
             fingerprint: Fingerprint::V2(fp),
             pipe: 7,
+            ready: false,
         }
     }
 
@@ -201,7 +262,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let rd = RunDir::open(&dir).unwrap();
         let e = entry("web", 42, 99);
-        write(&rd, Some("b1"), std::iter::once(e.clone()), 1).unwrap();
+        write(&rd, Some("b1"), std::iter::once(Change::Live(e.clone())), 1).unwrap();
         assert_eq!(
             read(&rd, Some("b1")).unwrap().entries,
             std::slice::from_ref(&e)
@@ -235,6 +296,30 @@ mod tests {
         let err = append(&rd, std::iter::once(Change::Ended(42))).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn readiness_and_finished_one_shots_are_kept() {
+        let r = replay(
+            b"going-state 2 b\nweb 42 42 1 1 7\n+ready 42\ndb 50 50 1 1 0\n\
+              +done setup 77 1\n+done broken 78 0\n+ready 9999\n-done broken\n",
+            Some("b"),
+        )
+        .unwrap();
+        let ready: Vec<(Pid, bool)> = r.entries.iter().map(|e| (e.pid, e.ready)).collect();
+        assert_eq!(ready, [(42, true), (50, false)]);
+        assert_eq!(
+            r.done.into_iter().collect::<Vec<_>>(),
+            [("setup".to_string(), (Fingerprint::V2(77), true))]
+        );
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        // A one-shot that runs again no longer counts as finished.
+        let r = replay(
+            b"going-state 2 b\n+done setup 77 1\nsetup 60 60 1 77 0\n",
+            None,
+        )
+        .unwrap();
+        assert!(r.done.is_empty());
     }
 
     #[test]

@@ -35,9 +35,13 @@ pub enum Step {
     Uid,
     Chdir,
     Exec,
+    /// `arg` is the fd: the readiness pipe put at fd N (`ready=fd:N`).
+    ReadyFd,
 }
 
-const STEPS: [Step; 10] = [
+/// In the order of their numbers: a number, once given, is a step's for good (a child
+/// reports it to a going that may be a newer binary).
+const STEPS: [Step; 11] = [
     Step::Session,
     Step::Stdio,
     Step::Limit,
@@ -48,6 +52,7 @@ const STEPS: [Step; 10] = [
     Step::Uid,
     Step::Chdir,
     Step::Exec,
+    Step::ReadyFd,
 ];
 
 /// Why a child never became the service: which step failed, with which errno.
@@ -99,6 +104,8 @@ pub struct Spawn<'a> {
     /// Changed into after dropping privileges, so it is checked as the service's user.
     pub cwd: &'a CString,
     pub umask: libc::mode_t,
+    /// The write end of a readiness pipe, and the fd N it becomes (`ready=fd:N`).
+    pub ready: Option<(RawFd, c_int)>,
 }
 
 /// Forks a service process. Returns its pid and the read end of its exec-error pipe:
@@ -106,7 +113,14 @@ pub struct Spawn<'a> {
 pub fn spawn(s: &Spawn) -> io::Result<(Pid, OwnedFd)> {
     let argv = nul_terminated(s.argv);
     let envp = nul_terminated(s.envp);
-    let (rd, wr) = pipe()?;
+    let (rd, mut wr) = pipe()?;
+    // The report pipe must stay open until the exec: never at the fd the readiness pipe is
+    // put at.
+    if let Some((_, n)) = s.ready.filter(|&(_, n)| n == wr.as_raw_fd()) {
+        // SAFETY: F_DUPFD_CLOEXEC returns a new fd, above n, that we own.
+        let moved = cvt(unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_DUPFD_CLOEXEC, n + 1) })?;
+        wr = unsafe { OwnedFd::from_raw_fd(moved) };
+    }
     // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask only write to our locals.
     // Blocking every signal across fork keeps going's handlers from running in the child
     // before it has reset them (they would write to going's own wake-up pipe).
@@ -180,6 +194,17 @@ unsafe fn child(s: &Spawn, argv: &[*const c_char], envp: &[*const c_char], repor
     for &(resource, ref limit) in s.limits {
         if libc::setrlimit(resource as _, limit) < 0 {
             fail(Step::Limit, errno(), resource);
+        }
+    }
+    // After the limits: N must be below the service's own limit on open files. dup2 makes
+    // an fd without close-on-exec; the pipe's own fd already at N only needs that cleared.
+    if let Some((w, n)) = s.ready {
+        let done = match w == n {
+            true => libc::fcntl(n, libc::F_SETFD, 0),
+            false => libc::dup2(w, n),
+        };
+        if done < 0 {
+            fail(Step::ReadyFd, errno(), n);
         }
     }
     if let Some(n) = s.nice {

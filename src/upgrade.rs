@@ -62,7 +62,15 @@ pub struct Handover {
     pub control: Option<OwnedFd>,
     pub rundir: Option<OwnedFd>,
     pub confdir: Option<OwnedFd>,
+    /// The sd_notify socket, with what services sent meanwhile.
+    pub notify: Option<OwnedFd>,
     pub procs: Vec<Proc<OwnedFd>>,
+    /// Processes that had said they were ready.
+    pub ready: Vec<Pid>,
+    /// The readiness pipes of processes that had not yet (`ready=fd:N`).
+    pub ready_fds: Vec<(Pid, OwnedFd)>,
+    /// One-shots that had finished: fingerprint of their settings, and success.
+    pub done: std::collections::BTreeMap<String, (Fingerprint, bool)>,
 }
 
 /// The handover, when this going was exec'd by an upgrade; the variable is removed.
@@ -86,6 +94,25 @@ fn parse(text: &str, mut fd: impl FnMut(RawFd) -> Option<OwnedFd>) -> Handover {
             Some(("control", v)) => h.control = take(v),
             Some(("rundir", v)) => h.rundir = take(v),
             Some(("confdir", v)) => h.confdir = take(v),
+            Some(("notify", v)) => h.notify = take(v),
+            Some(("ready", v)) => h.ready.extend(v.parse::<Pid>().ok()),
+            Some(("readyfd", v)) => {
+                let Some((pid, fd)) = v.split_once(',') else {
+                    continue;
+                };
+                if let (Ok(pid), Some(fd)) = (pid.parse(), take(fd)) {
+                    h.ready_fds.push((pid, fd));
+                }
+            }
+            Some(("done", v)) => {
+                let f: Vec<&str> = v.split(',').collect();
+                if let [name, fp, ok @ ("0" | "1")] = f[..] {
+                    if let Ok(fp) = fp.parse() {
+                        h.done
+                            .insert(name.to_string(), (Fingerprint::V2(fp), ok == "1"));
+                    }
+                }
+            }
             Some(("proc", p)) => {
                 let f: Vec<&str> = p.split(',').collect();
                 let [name, pid, fp, age, child, out] = f[..] else {
@@ -112,12 +139,19 @@ fn parse(text: &str, mut fd: impl FnMut(RawFd) -> Option<OwnedFd>) -> Handover {
     h
 }
 
-/// The fds a going hands over besides the processes' output pipes.
+/// What a going hands over besides the processes and their output pipes.
 pub struct Kept {
     pub lock: RawFd,
     pub control: RawFd,
     pub rundir: RawFd,
     pub confdir: Option<RawFd>,
+    pub notify: Option<RawFd>,
+    /// Pids of the processes that said they were ready.
+    pub ready: Vec<Pid>,
+    /// Readiness pipes still waited on: pid, fd.
+    pub ready_fds: Vec<(Pid, RawFd)>,
+    /// Finished one-shots: name, fingerprint, success.
+    pub done: Vec<(String, u64, bool)>,
 }
 
 fn format(kept: &Kept, procs: &[Leaving]) -> String {
@@ -127,6 +161,18 @@ fn format(kept: &Kept, procs: &[Leaving]) -> String {
     );
     if let Some(fd) = kept.confdir {
         text.push_str(&format!(" confdir={fd}"));
+    }
+    if let Some(fd) = kept.notify {
+        text.push_str(&format!(" notify={fd}"));
+    }
+    for pid in &kept.ready {
+        text.push_str(&format!(" ready={pid}"));
+    }
+    for (pid, fd) in &kept.ready_fds {
+        text.push_str(&format!(" readyfd={pid},{fd}"));
+    }
+    for (name, fp, ok) in &kept.done {
+        text.push_str(&format!(" done={name},{fp},{}", *ok as u8));
     }
     for p in procs {
         let (ms, child, out) = (p.age.as_millis(), p.child as u8, p.output.unwrap_or(-1));
@@ -217,6 +263,7 @@ pub fn start_check(path: PathBuf, nofile: libc::rlimit, now: Instant) -> Result<
         creds: None,
         cwd: &root,
         umask: 0o022,
+        ready: None,
     })
     .map_err(|e| format!("fork: {}", crate::log::Errno(&e)))?;
     Ok(Check {
@@ -307,6 +354,8 @@ impl Check {
         let fds = [kept.lock, kept.control, kept.rundir]
             .into_iter()
             .chain(kept.confdir)
+            .chain(kept.notify)
+            .chain(kept.ready_fds.iter().map(|r| r.1))
             .chain(procs.iter().filter_map(|p| p.output));
         let fds: Vec<RawFd> = fds.collect();
         for &fd in &fds {
@@ -338,6 +387,10 @@ mod tests {
             control: 4,
             rundir: 5,
             confdir: Some(6),
+            notify: None,
+            ready: vec![42],
+            ready_fds: vec![],
+            done: vec![("setup".into(), 77, true)],
         };
         let procs = [Leaving {
             name: "web".into(),
@@ -350,7 +403,7 @@ mod tests {
         let text = format(&kept, &procs);
         assert_eq!(
             text,
-            "v=2 lock=3 control=4 rundir=5 confdir=6 proc=web,42,99,1500,1,7"
+            "v=2 lock=3 control=4 rundir=5 confdir=6 ready=42 done=setup,77,1 proc=web,42,99,1500,1,7"
         );
         let mut seen = Vec::new();
         // Any fd number is "open" here; they are only counted, never closed.
@@ -360,6 +413,10 @@ mod tests {
         });
         assert_eq!(seen, [3, 4, 5, 6, 7]);
         assert_eq!(h.procs[0].fingerprint, Fingerprint::V2(99));
+        assert_eq!(
+            (h.ready, h.done["setup"]),
+            (vec![42], (Fingerprint::V2(77), true))
+        );
         assert_eq!(h.procs[0].age, Duration::from_millis(1500));
         // What going 0.1.0 hands over: no version, version 1 fingerprints.
         let old = parse("lock=3 control=4 proc=web,42,99,10,1,-1 junk", |_| None);

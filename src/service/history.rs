@@ -57,6 +57,14 @@ impl History {
         &self.lines
     }
 
+    /// How the last run ended (`exited 1 after 2.0s`, `unable to exec …`).
+    pub fn last(&self) -> String {
+        self.exits.back().map_or_else(String::new, |e| match e.ran {
+            Some(ran) => format!("{} after {}", e.how, Age(ran)),
+            None => e.how.clone(),
+        })
+    }
+
     /// The last exits, newest first, as "3m2s ago: exited 1 after 2.0s".
     pub fn exits(&self, now: Instant) -> impl Iterator<Item = String> + '_ {
         self.exits.iter().rev().map(move |e| {
@@ -87,6 +95,7 @@ mod tests {
         let exits: Vec<String> = h.exits(now).collect();
         assert_eq!(exits.len(), EXITS);
         assert_eq!(exits[0], "1.0s ago: exited 11 after 1.0s");
+        assert_eq!(h.last(), "exited 11 after 1.0s");
         assert!(!h.failing());
         h.exited(Exit {
             at: now,

@@ -1,30 +1,40 @@
 //! The service table: for each service, what is wanted of it — up, down (the admin stopped
-//! it) or gone (its file was removed, going is stopping) — and where it is: running,
-//! waiting out a quarantine, stopping, or idle. What each event does to it — an exit, a
-//! deadline, a reload, an admin's request, a shutdown — is decided here. Nothing here makes
-//! a system call: every effect goes through [`Effects`] and time comes in as `now`, so the
-//! state machine is tested without sleeps.
+//! it) or gone (its file was removed, going is stopping) — and where it is: running (ready
+//! or not yet), waiting out a quarantine, waiting for the services it starts after,
+//! stopping, running its finish hook, idle, or done (a one-shot that finished). What each
+//! event does to it — an exit, a deadline, a reload, readiness, an admin's request, a
+//! shutdown — is decided here. Nothing here makes a system call: every effect goes through
+//! [`Effects`] and time comes in as `now`, so the state machine is tested without sleeps.
 //!
-//! Invariants: a pid in `pids` is the live process of exactly one service and an unreaped
-//! child (or an adopted process still alive), so it and its process group may be signalled
-//! (a reaped pid is never signalled); every deadline of every service is in `timers`,
-//! absolute on the monotonic clock, so no service's events postpone another's; states
-//! change in [`Table::set`] alone, which keeps both indexes.
+//! Invariants: a pid in `pids` is the live process of exactly one service (its main
+//! process, or its finish hook) and an unreaped child (or an adopted process still alive),
+//! so it and its process group may be signalled (a reaped pid is never signalled); every
+//! deadline of every service is in `timers`, absolute on the monotonic clock, so no
+//! service's events postpone another's; states change in [`Table::set`] alone, which keeps
+//! the indexes.
+//!
+//! The parts: `reload` (a new reading of the directory, or of what a previous going
+//! left), `run` (a run of a service from its start to what follows its end), `ready`
+//! (when a service counts as up), `order` (start after, stop before), `history` and `view`
+//! (what `going status` shows).
 
 mod history;
+mod order;
+mod ready;
+mod reload;
+mod run;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::c_int;
 use std::fmt;
-use std::io;
 use std::time::{Duration, Instant};
 
-use crate::config::{Parsed, Settings};
+use crate::config::Settings;
 use crate::fingerprint::Fingerprint;
-use crate::log::{Age, Errno, Level};
+use crate::log::Level;
 use crate::spawn::SpawnError;
-use crate::sys::{self, ChildError, Exit, Pid};
+use crate::sys::{self, ChildError, Pid};
 
 pub use view::{Ended, View};
 
@@ -33,10 +43,21 @@ pub const MIN_RUN: Duration = Duration::from_secs(5);
 /// The longest quarantine between two starts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// What a process is started to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launch {
+    /// The service.
+    Service,
+    /// Its finish hook, after an exit with this code (256: killed by a signal; -1: not
+    /// known, the process was adopted) and signal (0: none).
+    Finish { code: i32, signal: i32 },
+}
+
 /// The effects the table asks for; the supervisor does them, the tests record them.
 pub trait Effects {
     /// Starts a process of the service.
-    fn spawn(&mut self, name: &str, settings: &Settings) -> Result<Pid, SpawnError>;
+    fn spawn(&mut self, name: &str, settings: &Settings, launch: Launch)
+        -> Result<Pid, SpawnError>;
     /// Keeps (Some: the settings' fingerprint) or forgets (None) that the admin stopped
     /// `name`, across restarts of going.
     fn mark_down(&mut self, name: &str, fingerprint: Option<u64>);
@@ -50,7 +71,7 @@ pub trait Effects {
 /// What is wanted of a service (runit's want: up, down, exit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Want {
-    /// Keep it running.
+    /// Keep it running (or, a one-shot, have it run once).
     Up,
     /// Stopped by the admin (`going stop`), until `going start` or a change of its file.
     Down,
@@ -58,50 +79,76 @@ enum Want {
     Gone,
 }
 
-/// Where a service is.
+/// What follows once nothing of a run is left, if the service is still wanted up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    /// A process runs: forked, and exec'd once `execd`; `failed` once the child reported
-    /// that it never reached the service's exec.
-    Running {
-        pid: Pid,
-        since: Instant,
-        execd: bool,
-        failed: Option<ChildError>,
-    },
-    /// The next start is at `until` (a quarantine).
-    Waiting { until: Instant },
-    /// The stop signal sent; `kill_at` is None once SIGKILL has been sent too.
-    Stopping {
-        stop: Stop,
-        kill_at: Option<Instant>,
-    },
-    /// Nothing runs and nothing is due.
-    Idle,
+enum Next {
+    /// Start again, not before the given time (its quarantine) if any.
+    Start(Option<Instant>),
+    /// It is done (`restart=on-failure` after a success, `restart=never`); `ok`: it
+    /// succeeded.
+    Done { ok: bool },
 }
 
 /// A stop under way, of the group `pgid`: `pid` is its leader until reaped (while others
-/// of its group may be left); `since` when the process started; `resume` when the service
-/// may start again if it is still wanted up then (the quarantine of a crash whose leftovers
-/// are being stopped).
+/// of its group may be left); `since` when the process started; `next` what follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stop {
     pid: Option<Pid>,
     pgid: Pid,
     since: Instant,
-    resume: Option<Instant>,
+    next: Next,
+}
+
+/// Where a service is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// A process runs: forked, and exec'd once `execd`; `failed` once the child reported
+    /// that it never reached the service's exec. `ready` since when it is up (exec'd, or
+    /// ready as its `ready=` says); `ready_by` its `ready_timeout`, while it is not.
+    Running {
+        pid: Pid,
+        since: Instant,
+        execd: bool,
+        failed: Option<ChildError>,
+        ready: Option<Instant>,
+        ready_by: Option<Instant>,
+    },
+    /// The next start is at `until` (a quarantine).
+    Waiting { until: Instant },
+    /// Waiting for the services it starts after (`after=`) to be up.
+    Blocked,
+    /// The stop signal sent; `kill_at` is None once SIGKILL has been sent too.
+    Stopping {
+        stop: Stop,
+        kill_at: Option<Instant>,
+    },
+    /// Its finish hook runs (process `pid`, its own group), at most until `kill_at`.
+    Finishing {
+        pid: Pid,
+        next: Next,
+        kill_at: Option<Instant>,
+    },
+    /// Nothing runs and nothing is due (down).
+    Idle,
+    /// A one-shot, or an `on-failure` service, that finished; `ok`: successfully.
+    Done { ok: bool },
 }
 
 impl State {
     fn deadline(&self) -> Option<Instant> {
         match *self {
             State::Waiting { until } => Some(until),
-            State::Stopping { kill_at, .. } => kill_at,
-            State::Running { .. } | State::Idle => None,
+            State::Running {
+                ready: None,
+                ready_by,
+                ..
+            } => ready_by,
+            State::Stopping { kill_at, .. } | State::Finishing { kill_at, .. } => kill_at,
+            _ => None,
         }
     }
 
-    /// The live main process and its process group.
+    /// The live main process of the service and its process group (not a finish hook's).
     fn live(&self) -> Option<(Pid, Pid)> {
         match *self {
             State::Running { pid, .. } => Some((pid, pid)),
@@ -118,8 +165,12 @@ impl State {
         }
     }
 
+    /// The process whose exit the table waits for: the service's, or its finish hook's.
     fn pid(&self) -> Option<Pid> {
-        self.live().map(|(pid, _)| pid)
+        match *self {
+            State::Finishing { pid, .. } => Some(pid),
+            _ => self.live().map(|(pid, _)| pid),
+        }
     }
 
     /// Stopping, its leader reaped, others of its group left: what `check_groups` watches.
@@ -132,6 +183,25 @@ impl State {
             }
         )
     }
+
+    /// Whether a process of the service (or its finish hook) is still there.
+    fn busy(&self) -> bool {
+        matches!(
+            self,
+            State::Running { .. } | State::Stopping { .. } | State::Finishing { .. }
+        )
+    }
+}
+
+/// What a service said over sd_notify beyond `READY=1`.
+#[derive(Default)]
+struct Told {
+    /// Its last `STATUS=` text.
+    status: Option<Box<str>>,
+    /// `RELOADING=1`, until its next `READY=1`.
+    reloading: bool,
+    /// `STOPPING=1`: it shuts down by itself.
+    stopping: bool,
 }
 
 struct Service {
@@ -147,7 +217,11 @@ struct Service {
     /// Consecutive fast failures.
     fails: u32,
     starts: u32,
+    /// How its last run ended, for its finish hook.
+    last: Option<sys::Exit>,
     history: history::History,
+    /// None until it says anything over sd_notify.
+    told: Option<Box<Told>>,
 }
 
 impl Service {
@@ -161,7 +235,9 @@ impl Service {
             state: State::Idle,
             fails: 0,
             starts: 0,
+            last: None,
             history: Default::default(),
+            told: None,
         })
     }
 
@@ -184,6 +260,17 @@ pub enum Admin {
 pub enum Refusal {
     Unknown,
     NotRunning,
+}
+
+/// Where a service is, for a command that waits for it (`-w`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Up, as what starts after it waits for it.
+    Up,
+    /// It will not get up unless asked again: why (its last exit, or `stopped`).
+    Failed(String),
+    /// On its way.
+    Pending,
 }
 
 /// What one reload did, for its summary line.
@@ -211,6 +298,8 @@ pub struct Adoptable {
     pub pid: Pid,
     pub since: Instant,
     pub fingerprint: Fingerprint,
+    /// Whether it had said it was ready.
+    pub ready: bool,
 }
 
 /// A live service process, for the state file and an upgrade's handover.
@@ -220,6 +309,21 @@ pub struct Live<'a> {
     pub pgid: Pid,
     /// The fingerprint of the settings it runs with.
     pub fingerprint: u64,
+    /// Whether it is up (ready, where it says so).
+    pub ready: bool,
+}
+
+/// What changed that the state file is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A live process began, or its settings' fingerprint changed.
+    Began(Pid),
+    Ended(Pid),
+    /// A live process became ready.
+    Ready(Pid),
+    /// A one-shot finished (or no longer counts as finished): its name.
+    Done(String),
+    Undone(String),
 }
 
 #[derive(Default)]
@@ -231,13 +335,17 @@ pub struct Table {
     /// Services whose main process is gone while others of their group may still run:
     /// what `check_groups` looks at, so that a reap costs nothing per other service.
     draining: BTreeSet<String>,
+    /// For each service that others start after, those others: empty unless some file
+    /// says `after=`.
+    dependents: BTreeMap<String, Vec<String>>,
+    /// going is stopping: a service is stopped only once those after it are gone.
+    shutting_down: bool,
     /// Invalid files of the last reload, with their problems, for `going status`.
     invalid: BTreeMap<String, Vec<String>>,
     /// Services the admin stopped before going last exited, with their fingerprints.
     pub down_marks: BTreeMap<String, Fingerprint>,
-    /// Live processes that began (true) or ended (false) since `take_changes`, and live
-    /// ones whose settings' fingerprint changed (true again): what the state file is told.
-    changes: Vec<(Pid, bool)>,
+    /// What the state file is told next.
+    changes: Vec<Change>,
 }
 
 /// The quarantine after `fails` consecutive fast failures: 1 s, 2 s, 4 s, … 60 s.
@@ -259,398 +367,44 @@ impl Table {
         self.timers.first().map(|t| t.0)
     }
 
-    /// What live processes came, went or changed since the last call.
-    pub fn take_changes(&mut self) -> Vec<(Pid, bool)> {
+    /// What changed among the live processes and one-shots since the last call.
+    pub fn take_changes(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.changes)
     }
 
     /// The live process `pid`; None once it is no service's live process.
     pub fn live_entry(&self, pid: Pid) -> Option<Live<'_>> {
-        let (name, svc) = self.by_pid(pid)?;
-        let (_, pgid) = svc.state.live()?;
-        Some(Live {
-            name,
-            pid,
-            pgid,
-            fingerprint: svc.running,
-        })
+        let name = self.pids.get(&pid)?;
+        let svc = &self.services[name];
+        let (live, pgid) = svc.state.live()?;
+        (live == pid).then(|| live_of(name, svc, pid, pgid))
     }
 
     /// Every live service process.
     pub fn live(&self) -> impl Iterator<Item = Live<'_>> {
         (self.services.iter()).filter_map(|(name, s)| {
             let (pid, pgid) = s.state.live()?;
-            Some(Live {
-                name,
-                pid,
-                pgid,
-                fingerprint: s.running,
-            })
+            Some(live_of(name, s, pid, pgid))
         })
     }
 
-    /// The service whose live process is `pid`.
-    fn by_pid(&self, pid: Pid) -> Option<(&str, &Service)> {
-        let name = self.pids.get(&pid)?;
-        Some((name, &self.services[name]))
+    /// Every one-shot that finished, with the fingerprint of its settings and whether it
+    /// succeeded: so that a going started after this one does not run it again.
+    pub fn done(&self) -> impl Iterator<Item = (&str, u64, bool)> {
+        (self.services.iter()).filter_map(|(name, s)| match s.state {
+            State::Done { ok } => Some((name.as_str(), s.fingerprint, ok)),
+            _ => None,
+        })
     }
 
-    fn by_pid_mut(&mut self, pid: Pid) -> Option<&mut Service> {
+    fn by_pid_mut(&mut self, pid: Pid) -> Option<(String, &mut Service)> {
         let name = self.pids.get(&pid)?;
-        self.services.get_mut(name).map(|s| &mut **s)
+        let svc = self.services.get_mut(name)?;
+        Some((name.clone(), svc))
     }
 
     fn svc(&mut self, name: &str) -> &mut Service {
         self.services.get_mut(name).expect("a service of the table")
-    }
-
-    /// Takes over the processes a previous going left running (`adopt`, consumed): each
-    /// whose file is unchanged runs on; the others are stopped as a reload would.
-    pub fn adopt(
-        &mut self,
-        scan: &BTreeMap<String, Parsed>,
-        adopt: BTreeMap<String, Adoptable>,
-        fx: &mut impl Effects,
-        now: Instant,
-    ) {
-        for (name, a) in adopt {
-            let age = Age(now.saturating_duration_since(a.since));
-            let (settings, valid) = match scan.get(&name) {
-                Some(Ok(s)) => (s.clone(), true),
-                _ => (Box::default(), false),
-            };
-            let keep = valid && a.fingerprint.matches(&settings);
-            let mut svc = Service::new(settings, if valid { Want::Up } else { Want::Gone });
-            svc.starts = 1;
-            // Of other settings than the file's: whatever a later state file says of it,
-            // it never matches.
-            svc.running = if keep { svc.fingerprint } else { 0 };
-            self.services.insert(name.clone(), svc);
-            let running = State::Running {
-                pid: a.pid,
-                since: a.since,
-                execd: true,
-                failed: None,
-            };
-            self.set(&name, running);
-            if keep {
-                fx.log(
-                    Level::Notice,
-                    format_args!("{name}[{}]: adopted, running for {age}", a.pid),
-                );
-                continue;
-            }
-            let why = if valid {
-                "changed"
-            } else {
-                "is gone or invalid"
-            };
-            fx.log(
-                Level::Notice,
-                format_args!(
-                    "{name}[{}]: adopted, but its file {why} since it started: stopping it",
-                    a.pid
-                ),
-            );
-            self.stop(&name, fx, now);
-        }
-    }
-
-    /// Applies a rescan of the directory: starts new services, stops removed ones, restarts
-    /// changed ones (lifting their quarantine) and leaves unchanged and invalid ones alone.
-    /// `unchanged`: sorted names of files not read again, as they did not change.
-    pub fn reconcile(
-        &mut self,
-        scan: BTreeMap<String, Parsed>,
-        unchanged: &[String],
-        fx: &mut impl Effects,
-        now: Instant,
-    ) -> Summary {
-        let kept = |name: &str| unchanged.binary_search_by(|n| n.as_str().cmp(name)).is_ok();
-        let mut sum = Summary::default();
-        let gone: Vec<String> = (self.services.iter())
-            .filter(|(name, s)| s.want != Want::Gone && !scan.contains_key(*name) && !kept(name))
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in gone {
-            sum.stopped += 1;
-            self.svc(&name).want = Want::Gone;
-            self.stop(&name, fx, now);
-        }
-        // An unchanged invalid file stays invalid, and is counted so, without a word more.
-        self.invalid.retain(|name, _| kept(name));
-        sum.invalid += self.invalid.len();
-        for (name, parsed) in scan {
-            match parsed {
-                Ok(settings) => self.apply(name, settings, &mut sum, fx, now),
-                Err(errors) => {
-                    sum.invalid += 1;
-                    for e in &errors {
-                        fx.log(Level::Err, format_args!("{name}: {e}"));
-                    }
-                    self.invalid
-                        .insert(name, errors.iter().map(|e| e.to_string()).collect());
-                }
-            }
-        }
-        sum
-    }
-
-    /// The valid file of `name` as a reload read it.
-    fn apply(
-        &mut self,
-        name: String,
-        settings: Box<Settings>,
-        sum: &mut Summary,
-        fx: &mut impl Effects,
-        now: Instant,
-    ) {
-        let Some(svc) = self.services.get_mut(&name) else {
-            // Left down by the admin, and the file unchanged since: it stays down.
-            let mark = self.down_marks.remove(&name);
-            if mark.is_some_and(|fp| fp.matches(&settings)) {
-                fx.log(
-                    Level::Notice,
-                    format_args!("{name}: down, as the admin left it"),
-                );
-                self.services
-                    .insert(name, Service::new(settings, Want::Down));
-                return;
-            }
-            fx.mark_down(&name, None);
-            sum.started += 1;
-            self.services
-                .insert(name.clone(), Service::new(settings, Want::Up));
-            self.start(&name, fx, now);
-            return;
-        };
-        // A file back while its old service still stops: it starts once that is gone.
-        let returned = svc.want == Want::Gone;
-        if returned {
-            svc.want = Want::Up;
-        }
-        sum.started += returned as usize;
-        if svc.settings.same_run(&settings) {
-            // stop_signal and stop_timeout need no restart; the state file learns the new
-            // fingerprint, so that an adoption does not take this process for one of other
-            // settings.
-            let running = svc.running == svc.fingerprint;
-            svc.set_settings(settings);
-            if running {
-                svc.running = svc.fingerprint;
-                if let Some(pid) = svc.state.pid() {
-                    self.changes.push((pid, true));
-                }
-            }
-            return;
-        }
-        sum.restarted += !returned as usize;
-        svc.set_settings(settings);
-        svc.fails = 0;
-        // A changed file lifts the admin's stop.
-        if svc.want == Want::Down {
-            svc.want = Want::Up;
-            fx.mark_down(&name, None);
-        }
-        match svc.state {
-            State::Idle => self.start(&name, fx, now),
-            _ => self.stop(&name, fx, now),
-        }
-    }
-
-    /// A child was reaped (or an adopted process ended). False when it was none of the
-    /// services' (an orphan).
-    pub fn exited(&mut self, pid: Pid, exit: Exit, fx: &mut impl Effects, now: Instant) -> bool {
-        let Some(name) = self.pids.get(&pid).cloned() else {
-            return false;
-        };
-        let svc = self.svc(&name);
-        let state = svc.state;
-        let (since, failed) = match state {
-            State::Running { since, failed, .. } => (since, failed),
-            State::Stopping { stop, .. } => (stop.since, None),
-            State::Waiting { .. } | State::Idle => return false, // no live pid: not indexed
-        };
-        let ran = now.saturating_duration_since(since);
-        let how = match failed {
-            Some(e) => {
-                let err = io::Error::from_raw_os_error(e.errno);
-                let what = view::Unable(&svc.settings, e);
-                format!("unable to {what}: {}", Errno(&err))
-            }
-            None => Ended(exit).to_string(),
-        };
-        svc.history.exited(history::Exit {
-            at: now,
-            how: how.clone(),
-            ran: failed.is_none().then_some(ran),
-        });
-        match state {
-            State::Running { .. } if failed.is_some() => {
-                fx.log(Level::Err, format_args!("{name}: {how}"));
-                self.fail(&name, fx, now);
-            }
-            State::Running { .. } => {
-                let ran_text = Age(ran);
-                fx.log(
-                    Level::Warning,
-                    format_args!("{name}[{pid}]: {how} after {ran_text}"),
-                );
-                self.crashed(&name, pid, since, ran, fx, now);
-            }
-            State::Stopping { .. } => {
-                fx.log(
-                    Level::Info,
-                    format_args!("{name}[{pid}]: stopped: {how} after {}", Age(ran)),
-                );
-                self.leader_stopped(&name, state, fx, now);
-            }
-            State::Waiting { .. } | State::Idle => {}
-        }
-        true
-    }
-
-    /// The main process of a stopping service was reaped: stopped, unless others of its
-    /// group still run (they get their SIGKILL at the deadline).
-    fn leader_stopped(&mut self, name: &str, state: State, fx: &mut impl Effects, now: Instant) {
-        let State::Stopping { stop, kill_at } = state else {
-            return;
-        };
-        if kill_at.is_some() && fx.group_alive(stop.pgid) {
-            let stop = Stop { pid: None, ..stop };
-            self.set(name, State::Stopping { stop, kill_at });
-        } else {
-            self.stopped(name, stop.resume, fx, now);
-        }
-    }
-
-    /// The main process `pid` of a running service ended on its own after `ran`: start it
-    /// again now or after its quarantine, once what it left in its group is stopped.
-    fn crashed(
-        &mut self,
-        name: &str,
-        pid: Pid,
-        since: Instant,
-        ran: Duration,
-        fx: &mut impl Effects,
-        now: Instant,
-    ) {
-        let resume = if ran >= MIN_RUN {
-            self.svc(name).fails = 0;
-            now
-        } else {
-            self.quarantine(name, fx, now)
-        };
-        if fx.group_alive(pid) {
-            // What it started is still there: stopped first, so that the next copy does
-            // not find its port taken.
-            fx.log(
-                Level::Notice,
-                format_args!("{name}: stopping what is left of its process group"),
-            );
-            let stop = Stop {
-                pid: None,
-                pgid: pid,
-                since,
-                resume: Some(resume),
-            };
-            self.signal_stop(name, stop, fx, now);
-        } else if resume <= now {
-            self.start(name, fx, now);
-        } else {
-            self.set(name, State::Waiting { until: resume });
-        }
-    }
-
-    /// The child `pid` has exec'd: it is the service now.
-    pub fn exec_ok(&mut self, pid: Pid) {
-        if let Some(svc) = self.by_pid_mut(pid) {
-            if let State::Running { execd, .. } = &mut svc.state {
-                *execd = true;
-            }
-        }
-    }
-
-    /// The child `pid` reported that it failed before becoming the service.
-    pub fn child_failed(&mut self, pid: Pid, err: ChildError) {
-        if let Some(svc) = self.by_pid_mut(pid) {
-            if let State::Running { failed, .. } = &mut svc.state {
-                *failed = Some(err);
-            }
-        }
-    }
-
-    /// A line the process `pid` wrote, kept for `going status`.
-    pub fn output(&mut self, pid: Pid, line: &str) {
-        if let Some(svc) = self.by_pid_mut(pid) {
-            svc.history.line(line);
-        }
-    }
-
-    /// After a round of reaping: a stopping service whose group has emptied is stopped.
-    pub fn check_groups(&mut self, fx: &mut impl Effects, now: Instant) {
-        let services = &self.services;
-        let done: Vec<(String, Option<Instant>)> = (self.draining.iter())
-            .filter_map(|name| match services[name].state {
-                State::Stopping { stop, .. } if !fx.group_alive(stop.pgid) => {
-                    Some((name.clone(), stop.resume))
-                }
-                _ => None,
-            })
-            .collect();
-        for (name, resume) in done {
-            self.stopped(&name, resume, fx, now);
-        }
-    }
-
-    /// Acts on every deadline that has come: quarantines that end, stops that time out.
-    pub fn tick(&mut self, fx: &mut impl Effects, now: Instant) {
-        while let Some((at, name)) = self.timers.first().cloned() {
-            if at > now {
-                break;
-            }
-            match self.services[&name].state {
-                State::Waiting { .. } => self.start(&name, fx, now),
-                State::Stopping { stop, .. } => self.kill(&name, stop, fx, now),
-                // No deadline: never in `timers` (see `set`).
-                State::Running { .. } | State::Idle => {
-                    self.timers.remove(&(at, name));
-                }
-            }
-        }
-    }
-
-    /// A stop that timed out: SIGKILL to whatever is left of the group.
-    fn kill(&mut self, name: &str, stop: Stop, fx: &mut impl Effects, now: Instant) {
-        if stop.pid.is_some() || fx.group_alive(stop.pgid) {
-            let s = &self.services[name].settings;
-            let sig = sys::signal_name(s.stop_signal).unwrap_or("TERM");
-            let secs = s.stop_timeout.as_secs();
-            fx.log(
-                Level::Warning,
-                format_args!("{name}: still running {secs}s after SIG{sig}, sending SIGKILL"),
-            );
-            fx.signal(stop.pgid, stop.pid.is_some(), libc::SIGKILL);
-        }
-        match stop.pid {
-            Some(_) => self.set(
-                name,
-                State::Stopping {
-                    stop,
-                    kill_at: None,
-                },
-            ),
-            None => self.stopped(name, stop.resume, fx, now),
-        }
-    }
-
-    /// Stops every service, as for SIGTERM to going; the table is empty once all are gone.
-    pub fn shutdown(&mut self, fx: &mut impl Effects, now: Instant) {
-        let names: Vec<String> = self.services.keys().cloned().collect();
-        for name in names {
-            self.svc(&name).want = Want::Gone;
-            self.stop(&name, fx, now);
-        }
     }
 
     /// `going start|stop|restart NAME`: what happened, as a line for the admin.
@@ -673,8 +427,7 @@ impl Table {
         if want == Want::Up {
             svc.fails = 0; // the admin's word lifts a quarantine
         }
-        let state = svc.state;
-        let msg = match (what, state) {
+        let msg = match (what, svc.state) {
             (Admin::Stop, State::Idle) => "already stopped",
             (Admin::Stop, _) => {
                 self.stop(name, fx, now);
@@ -685,10 +438,13 @@ impl Table {
                 self.stop(name, fx, now);
                 "restarting"
             }
-            (_, State::Stopping { .. }) => "starts once stopped",
-            (_, State::Waiting { .. } | State::Idle) => {
-                self.start(name, fx, now);
-                "started"
+            (_, State::Stopping { .. } | State::Finishing { .. }) => "starts once stopped",
+            (_, State::Blocked) => "waits for what it starts after",
+            (_, State::Waiting { .. } | State::Idle | State::Done { .. }) => {
+                match self.begin(name, fx, now) {
+                    true => "started",
+                    false => "waits for what it starts after",
+                }
             }
         };
         Ok(format!("{name}: {msg}"))
@@ -717,107 +473,28 @@ impl Table {
             .ok_or(Refusal::Unknown)
     }
 
-    fn start(&mut self, name: &str, fx: &mut impl Effects, now: Instant) {
-        match fx.spawn(name, &self.services[name].settings) {
-            Ok(pid) => {
-                fx.log(Level::Info, format_args!("{name}[{pid}]: started"));
-                let svc = self.svc(name);
-                svc.starts += 1;
-                svc.running = svc.fingerprint;
-                let state = State::Running {
-                    pid,
-                    since: now,
-                    execd: false,
-                    failed: None,
-                };
-                self.set(name, state);
-            }
-            Err(e) => {
-                fx.log(Level::Err, format_args!("{name}: {e}"));
-                self.fail(name, fx, now);
-            }
-        }
-    }
-
-    /// A fast failure: quarantine until the deadline it returns, doubling each time in a row.
-    fn quarantine(&mut self, name: &str, fx: &mut impl Effects, now: Instant) -> Instant {
-        let svc = self.svc(name);
-        svc.fails += 1;
-        let (fails, delay) = (svc.fails, backoff(svc.fails));
-        let times = if fails == 1 { "time" } else { "times" };
-        fx.log(
-            Level::Warning,
-            format_args!(
-                "{name}: failed {fails} {times} in a row, next start in {}s",
-                delay.as_secs()
-            ),
-        );
-        now + delay
-    }
-
-    /// A fast failure with nothing left to stop: wait out the quarantine.
-    fn fail(&mut self, name: &str, fx: &mut impl Effects, now: Instant) {
-        let until = self.quarantine(name, fx, now);
-        self.set(name, State::Waiting { until });
-    }
-
-    /// Stops the service as the admin, a reload or a shutdown asks.
-    fn stop(&mut self, name: &str, fx: &mut impl Effects, now: Instant) {
-        match self.services[name].state {
-            State::Running { pid, since, .. } => {
-                fx.log(Level::Notice, format_args!("{name}[{pid}]: stopping"));
-                let stop = Stop {
-                    pid: Some(pid),
-                    pgid: pid,
-                    since,
-                    resume: None,
-                };
-                self.signal_stop(name, stop, fx, now);
-            }
-            State::Waiting { .. } | State::Idle => self.stopped(name, None, fx, now),
-            State::Stopping { .. } => {}
-        }
-    }
-
-    /// The one stop sequence: the stop signal (SIGTERM unless set), then SIGCONT so that a
-    /// stopped process can act on it, to the whole group; SIGKILL at the deadline.
-    fn signal_stop(&mut self, name: &str, stop: Stop, fx: &mut impl Effects, now: Instant) {
-        let s = &self.services[name].settings;
-        let (sig, timeout) = (s.stop_signal, s.stop_timeout);
-        fx.signal(stop.pgid, stop.pid.is_some(), sig);
-        fx.signal(stop.pgid, stop.pid.is_some(), libc::SIGCONT);
-        let kill_at = Some(now + timeout);
-        self.set(name, State::Stopping { stop, kill_at });
-    }
-
-    /// Nothing of the service runs any more: what is wanted of it decides what follows.
-    fn stopped(
-        &mut self,
-        name: &str,
-        resume: Option<Instant>,
-        fx: &mut impl Effects,
-        now: Instant,
-    ) {
-        match self.services[name].want {
-            Want::Gone => {
-                let svc = self.services.remove(name).expect("a service of the table");
-                self.unindex(name, svc.state);
-            }
-            Want::Down => self.set(name, State::Idle),
-            Want::Up => match resume.filter(|t| *t > now) {
-                Some(until) => self.set(name, State::Waiting { until }), // its quarantine
-                None => self.start(name, fx, now),
-            },
-        }
-    }
-
     /// The one place a state changes, so that `pids`, `timers` and `draining` always
-    /// match the states.
+    /// match the states, and the state file hears of what it keeps.
     fn set(&mut self, name: &str, state: State) {
         let old = std::mem::replace(&mut self.svc(name).state, state);
-        if old.pid() != state.pid() {
-            self.changes.extend(old.pid().map(|pid| (pid, false)));
-            self.changes.extend(state.pid().map(|pid| (pid, true)));
+        let (was, is) = (old.live().map(|l| l.0), state.live().map(|l| l.0));
+        if was != is {
+            self.changes.extend(was.map(Change::Ended));
+            self.changes.extend(is.map(Change::Began));
+        }
+        match (old, state) {
+            (
+                State::Running { ready: None, .. },
+                State::Running {
+                    pid,
+                    ready: Some(_),
+                    ..
+                },
+            ) => self.changes.push(Change::Ready(pid)),
+            (_, State::Done { .. }) => self.changes.push(Change::Done(name.to_string())),
+            (State::Done { .. }, State::Running { .. }) => {}
+            (State::Done { .. }, _) => self.changes.push(Change::Undone(name.to_string())),
+            _ => {}
         }
         self.unindex(name, old);
         if let Some(at) = state.deadline() {
@@ -844,5 +521,17 @@ impl Table {
     }
 }
 
+fn live_of<'a>(name: &'a str, s: &Service, pid: Pid, pgid: Pid) -> Live<'a> {
+    Live {
+        name,
+        pid,
+        pgid,
+        fingerprint: s.running,
+        ready: matches!(s.state, State::Running { ready: Some(_), .. }),
+    }
+}
+
+#[cfg(test)]
+mod life_tests;
 #[cfg(test)]
 mod tests;

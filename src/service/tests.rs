@@ -1,22 +1,24 @@
 //! The service table's rules, one test each, on synthetic time with recorded effects.
 
 use super::*;
-use crate::sys::Step;
+use crate::config::Parsed;
+use crate::sys::{Exit, Step};
+use std::io;
 use std::path::Path;
 
 #[derive(Default)]
-struct Fake {
+pub(super) struct Fake {
     next: Pid,
-    spawned: Vec<(Pid, Vec<String>)>,
-    signals: Vec<(Pid, c_int)>,
-    alive_groups: BTreeSet<Pid>,
-    logs: Vec<String>,
-    refuse: bool,
+    pub spawned: Vec<(Pid, Vec<String>)>,
+    pub signals: Vec<(Pid, c_int)>,
+    pub alive_groups: BTreeSet<Pid>,
+    pub logs: Vec<String>,
+    pub refuse: bool,
     marks: Vec<(String, Option<u64>)>,
 }
 
 impl Effects for Fake {
-    fn spawn(&mut self, _: &str, s: &Settings) -> Result<Pid, SpawnError> {
+    fn spawn(&mut self, _: &str, s: &Settings, launch: Launch) -> Result<Pid, SpawnError> {
         if self.refuse {
             return Err(SpawnError::Unable {
                 what: "fork",
@@ -26,7 +28,15 @@ impl Effects for Fake {
         }
         self.next += 1;
         let pid = 100 + self.next;
-        self.spawned.push((pid, s.cmd.clone()));
+        let argv = match launch {
+            Launch::Service => s.cmd.clone(),
+            Launch::Finish { code, signal } => {
+                let mut words = s.life().finish.clone();
+                words.extend([code.to_string(), signal.to_string()]);
+                words
+            }
+        };
+        self.spawned.push((pid, argv));
         Ok(pid)
     }
     fn signal(&mut self, pgid: Pid, _: bool, sig: c_int) {
@@ -44,15 +54,15 @@ impl Effects for Fake {
 }
 
 impl Fake {
-    fn last_pid(&self) -> Pid {
+    pub fn last_pid(&self) -> Pid {
         self.spawned.last().unwrap().0
     }
-    fn last_log(&self) -> &str {
+    pub fn last_log(&self) -> &str {
         self.logs.last().unwrap()
     }
 }
 
-fn scan(files: &[(&str, &str)]) -> BTreeMap<String, Parsed> {
+pub(super) fn scan(files: &[(&str, &str)]) -> BTreeMap<String, Parsed> {
     (files.iter())
         .map(|(n, text)| {
             (
@@ -63,7 +73,7 @@ fn scan(files: &[(&str, &str)]) -> BTreeMap<String, Parsed> {
         .collect()
 }
 
-fn secs(s: u64) -> Duration {
+pub(super) fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
@@ -328,6 +338,7 @@ fn exec_failures_and_fork_failures_are_fast_failures() {
             errno: libc::ENOENT,
             arg: 0,
         },
+        &mut ops,
     );
     t.exited(pid, Exit::Code(127), &mut ops, t0);
     assert_eq!(
@@ -426,6 +437,7 @@ fn child_failures_say_what_failed_on_what() {
                 errno: libc::EACCES,
                 arg,
             },
+            &mut ops,
         );
         t.exited(pid, Exit::Code(127), &mut ops, t0);
         assert_eq!(ops.logs[ops.logs.len() - 2], want);

@@ -13,7 +13,8 @@ use crate::sys::{self, ChildError, Exit, Pid, Step};
 /// One service (or invalid file) as `going status` shows it.
 pub struct View<'a> {
     pub name: &'a str,
-    pub state: &'static str,
+    /// `running`, `ready`, `starting`, `waiting for db`, `done`, … as going(8) lists them.
+    pub state: String,
     /// The colour of the state: g(reen), y(ellow) or r(ed).
     pub class: char,
     pub pid: Option<Pid>,
@@ -25,6 +26,16 @@ pub struct View<'a> {
     pub cmd: &'a [String],
     /// The file's problems, when it is invalid.
     pub problems: &'a [String],
+    /// What it last said over sd_notify with `STATUS=`.
+    pub status: Option<&'a str>,
+}
+
+impl View<'_> {
+    /// Whether it is where it should be: running (ready), or a one-shot done; what
+    /// `going status NAME` exits 0 for.
+    pub fn is_up(&self) -> bool {
+        matches!(self.state.as_str(), "running" | "ready" | "done")
+    }
 }
 
 impl View<'_> {
@@ -61,18 +72,31 @@ impl Table {
     }
 
     fn service_view<'a>(&'a self, name: &'a str, s: &'a Service, now: Instant) -> View<'a> {
+        let says = s.settings.life().ready.is_some();
         let (state, class, pid, up) = match s.state {
             State::Running {
                 pid,
                 since,
-                execd: true,
+                ready: Some(_),
                 ..
-            } => ("running", 'g', Some(pid), Some(now - since)),
-            State::Running { pid, .. } => ("starting", 'y', Some(pid), None),
-            State::Waiting { .. } if s.history.failing() => ("exec failing", 'r', None, None),
-            State::Waiting { .. } => ("quarantined", 'r', None, None),
-            State::Stopping { stop, .. } => ("stopping", 'y', stop.pid, None),
-            State::Idle => ("down", 'y', None, None),
+            } => {
+                let word = if says { "ready" } else { "running" };
+                (word.to_string(), 'g', Some(pid), Some(now - since))
+            }
+            State::Running { pid, .. } => ("starting".into(), 'y', Some(pid), None),
+            State::Waiting { .. } if s.history.failing() => {
+                ("exec failing".into(), 'r', None, None)
+            }
+            State::Waiting { .. } => ("quarantined".into(), 'r', None, None),
+            State::Blocked => {
+                let deps = self.waiting_for(name).join(", ");
+                (format!("waiting for {deps}"), 'y', None, None)
+            }
+            State::Stopping { stop, .. } => ("stopping".into(), 'y', stop.pid, None),
+            State::Finishing { pid, .. } => ("finishing".into(), 'y', Some(pid), None),
+            State::Idle => ("down".into(), 'y', None, None),
+            State::Done { ok: true } => ("done".into(), 'g', None, None),
+            State::Done { ok: false } => ("failed".into(), 'r', None, None),
         };
         let next_start = match s.state {
             State::Waiting { until } => Some(until.saturating_duration_since(now)),
@@ -90,6 +114,7 @@ impl Table {
             now,
             cmd: &s.settings.cmd,
             problems: self.invalid.get(name).map_or(&[], |p| &p[..]),
+            status: s.told.as_ref().and_then(|t| t.status.as_deref()),
         }
     }
 }
@@ -98,7 +123,7 @@ impl Table {
 fn invalid_view<'a>(name: &'a str, problems: &'a [String], now: Instant) -> View<'a> {
     View {
         name,
-        state: "invalid file",
+        state: "invalid file".into(),
         class: 'r',
         pid: None,
         up: None,
@@ -108,6 +133,7 @@ fn invalid_view<'a>(name: &'a str, problems: &'a [String], now: Instant) -> View
         now,
         cmd: &[],
         problems,
+        status: None,
     }
 }
 
@@ -139,6 +165,7 @@ impl fmt::Display for Unable<'_> {
             ),
             Step::Chdir => write!(f, "change directory to {}", s.cwd.display()),
             Step::Exec => write!(f, "exec {}", s.cmd[0]),
+            Step::ReadyFd => write!(f, "put the readiness pipe at fd {}", e.arg),
         }
     }
 }

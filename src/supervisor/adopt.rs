@@ -24,6 +24,9 @@ use crate::upgrade::Handover;
 
 pub type Adopted = BTreeMap<String, Adoptable>;
 
+/// One-shots a previous going saw finish: fingerprint of their settings, and success.
+pub type Done = BTreeMap<String, (Fingerprint, bool)>;
+
 /// How an adopted process is known to end.
 enum Watched {
     /// Still going's child (handed over by an upgrade): reaped as any child.
@@ -32,19 +35,29 @@ enum Watched {
     Pidfd(OwnedFd),
 }
 
-/// Takes one process into `out`, watched as `how`, its output read from `output` on.
-#[allow(clippy::too_many_arguments)]
-fn take(
-    out: &mut Adopted,
-    sys: &mut System,
+/// One process to take: its name, pid, fingerprint, age and readiness, how its end is
+/// known and its output pipe.
+struct Taken {
     name: String,
     pid: Pid,
     fingerprint: Fingerprint,
     age: Duration,
+    ready: bool,
     how: Watched,
     output: Option<OwnedFd>,
-    now: Instant,
-) {
+}
+
+/// Takes one process into `out`, watched as it says, its output read from now on.
+fn take(out: &mut Adopted, sys: &mut System, t: Taken, now: Instant) {
+    let Taken {
+        name,
+        pid,
+        fingerprint,
+        age,
+        ready,
+        how,
+        output,
+    } = t;
     if let Watched::Pidfd(fd) = how {
         if !sys.watch_adopted(pid, fd) {
             return;
@@ -58,25 +71,27 @@ fn take(
         pid,
         since,
         fingerprint,
+        ready,
     };
     out.insert(name, a);
 }
 
-/// What RUNDIR/state says a killed going left running, as far as it still runs.
-pub fn from_state(sys: &mut System, journal: &mut Journal, now: Instant) -> Adopted {
-    let entries = match state::read(&sys.rundir, journal.boot()) {
+/// What RUNDIR/state says a killed going left running, as far as it still runs, and the
+/// one-shots it saw finish.
+pub fn from_state(sys: &mut System, journal: &mut Journal, now: Instant) -> (Adopted, Done) {
+    let (entries, done) = match state::read(&sys.rundir, journal.boot()) {
         Ok(read) => {
             let path = sys.rundir.path().join("state");
             for p in read.problems {
-                sys.log
-                    .log(Level::Err, format_args!("going: {}: {p}", path.display()));
+                let msg = format_args!("going: {}: {p}", path.display());
+                sys.log.log(Level::Err, msg);
             }
-            read.entries
+            (read.entries, read.done)
         }
         Err(why) => {
             let msg = format_args!("going: not adopting anything: {why}");
             sys.log.log(Level::Err, msg);
-            return Adopted::new();
+            return (Adopted::new(), Done::new());
         }
     };
     let mut out = Adopted::new();
@@ -86,13 +101,9 @@ pub fn from_state(sys: &mut System, journal: &mut Journal, now: Instant) -> Adop
             continue; // gone
         };
         if sys::proc_identity(e.pid) != Some((e.pgid, e.start)) || out.contains_key(&e.name) {
-            sys.log.log(
-                Level::Info,
-                format_args!(
-                    "{}: pid {} is no longer the process going started",
-                    e.name, e.pid
-                ),
-            );
+            let (name, pid) = (&e.name, e.pid);
+            let msg = format_args!("{name}: pid {pid} is no longer the process going started");
+            sys.log.log(Level::Info, msg);
             continue;
         }
         journal.knows(e.pid, e.start);
@@ -101,27 +112,28 @@ pub fn from_state(sys: &mut System, journal: &mut Journal, now: Instant) -> Adop
             ino => (*pipes.get_or_insert_with(output::pipe_dev))
                 .and_then(|dev| output::reopen(e.pid, dev, ino)),
         };
-        let age = sys::age(e.start).unwrap_or_default();
-        let how = Watched::Pidfd(pidfd);
-        take(
-            &mut out,
-            sys,
-            e.name,
-            e.pid,
-            e.fingerprint,
-            age,
-            how,
+        let t = Taken {
+            age: sys::age(e.start).unwrap_or_default(),
+            name: e.name,
+            pid: e.pid,
+            fingerprint: e.fingerprint,
+            ready: e.ready,
+            how: Watched::Pidfd(pidfd),
             output,
-            now,
-        );
+        };
+        take(&mut out, sys, t, now);
     }
-    out
+    (out, done)
 }
 
 /// The processes a going that exec'd this one handed over: its children (now ours, with
-/// their output pipes) and those it had adopted itself (watched by pidfd).
-pub fn from_handover(sys: &mut System, h: Handover, now: Instant) -> Adopted {
+/// their output pipes and readiness pipes) and those it had adopted itself (watched by
+/// pidfd); and the one-shots it saw finish.
+pub fn from_handover(sys: &mut System, h: Handover, now: Instant) -> (Adopted, Done) {
     let mut out = Adopted::new();
+    for (pid, fd) in h.ready_fds {
+        sys.watch_ready_fd(pid, fd);
+    }
     for p in h.procs {
         let how = match p.child {
             true => Watched::Child,
@@ -130,19 +142,18 @@ pub fn from_handover(sys: &mut System, h: Handover, now: Instant) -> Adopted {
                 Err(_) => continue, // gone
             },
         };
-        take(
-            &mut out,
-            sys,
-            p.name,
-            p.pid,
-            p.fingerprint,
-            p.age,
+        let t = Taken {
+            ready: h.ready.contains(&p.pid),
+            name: p.name,
+            pid: p.pid,
+            fingerprint: p.fingerprint,
+            age: p.age,
             how,
-            p.output,
-            now,
-        );
+            output: p.output,
+        };
+        take(&mut out, sys, t, now);
     }
-    out
+    (out, h.done)
 }
 
 /// The services the admin left stopped, from RUNDIR/down: name and settings fingerprint

@@ -14,8 +14,9 @@ use crate::fingerprint::Fingerprint;
 use crate::log::{Errno, Level, Logger};
 use crate::output::Outputs;
 use crate::rundir::RunDir;
-use crate::service::Table;
+use crate::service::{self, Table};
 use crate::state::{self, Change, Entry};
+
 use crate::sys::Pid;
 
 pub struct Journal {
@@ -73,7 +74,7 @@ impl Journal {
         if snapshot {
             self.appended = None;
         }
-        changes.extend(self.unread.drain(..).map(|pid| (pid, true)));
+        changes.extend(self.unread.drain(..).map(service::Change::Began));
         self.learn_starts(table, &changes, start_of);
         let starts = &self.starts;
         let entry = |pid: Pid| {
@@ -85,18 +86,28 @@ impl Journal {
                 start: *starts.get(&pid)?,
                 fingerprint: Fingerprint::V2(live.fingerprint),
                 pipe: outputs.ino(pid),
+                ready: live.ready,
             })
         };
+        let done = |(name, fp, ok): (&str, u64, bool)| Change::Done {
+            name: name.to_string(),
+            fp,
+            ok,
+        };
         let write_snapshot = || {
-            let entries = table.live().filter_map(|l| entry(l.pid));
+            let entries = table.live().filter_map(|l| entry(l.pid)).map(Change::Live);
+            let entries = entries.chain(table.done().map(done));
             state::write(rundir, self.boot.as_deref(), entries, table.len()).map(|()| 0)
         };
         let appended = self.appended.map(|n| n + changes.len());
-        let done = match appended.filter(|&n| n <= 2 * table.len() + 64) {
+        let written = match appended.filter(|&n| n <= 2 * table.len() + 64) {
             Some(n) => {
-                let changes = changes.iter().filter_map(|&(pid, live)| match live {
-                    true => entry(pid).map(Change::Live),
-                    false => Some(Change::Ended(pid)),
+                let changes = changes.iter().filter_map(|c| match c {
+                    service::Change::Began(pid) => entry(*pid).map(Change::Live),
+                    service::Change::Ready(pid) => Some(Change::Ready(*pid)),
+                    service::Change::Ended(pid) => Some(Change::Ended(*pid)),
+                    service::Change::Done(name) => table.done().find(|d| d.0 == name).map(done),
+                    service::Change::Undone(name) => Some(Change::Undone(name.clone())),
                 });
                 match state::append(rundir, changes) {
                     Ok(()) => Ok(n),
@@ -106,21 +117,27 @@ impl Journal {
             }
             None => write_snapshot(),
         };
-        self.appended = done.as_ref().ok().copied();
-        self.report(done.map(drop), rundir, log);
+        self.appended = written.as_ref().ok().copied();
+        self.report(written.map(drop), rundir, log);
     }
 
     /// Start times of the processes that began, forgotten for those that ended.
     fn learn_starts(
         &mut self,
         table: &Table,
-        changes: &[(Pid, bool)],
+        changes: &[service::Change],
         start_of: impl Fn(Pid) -> Option<u64>,
     ) {
-        for &(pid, live) in changes {
-            if !live {
-                self.starts.remove(&pid);
-            } else if table.live_entry(pid).is_some() && !self.starts.contains_key(&pid) {
+        for c in changes {
+            let pid = match *c {
+                service::Change::Ended(pid) => {
+                    self.starts.remove(&pid);
+                    continue;
+                }
+                service::Change::Began(pid) => pid,
+                _ => continue,
+            };
+            if table.live_entry(pid).is_some() && !self.starts.contains_key(&pid) {
                 match start_of(pid) {
                     Some(start) => {
                         self.starts.insert(pid, start);
@@ -169,7 +186,12 @@ mod tests {
     struct Pids(Pid);
 
     impl Effects for Pids {
-        fn spawn(&mut self, _: &str, _: &crate::config::Settings) -> Result<Pid, SpawnError> {
+        fn spawn(
+            &mut self,
+            _: &str,
+            _: &crate::config::Settings,
+            _: crate::service::Launch,
+        ) -> Result<Pid, SpawnError> {
             self.0 += 1;
             Ok(self.0)
         }

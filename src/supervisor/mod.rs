@@ -71,11 +71,13 @@ pub struct Supervisor {
     lock: File,
     /// The read end of the signal handlers' self-pipe.
     wake: UnixStream,
-    /// What a previous going left running: taken over by the first reload that reads
-    /// CONFDIR, which says which of them run on.
-    adopt: Option<Adopted>,
+    /// What a previous going left running, and the one-shots it saw finish: taken over by
+    /// the first reload that reads CONFDIR, which says which of them run on.
+    adopt: Option<(Adopted, adopt::Done)>,
     journal: Journal,
     stopping: bool,
+    /// Commands that wait (`-w`) for services to get somewhere: the client, and what.
+    waiters: Vec<(u32, admin::Wait)>,
 }
 
 pub fn run(opts: Options) -> Result<(), Fatal> {
@@ -91,6 +93,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         sup.on_signals(now);
         sup.reload_if_due(now);
         sup.on_deadlines(Instant::now());
+        sup.answer_waiters(Instant::now());
         sup.save_state(false);
         if sup.stopping && sup.table.is_empty() {
             sup.exit();
@@ -108,6 +111,7 @@ impl Supervisor {
             self.watch.due().filter(|_| !self.stopping),
             self.control.next_deadline(),
             self.sys.check.as_ref().and_then(|c| c.due()),
+            self.waiters.iter().map(|w| w.1.until).min(),
         ];
         let timeout = due.into_iter().flatten().min().map_or(-1, |d| {
             let ns = d.saturating_duration_since(now).as_nanos();
@@ -139,8 +143,8 @@ impl Supervisor {
             Some(Source::Client(id)) => self.client(id, now),
             Some(Source::Output(pid)) => self.sys.relay_output(pid, false, &mut self.table),
             Some(Source::ExecReport(pid)) => match self.sys.child_report(pid) {
-                Some(Ok(())) => self.table.exec_ok(pid),
-                Some(Err(err)) => self.table.child_failed(pid, err),
+                Some(Ok(())) => self.table.exec_ok(pid, &mut self.sys, now),
+                Some(Err(err)) => self.table.child_failed(pid, err, &mut self.sys),
                 None => {}
             },
             Some(Source::Pidfd(pid)) => {
@@ -151,6 +155,8 @@ impl Supervisor {
                     self.table.check_groups(&mut self.sys, now);
                 }
             }
+            Some(Source::Notify) => self.sys.notified(&mut self.table, now),
+            Some(Source::ReadyFd(pid)) => self.sys.ready_fd(pid, &mut self.table, now),
             None => {
                 let msg = format_args!("going: an event going does not know ({token:#x})");
                 self.sys.log.log(Level::Err, msg);
@@ -171,8 +177,35 @@ impl Supervisor {
             Answer::AfterReload if self.stopping => format!("{FAILED}\n!going: stopping\n"),
             // Every problem of every file, for the admin.
             Answer::AfterReload => admin::reload_reply(self.reload(true)),
+            Answer::Wait(wait) => match wait.answer(&self.table, now) {
+                Some(reply) => reply,
+                None => {
+                    // The client waits as long, and a moment more for the answer.
+                    let until = wait.until + Duration::from_secs(1);
+                    self.control.hold(id, until);
+                    self.waiters.push((id, wait));
+                    return;
+                }
+            },
         };
         self.control.reply(id, reply, &self.sys.epoll, token);
+    }
+
+    /// Commands that wait: answered once their services got there, failed, or the time is
+    /// up. Nothing to do (nothing done) while none waits.
+    fn answer_waiters(&mut self, now: Instant) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let (table, control, epoll) = (&self.table, &mut self.control, &self.sys.epoll);
+        self.waiters
+            .retain(|(id, wait)| match wait.answer(table, now) {
+                Some(reply) => {
+                    control.reply(*id, reply, epoll, Source::Client(*id).token());
+                    false
+                }
+                None => true,
+            });
     }
 
     /// Reaps every child that ended (SIGCHLDs merge): services, orphans, an upgrade's check.
@@ -222,7 +255,7 @@ impl Supervisor {
             self.watch.stamps.clear();
         }
         let (sys, table) = (&mut self.sys, &mut self.table);
-        if let Err(e) = self.conf_lock.take(&self.confdir) {
+        if let Err(e) = self.conf_lock.take(&self.confdir, false) {
             let msg = format!("{e}; {} services left as they are", table.len());
             sys.log.log(Level::Err, format_args!("reload: {msg}"));
             return Err(msg);
@@ -242,17 +275,34 @@ impl Supervisor {
             }
         };
         let config::Scan {
-            files,
+            mut files,
             mut unchanged,
             ..
         } = scan;
+        table.cycles(&self.confdir, &mut files, &mut unchanged);
         let problems = files.values().filter_map(|p| p.as_ref().err()).flatten();
         if problems.clone().any(|e| e.is_transient()) {
             self.watch.retry(Instant::now() + RETRY);
         }
         let problems = problems.map(|e| e.to_string()).collect();
-        if let Some(adopt) = self.adopt.take() {
-            table.adopt(&files, adopt, sys, Instant::now());
+        let notify = |p: &config::Parsed| {
+            p.as_ref()
+                .is_ok_and(|s| s.life().ready == Some(config::Ready::Notify))
+        };
+        if files.values().any(notify) || table.uses_notify() {
+            sys.ensure_notify();
+        }
+        if let Some((adopt, done)) = self.adopt.take() {
+            table.adopt(&files, adopt, done, sys, Instant::now());
+            for (pid, n) in table.not_ready_fds() {
+                if !sys.reopen_ready_fd(pid, n) {
+                    let msg = format_args!(
+                        "going: pid {pid} holds no readiness pipe at fd {n}: taken for ready"
+                    );
+                    sys.log.log(Level::Notice, msg);
+                    table.fd_ready(pid, sys, Instant::now());
+                }
+            }
         }
         unchanged.sort_unstable();
         let sum = table.reconcile(files, &unchanged, sys, Instant::now());
@@ -355,6 +405,17 @@ impl Supervisor {
             control: self.control.fd(),
             rundir: self.sys.rundir.dir().fd(),
             confdir: self.conf_lock.held.as_ref().map(|f| f.as_raw_fd()),
+            notify: self.sys.notify.as_ref().map(|n| n.fd()),
+            ready: self
+                .table
+                .live()
+                .filter(|l| l.ready)
+                .map(|l| l.pid)
+                .collect(),
+            ready_fds: self.sys.ready_fds(),
+            done: (self.table.done())
+                .map(|(name, fp, ok)| (name.to_string(), fp, ok))
+                .collect(),
         };
         let path = check.path.clone();
         let n = procs.len();

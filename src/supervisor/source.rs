@@ -25,6 +25,10 @@ pub enum Source {
     ExecReport(Pid),
     /// The pidfd of an adopted process, which is not going's child.
     Pidfd(Pid),
+    /// The sd_notify socket (`ready=notify`).
+    Notify,
+    /// The readiness pipe of a service process (`ready=fd:N`).
+    ReadyFd(Pid),
 }
 
 impl Source {
@@ -38,6 +42,8 @@ impl Source {
             Source::Output(pid) => (6, pid as u32),
             Source::ExecReport(pid) => (7, pid as u32),
             Source::Pidfd(pid) => (8, pid as u32),
+            Source::Notify => (9, 0),
+            Source::ReadyFd(pid) => (10, pid as u32),
         };
         (kind as u64) << 32 | id as u64
     }
@@ -54,6 +60,8 @@ impl Source {
             (6, _) if pid > 0 => Source::Output(pid),
             (7, _) if pid > 0 => Source::ExecReport(pid),
             (8, _) if pid > 0 => Source::Pidfd(pid),
+            (9, 0) => Source::Notify,
+            (10, _) if pid > 0 => Source::ReadyFd(pid),
             _ => return None,
         })
     }
@@ -76,13 +84,15 @@ mod tests {
             Source::Output(Pid::MAX),
             Source::ExecReport(42),
             Source::Pidfd(42),
+            Source::Notify,
+            Source::ReadyFd(42),
         ];
         for s in all {
             assert_eq!(Source::from_token(s.token()), Some(s), "{s:?}");
         }
         let tokens: std::collections::BTreeSet<u64> = all.iter().map(|s| s.token()).collect();
         assert_eq!(tokens.len(), all.len());
-        for junk in [0, 1, 9 << 32, 1 << 32 | 5, 6 << 32, u64::MAX] {
+        for junk in [0, 1, 11 << 32, 1 << 32 | 5, 6 << 32, 9 << 32 | 1, u64::MAX] {
             assert_eq!(Source::from_token(junk), None, "{junk:#x}");
         }
     }

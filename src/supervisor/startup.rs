@@ -72,6 +72,9 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
     let mut table = Table::default();
     table.down_marks = adopt::down_marks(&sys);
     let mut journal = Journal::new(sys::boot_id());
+    if let Some(fd) = h.notify.take() {
+        sys.take_notify(fd);
+    }
     let adopted = match upgraded {
         true => adopt::from_handover(&mut sys, h, Instant::now()),
         false => adopt::from_state(&mut sys, &mut journal, Instant::now()),
@@ -90,6 +93,7 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
         adopt: Some(adopted),
         journal,
         stopping: false,
+        waiters: Vec::new(),
     })
 }
 
@@ -112,7 +116,7 @@ fn dirs(opts: &Options, h: &mut upgrade::Handover) -> Result<(RunDir, File, Conf
     match h.confdir.take() {
         Some(fd) => conf_lock.held = Some(File::from(fd)),
         None => conf_lock
-            .take(&opts.confdir)
+            .take(&opts.confdir, true)
             .map_err(|e| fatal(EX_TEMPFAIL, e))?,
     }
     Ok((rundir, lock, conf_lock))
@@ -123,7 +127,7 @@ fn lock(rundir: &RunDir) -> Result<File, Fatal> {
     let path = rundir.path().join("lock");
     let lock = (rundir.lock_file("lock"))
         .map_err(|e| unable(EX_CANTCREAT, &format!("open {}", path.display()), e))?;
-    if lock.try_lock().is_err() {
+    if !super::confdir::take(&lock, &path, true) {
         let who = lock.metadata().map(|m| held_by(&m)).unwrap_or_default();
         let dir = rundir.path().display();
         let msg = format!(

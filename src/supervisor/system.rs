@@ -14,12 +14,13 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use super::source::Source;
-use crate::config::Settings;
+use crate::config::{Ready, Settings};
 use crate::log::{Errno, Level, Logger};
+use crate::notify::{self, Notify};
 use crate::output::Outputs;
 use crate::rundir::RunDir;
-use crate::service::{Effects, Table};
-use crate::spawn::{Plan, SpawnError};
+use crate::service::{Effects, Launch, Table};
+use crate::spawn::{Plan, Readiness, SpawnError};
 use crate::sys::{self, ChildError, Epoll, Exit, Pid};
 
 pub struct System {
@@ -39,6 +40,10 @@ pub struct System {
     adopted: std::collections::BTreeSet<Pid>,
     /// The new binary being asked, after SIGUSR2, whether it can take over.
     pub check: Option<crate::upgrade::Check>,
+    /// The sd_notify socket of `ready=notify` services.
+    pub notify: Option<Notify>,
+    /// Readiness pipes of `ready=fd:N` processes that have not said yet.
+    ready_fds: BTreeMap<Pid, OwnedFd>,
 }
 
 impl System {
@@ -60,6 +65,161 @@ impl System {
             pidfds: BTreeMap::new(),
             adopted: Default::default(),
             check: None,
+            notify: None,
+            ready_fds: BTreeMap::new(),
+        }
+    }
+
+    /// The sd_notify socket, made when a service first needs it (`ready=notify`): at the
+    /// abstract name of this RUNDIR, so that services adopted after a `kill -9` reach the
+    /// next going; at a name the kernel picks when another process holds that one.
+    pub fn ensure_notify(&mut self) {
+        if self.notify.is_some() {
+            return;
+        }
+        let name = notify::abstract_name(self.rundir.path());
+        let made = match Notify::bind(&notify::Addr::Abstract(name.clone())) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                let msg = format_args!(
+                    "going: NOTIFY_SOCKET @{name} is taken by another process: using a name of the kernel's"
+                );
+                self.log(Level::Warning, msg);
+                Notify::autobind()
+            }
+            made => made,
+        };
+        self.keep_notify(made, "make");
+    }
+
+    /// The sd_notify socket a going that exec'd this one handed over, with what waits in it.
+    pub fn take_notify(&mut self, fd: OwnedFd) {
+        self.keep_notify(Notify::from_fd(fd, None), "take over");
+    }
+
+    /// The sd_notify socket, watched; or, made or taken over (`what`) in vain, logged.
+    fn keep_notify(&mut self, notify: io::Result<Notify>, what: &str) {
+        match notify {
+            Ok(n) if self.watch(n.fd(), Source::Notify, "readiness is not heard") => {
+                self.notify = Some(n)
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let msg = format_args!("going: unable to {what} NOTIFY_SOCKET: {}", Errno(&e));
+                self.log(Level::Err, msg);
+            }
+        }
+    }
+
+    /// Waits for the readiness line of process `pid` on `fd` (the read end of its pipe).
+    pub fn watch_ready_fd(&mut self, pid: Pid, fd: OwnedFd) {
+        if self.watch(
+            fd.as_raw_fd(),
+            Source::ReadyFd(pid),
+            "its readiness is not seen",
+        ) {
+            self.ready_fds.insert(pid, fd);
+        }
+    }
+
+    /// After an adoption: the readiness pipe of `pid`, not ready yet, found again at its fd
+    /// `n` through /proc (a pipe the process still holds, with what it wrote meanwhile).
+    /// False when it holds none there any more: it closed it, as a daemon does once it
+    /// said it was ready.
+    pub fn reopen_ready_fd(&mut self, pid: Pid, n: i32) -> bool {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        if self.ready_fds.contains_key(&pid) {
+            return true;
+        }
+        let path = format!("/proc/{pid}/fd/{n}");
+        let pipe = std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_fifo());
+        let opened = pipe.then(|| {
+            (std::fs::OpenOptions::new())
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&path)
+        });
+        match opened {
+            Some(Ok(f)) => {
+                self.watch_ready_fd(pid, f.into());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The readiness pipes still waited on, for an upgrade's handover.
+    pub fn ready_fds(&self) -> Vec<(Pid, i32)> {
+        self.ready_fds
+            .iter()
+            .map(|(p, fd)| (*p, fd.as_raw_fd()))
+            .collect()
+    }
+
+    fn unwatch_ready_fd(&mut self, pid: Pid) {
+        if let Some(fd) = self.ready_fds.remove(&pid) {
+            self.epoll.delete(fd.as_raw_fd());
+        }
+    }
+
+    /// The readiness pipe of `pid` can be read: ready at its first line; a pipe closed
+    /// before one is given up on, as s6 does (its `ready_timeout`, if any, still runs).
+    pub fn ready_fd(&mut self, pid: Pid, table: &mut Table, now: Instant) {
+        let Some(fd) = self.ready_fds.remove(&pid) else {
+            return;
+        };
+        let pipe = File::from(fd);
+        let said = notify::read_ready_fd(&pipe);
+        if said == notify::FdReady::NotYet {
+            self.ready_fds.insert(pid, pipe.into());
+            return;
+        }
+        self.epoll.delete(pipe.as_raw_fd());
+        drop(pipe);
+        if said == notify::FdReady::Ready {
+            // What it wrote before it said so is logged before what its readiness starts.
+            self.relay_output(pid, false, table);
+            return table.fd_ready(pid, self, now);
+        }
+        if let Some(live) = table.live_entry(pid) {
+            let name = live.name.to_string();
+            self.log(
+                Level::Warning,
+                format_args!(
+                    "{name}[{pid}]: closed its readiness fd without a line: not waiting for it any more"
+                ),
+            );
+        }
+    }
+
+    /// What waits on the sd_notify socket, to the services it is from.
+    pub fn notified(&mut self, table: &mut Table, now: Instant) {
+        let Some(mut notify) = self.notify.take() else {
+            return;
+        };
+        let mut dropped = Vec::new();
+        let done = notify.drain(
+            |m| {
+                if m.fields.ready {
+                    self.relay_output(m.group, false, table); // as for a readiness fd
+                }
+                table.notified(m.group, &m.fields, self, now)
+            },
+            |d| dropped.push(d),
+        );
+        // Counted, and said at the 1st, 2nd, 4th, 8th… drop: a process that floods the
+        // socket cannot flood the log.
+        let total = notify.dropped.total();
+        self.notify = Some(notify);
+        let first = total + 1 - dropped.len() as u64;
+        for (d, n) in dropped.iter().zip(first..) {
+            if n.is_power_of_two() {
+                let msg = format_args!("going: NOTIFY_SOCKET: {d} ({n} dropped so far)");
+                self.log(Level::Info, msg);
+            }
+        }
+        if let Err(e) = done {
+            let msg = format_args!("going: unable to read NOTIFY_SOCKET: {}", Errno(&e));
+            self.log(Level::Err, msg);
         }
     }
 
@@ -153,8 +313,9 @@ impl System {
     /// A child ended: what it reported, its last output, then its exit, to the table.
     pub fn child_ended(&mut self, pid: Pid, status: libc::c_int, table: &mut Table, now: Instant) {
         if let Some(Err(err)) = self.child_report(pid) {
-            table.child_failed(pid, err);
+            table.child_failed(pid, err, self);
         }
+        self.unwatch_ready_fd(pid);
         self.relay_output(pid, true, table);
         table.exited(pid, Exit::from_status(status), self, now);
     }
@@ -174,17 +335,27 @@ fn signal_group(pgid: Pid, ours: bool, sig: libc::c_int) -> io::Result<()> {
 }
 
 impl Effects for System {
-    fn spawn(&mut self, name: &str, s: &Settings) -> Result<Pid, SpawnError> {
-        let plan = Plan::new(s, self.nofile)?;
-        let nofile = || sys::nofile_limit().rlim_cur;
-        let pipe = (s.log)
-            .then(sys::pipe)
-            .transpose()
-            .map_err(|err| SpawnError::Unable {
-                what: "create the output pipe",
+    fn spawn(&mut self, name: &str, s: &Settings, launch: Launch) -> Result<Pid, SpawnError> {
+        let ready = Readiness {
+            notify: self.notify.as_ref().map(Notify::name),
+        };
+        let plan = Plan::new(name, s, launch, self.nofile, &ready)?;
+        let unable = |what| {
+            move |err| SpawnError::Unable {
+                what,
                 err,
-                nofile: nofile(),
-            })?;
+                nofile: sys::nofile_limit().rlim_cur,
+            }
+        };
+        let pipe = (s.log).then(sys::pipe).transpose();
+        let pipe = pipe.map_err(unable("create the output pipe"))?;
+        let ready_fd = match (launch, s.life().ready) {
+            (Launch::Service, Some(Ready::Fd(n))) => {
+                let (r, w) = sys::pipe().map_err(unable("create the readiness pipe"))?;
+                Some((r, w, n))
+            }
+            _ => None,
+        };
         let stdio = self.stdio.as_raw_fd();
         let (pid, report) = sys::spawn(&sys::Spawn {
             paths: &plan.paths,
@@ -202,12 +373,12 @@ impl Effects for System {
             }),
             cwd: &plan.cwd,
             umask: s.umask as libc::mode_t,
+            ready: ready_fd.as_ref().map(|(_, w, n)| (w.as_raw_fd(), *n)),
         })
-        .map_err(|err| SpawnError::Unable {
-            what: "fork",
-            err,
-            nofile: nofile(),
-        })?;
+        .map_err(unable("fork"))?;
+        if let Some((r, _, _)) = ready_fd {
+            self.watch_ready_fd(pid, r); // the write end is the child's alone from now on
+        }
         // Should epoll refuse the pipe, the failure is still read when the child is reaped.
         let _ = self
             .epoll

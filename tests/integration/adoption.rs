@@ -38,7 +38,7 @@ fn start_three(base: u32) -> (Going, Vec<(i32, u64)>) {
         fs::read_to_string(g.dir.0.join("run/state"))
             .unwrap_or_default()
             .lines()
-            .filter(|l| !l.starts_with("going-state "))
+            .filter(|l| !l.starts_with("going-state ") && !l.starts_with('+'))
             .count()
             == 3
     });
@@ -243,7 +243,8 @@ fn the_state_file_stays_small_over_many_restarts_and_adoption_finds_the_last_pid
             .contains(&format!("busy {pid} "))
     });
     let lines = fs::read_to_string(&state).unwrap().lines().count();
-    assert!(lines <= 68, "{lines} lines: never compacted");
+    // A snapshot (header, entry, its readiness) and at most 2 × 1 + 64 changes after it.
+    assert!(lines <= 69, "{lines} lines: never compacted");
     g.kill9_restart();
     g.next_msg(&format!("busy[{pid}]: adopted, running for"));
     assert_eq!(running("sleep 2801"), [pid]);

@@ -15,14 +15,6 @@ fn rundir(g: &Going) -> PathBuf {
     g.dir.0.join("run")
 }
 
-/// Runs `going COMMAND -r RUNDIR ARGS…`: exit code, stdout, stderr.
-fn cmd(g: &Going, command: &str, args: &[&str]) -> (i32, String, String) {
-    let run_dir = rundir(g);
-    let mut all = vec![command, "-r", path_str(&run_dir)];
-    all.extend_from_slice(args);
-    run(&all)
-}
-
 fn wait_for_socket(g: &Going) {
     let sock = rundir(g).join("control");
     wait_until("the control socket", || sock.exists());
@@ -129,6 +121,7 @@ fn stop_keeps_a_service_down_until_start_across_restarts_of_going() {
     // Down survives a restart of going on the same RUNDIR.
     assert_eq!(g.restart(), 0);
     g.started("db");
+    g.rewind();
     g.next_msg("web: down, as the admin left it");
     let (code, out, _) = cmd(&g, "start", &["web"]);
     assert_eq!(code, 0);
@@ -204,7 +197,7 @@ fn reload_waits_and_prints_what_changed_and_every_problem() {
         )
     );
     // Hold going still, so the command, not inotify, does this reload.
-    g.signal(libc::SIGSTOP);
+    g.pause();
     fs::write(g.conf().join("typo"), "cmd=sleep 1000\nusr=www-data\n").unwrap();
     fs::write(g.conf().join("new"), "cmd=sleep 1000\n").unwrap();
     // The request is in going's socket before it moves again (what `going reload` sends,
@@ -274,7 +267,9 @@ fn silent_slow_and_garbage_clients_cost_nothing() {
     assert!(reply.starts_with("64\n"), "{reply}");
     // The silent one is dropped when its time is up.
     silent.set_read_timeout(Some(DEADLINE)).unwrap();
-    assert_eq!(silent.read(&mut [0u8; 16]).unwrap(), 0);
+    let mut said = Vec::new();
+    silent.read_to_end(&mut said).unwrap(); // read(2) again after a signal, as this does
+    assert_eq!(said, b"");
     drop(sleepy);
     assert!(alive(g.pid()));
 }
@@ -302,7 +297,9 @@ fn silent_clients_never_keep_a_new_one_out() {
     for (i, mut s) in silent.into_iter().enumerate() {
         if i < 5 {
             s.set_read_timeout(Some(DEADLINE)).unwrap();
-            assert_eq!(s.read(&mut [0u8; 16]).unwrap(), 0, "silent client {i}");
+            let mut said = Vec::new();
+            s.read_to_end(&mut said).unwrap();
+            assert_eq!(said, b"", "silent client {i}");
         } else {
             s.set_nonblocking(true).unwrap();
             let e = s.read(&mut [0u8; 16]).unwrap_err();
@@ -330,7 +327,7 @@ fn clients_that_are_all_being_answered_make_new_ones_wait_not_fail() {
     // with its last output), and do not read it: every slot is busy answering. Going
     // is held still meanwhile, so that it sees them and the newcomer all at once.
     let request = format!("status{}\n", " web".repeat(300));
-    g.signal(libc::SIGSTOP);
+    g.pause();
     let busy: Vec<UnixStream> = (0..16)
         .map(|_| {
             let mut s = UnixStream::connect(&sock).unwrap();
@@ -345,7 +342,7 @@ fn clients_that_are_all_being_answered_make_new_ones_wait_not_fail() {
     // connection by then), and then goes away without reading the rest.
     for mut s in busy {
         s.set_read_timeout(Some(DEADLINE)).unwrap();
-        assert_eq!(s.read(&mut [0u8; 2]).unwrap(), 2);
+        s.read_exact(&mut [0u8; 2]).unwrap();
     }
     // The newcomer was not refused: it is answered once slots are free.
     newcomer.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -387,7 +384,9 @@ fn a_request_followed_by_end_of_file_is_answered() {
     let mut s = UnixStream::connect(&sock).unwrap();
     s.shutdown(Shutdown::Write).unwrap();
     s.set_read_timeout(Some(DEADLINE)).unwrap();
-    assert_eq!(s.read(&mut [0u8; 16]).unwrap(), 0);
+    let mut said = Vec::new();
+    s.read_to_end(&mut said).unwrap();
+    assert_eq!(said, b"");
     assert_eq!(cmd(&g, "status", &["web"]).0, 0);
 }
 
@@ -455,16 +454,8 @@ fn a_control_socket_someone_else_serves_is_not_believed() {
     let mut theirs = going_in(std::path::Path::new(BIN), &dir.0);
     // SAFETY: `nobody` only makes async-signal-safe calls.
     unsafe { theirs.pre_exec(nobody) };
-    let mut theirs = theirs.spawn().unwrap();
     // Should the test fail half-way, nobody's going still stops.
-    struct Term(i32);
-    impl Drop for Term {
-        fn drop(&mut self) {
-            // SAFETY: kill has no memory effects.
-            unsafe { libc::kill(self.0, libc::SIGTERM) };
-        }
-    }
-    let _term = Term(theirs.id() as i32);
+    let mut theirs = Stopped(theirs.spawn().unwrap());
     let sock = run_dir.join("control");
     wait_until("nobody's control socket", || {
         UnixStream::connect(&sock).is_ok()
@@ -486,8 +477,8 @@ fn a_control_socket_someone_else_serves_is_not_believed() {
     let mine = c.output().unwrap();
     assert_eq!(mine.status.code(), Some(0), "{mine:?}");
     // SAFETY: kill has no memory effects.
-    unsafe { libc::kill(theirs.id() as i32, libc::SIGTERM) };
-    assert_eq!(theirs.wait().unwrap().code(), Some(0));
+    unsafe { libc::kill(theirs.0.id() as i32, libc::SIGTERM) };
+    assert_eq!(theirs.0.wait().unwrap().code(), Some(0));
 }
 
 #[test]

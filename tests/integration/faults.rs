@@ -139,7 +139,7 @@ fn out_of_fds_going_retries_and_recovers_when_the_limit_is_lifted() {
     g.next_msg("reload: 0 started");
     // Lowered from outside, as an admin's prlimit(1) would.
     set_soft_nofile(g.pid(), 40);
-    g.signal(libc::SIGSTOP);
+    g.pause();
     for i in 0..40 {
         g.write(&format!("s{i}"), &format!("cmd=sleep {}\n", 6000 + i));
     }
@@ -207,7 +207,7 @@ fn an_overflowing_inotify_queue_means_one_rescan() {
         .unwrap();
     let mut g = Going::start(&[]);
     g.next_msg("reload: 0 started");
-    g.signal(libc::SIGSTOP);
+    g.pause();
     // Two events each (created, closed after writing): past the queue's bound.
     for i in 0..max / 2 + 100 {
         fs::write(g.conf().join(format!("junk{i}.tmp")), "").unwrap();
@@ -277,15 +277,7 @@ fn when_fork_fails_going_retries_with_backoff_and_recovers() {
     }
     going.stdout(std::process::Stdio::null());
     // Stopped with SIGTERM however the test ends, so that nothing of it lingers.
-    struct Stop(std::process::Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            // SAFETY: kill has no memory effects.
-            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-            let _ = self.0.wait();
-        }
-    }
-    let mut going = Stop(going.spawn().unwrap());
+    let mut going = Stopped(going.spawn().unwrap());
     let log = || fs::read_to_string(&stderr).unwrap_or_default();
     wait_until("a failed fork", || {
         log().contains("unable to fork: Resource temporarily unavailable")

@@ -405,7 +405,7 @@ fn a_burst_of_files_is_one_reload() {
     let mut g = Going::start(&[]);
     g.next_msg("reload: 0 started");
     // Hold going still while ten files land, so the events are all queued together.
-    g.signal(libc::SIGSTOP);
+    g.pause();
     for i in 0..10 {
         g.write(&format!("svc{i}"), SLEEP);
     }
@@ -455,10 +455,13 @@ fn a_vanished_confdir_stops_nothing_and_is_picked_up_again() {
             l.msg
         );
         assert!(alive(web));
-        fs::create_dir(g.conf()).unwrap();
-        g.write("web", SLEEP);
+        // Back whole, as it went: an empty directory would say there are no services.
         let other = format!("other{round}");
-        g.write(&other, SLEEP);
+        let back = g.dir.0.join("conf.back");
+        fs::create_dir(&back).unwrap();
+        fs::write(back.join("web"), SLEEP).unwrap();
+        fs::write(back.join(&other), SLEEP).unwrap();
+        fs::rename(&back, g.conf()).unwrap();
         let pid = g.started(&other);
         assert!(alive(web));
         fs::remove_file(g.conf().join(&other)).unwrap();

@@ -265,17 +265,36 @@ impl Going {
         self.child.id() as i32
     }
 
+    /// Puts a service file in place whole, as an admin's tool should (written aside, then
+    /// renamed): a loaded machine can stall a plain write past going's settle time, and
+    /// going would read half a file.
     pub fn write(&self, name: &str, text: &str) {
-        fs::write(self.conf().join(name), text).unwrap();
+        let aside = self.conf().join(format!(".{name}.new"));
+        fs::write(&aside, text).unwrap();
+        fs::rename(&aside, self.conf().join(name)).unwrap();
     }
 
     pub fn stderr(&self) -> String {
         fs::read_to_string(self.dir.0.join("stderr")).unwrap_or_default()
     }
 
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: kill has no memory effects.
-        unsafe { libc::kill(self.pid(), sig) };
+    /// Signals going, unless it has ended and been reaped: its pid may be another's now.
+    pub fn signal(&mut self, sig: i32) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill has no memory effects; the child is not reaped yet.
+            unsafe { libc::kill(self.pid(), sig) };
+        }
+    }
+
+    /// Stops going (SIGSTOP), and waits until it is stopped: a signal is delivered when
+    /// the process next runs, and what the test does meanwhile would reach a going that
+    /// still reads.
+    pub fn pause(&mut self) {
+        self.signal(libc::SIGSTOP);
+        let pid = self.pid();
+        wait_until("going to be stopped", || {
+            stat_fields(pid).first().is_some_and(|s| s == "T")
+        });
     }
 
     /// Waits for the next line (after those already consumed) that matches; returns it.
@@ -447,6 +466,27 @@ impl Drop for Going {
     }
 }
 
+/// A process a test started itself, stopped with SIGTERM and waited for when the test ends,
+/// however it ends; only while it was not reaped yet: a reaped pid may be another test's
+/// process by then (pids are recycled), and must never be signalled.
+pub struct Stopped(pub Child);
+
+impl Stopped {
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: kill has no memory effects; the child is not reaped, its pid its own.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// The pid in `NAME[PID]: started`.
 fn started_pid(msg: &str) -> Option<i32> {
     let (_, rest) = msg.split_once('[')?;
@@ -583,6 +623,14 @@ pub fn running(cmdline: &str) -> Vec<i32> {
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs `going COMMAND -r RUNDIR ARGS…` against `g`: exit code, stdout, stderr.
+pub fn cmd(g: &Going, command: &str, args: &[&str]) -> (i32, String, String) {
+    let run_dir = g.dir.0.join("run");
+    let mut all = vec![command, "-r", path_str(&run_dir)];
+    all.extend_from_slice(args);
+    run(&all)
 }
 
 pub fn run(args: &[&str]) -> (i32, String, String) {

@@ -235,7 +235,8 @@ fn a_file_on_a_pseudo_filesystem_is_refused_unopened() {
             .spawn()
             .unwrap(),
     );
-    let target = format!("/proc/{}/status", sleeper.0.id());
+    // A file of its own that no process-listing tool reads (ps and top read `status`).
+    let target = format!("/proc/{}/timerslack_ns", sleeper.0.id());
     let mut ino = inotify::Inotify::init().unwrap();
     let mask = inotify::WatchMask::OPEN | inotify::WatchMask::ACCESS;
     ino.watches().add(&target, mask).unwrap();

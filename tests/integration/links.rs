@@ -34,7 +34,7 @@ fn repoint(link: &Path, to: impl AsRef<Path>) {
 
 /// Makes `change`, waits for the reload it causes to end with `summary`, and returns what
 /// going logged meanwhile. (A restarted service starts after that, once the old one ended.)
-fn after(g: &mut Going, change: impl FnOnce(&Going), summary: &str) -> Vec<String> {
+fn after(g: &mut Going, change: impl FnOnce(&mut Going), summary: &str) -> Vec<String> {
     let mark = g.lines.len();
     change(g);
     g.next(summary, |l| l.msg == summary);

@@ -10,6 +10,7 @@ mod control;
 mod faults;
 mod going;
 mod intake;
+mod life;
 mod links;
 mod output;
 mod rundir;

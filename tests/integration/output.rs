@@ -156,23 +156,17 @@ fn a_stderr_nobody_reads_never_blocks_going() {
         .unwrap();
     let writer = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
     let run_dir = dir.0.join("run");
-    let mut going = std::process::Command::new(BIN)
-        .args(["-f", "-d", path_str(&conf), "-r", path_str(&run_dir)])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(writer)
-        .spawn()
-        .unwrap();
-    let pid = going.id() as i32;
     // Should the test fail half-way, going still stops, and its services with it.
-    struct Term(i32);
-    impl Drop for Term {
-        fn drop(&mut self) {
-            // SAFETY: kill has no memory effects.
-            unsafe { libc::kill(self.0, libc::SIGTERM) };
-        }
-    }
-    let _term = Term(pid);
+    let mut going = Stopped(
+        std::process::Command::new(BIN)
+            .args(["-f", "-d", path_str(&conf), "-r", path_str(&run_dir)])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(writer)
+            .spawn()
+            .unwrap(),
+    );
+    let pid = going.pid();
     let status = |args: &[&str]| {
         let mut all = vec!["status", "-r", path_str(&run_dir)];
         all.extend_from_slice(args);
@@ -240,7 +234,7 @@ fn a_stderr_nobody_reads_never_blocks_going() {
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let deadline = t0 + DEADLINE;
     let code = loop {
-        if let Some(s) = going.try_wait().unwrap() {
+        if let Some(s) = going.0.try_wait().unwrap() {
             break s.code();
         }
         assert!(Instant::now() < deadline, "going did not exit on SIGTERM");

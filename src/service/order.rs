@@ -1,0 +1,267 @@
+//! Start order (`after=`): a service starts once everything it starts after is up, and
+//! when going stops, it is stopped only once everything that starts after it is gone.
+//! Nothing propagates later: a dependency's restart restarts none of its dependents.
+//!
+//! Invariant: `dependents` is rebuilt at every reload from the files' `after=` lists, so
+//! a service that nothing orders costs nothing here; a cycle never gets this far (the
+//! files of a cycle are invalid, see [`cycles`]).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::{Effects, State, Table, Want};
+use crate::config::Restart;
+
+impl Table {
+    /// Rebuilds, after a reload, who starts after whom.
+    pub(super) fn index_order(&mut self) {
+        self.dependents.clear();
+        for (name, s) in &self.services {
+            for dep in &s.settings.life().after {
+                self.dependents
+                    .entry(dep.clone())
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+    }
+
+    /// The first service `name` starts after that is not up yet; None when all are.
+    pub(super) fn waits_for(&self, name: &str) -> Option<String> {
+        let after = &self.services[name].settings.life().after;
+        after.iter().find(|dep| !self.is_up(dep)).cloned()
+    }
+
+    /// Every service `name` starts after that is not up yet, for `going status`.
+    pub(super) fn waiting_for(&self, name: &str) -> Vec<&str> {
+        let after = &self.services[name].settings.life().after;
+        (after.iter())
+            .filter(|d| !self.is_up(d))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Up, as those that start after a service wait for it: running and ready (exec'd,
+    /// where it does not say), or done with success; a one-shot (`restart=never`) only
+    /// once done: what starts after it needs its work finished.
+    pub(super) fn is_up(&self, name: &str) -> bool {
+        self.services.get(name).is_some_and(|s| {
+            let once = s.settings.life().restart == Restart::Never;
+            s.want != Want::Gone
+                && match s.state {
+                    State::Running { ready, .. } => ready.is_some() && !once,
+                    State::Done { ok } => ok,
+                    _ => false,
+                }
+        })
+    }
+
+    /// `name` came up: those that wait for it, or wait out a quarantine (likely for want of
+    /// it), start now if nothing else keeps them.
+    pub(super) fn up(&mut self, name: &str, fx: &mut impl Effects, now: Instant) {
+        let Some(dependents) = self.dependents.get(name).cloned() else {
+            return;
+        };
+        for d in dependents {
+            let Some(s) = self.services.get(&d) else {
+                continue;
+            };
+            let waits =
+                s.want == Want::Up && matches!(s.state, State::Blocked | State::Waiting { .. });
+            if waits && self.waits_for(&d).is_none() {
+                self.begin(&d, fx, now);
+            }
+        }
+    }
+
+    /// Whether a process of a service that starts after `name` is still there.
+    pub(super) fn has_live_dependents(&self, name: &str) -> bool {
+        (self.dependents.get(name).into_iter().flatten())
+            .any(|d| self.services.get(d).is_some_and(|s| s.state.busy()))
+    }
+
+    /// A service that started `after` these is gone; while going stops, they may be
+    /// stopped now.
+    pub(super) fn dropped(&mut self, after: &[String], fx: &mut impl Effects, now: Instant) {
+        if !self.shutting_down {
+            return;
+        }
+        for dep in after {
+            // Whatever its state (a one-shot done is still in the table); one on its way
+            // out already is left to it.
+            let waiting = (self.services.get(dep)).is_some_and(|s| s.want == Want::Gone);
+            if waiting && !self.has_live_dependents(dep) {
+                self.stop(dep, fx, now);
+            }
+        }
+    }
+}
+
+impl Table {
+    /// The files of a reload whose `after=` make a cycle, with the services they leave
+    /// as they are (`unchanged`, not read again), become invalid: every file of the cycle
+    /// gets the error, spelled out, at the line of its `after=`. A file not read again is
+    /// taken out of `unchanged` for it.
+    pub fn cycles(
+        &self,
+        confdir: &std::path::Path,
+        files: &mut BTreeMap<String, crate::config::Parsed>,
+        unchanged: &mut Vec<String>,
+    ) {
+        let mut graph: BTreeMap<&str, &[String]> = BTreeMap::new();
+        for (name, p) in files.iter() {
+            if let Ok(s) = p {
+                graph.insert(name, &s.life().after);
+            }
+        }
+        for name in unchanged.iter() {
+            if let Some(s) = self.services.get(name) {
+                graph.insert(name, &s.settings.life().after);
+            }
+        }
+        if graph.values().all(|a| a.is_empty()) {
+            return;
+        }
+        let found: Vec<(String, String, usize)> = (cycles(&graph).into_iter())
+            .map(|(name, spelled)| {
+                let line = match files.get(name) {
+                    Some(Ok(s)) => s.life().after_line,
+                    _ => self
+                        .services
+                        .get(name)
+                        .map_or(0, |s| s.settings.life().after_line),
+                };
+                (name.to_string(), spelled, line)
+            })
+            .collect();
+        for (name, spelled, line) in found {
+            unchanged.retain(|n| *n != name);
+            let error = crate::config::FileError::new(
+                confdir.join(&name),
+                line,
+                format!("after: a cycle: {spelled}"),
+            );
+            files.insert(name, Err(vec![error]));
+        }
+    }
+}
+
+/// The cycles of `after=` among `services` (each with the services it starts after):
+/// every service in a cycle, with the cycle spelled out from it (`web -> db -> web`).
+/// Tarjan's strongly connected components: a component of more than one service, or of
+/// one that starts after itself, is a cycle.
+pub fn cycles<'a>(services: &BTreeMap<&'a str, &'a [String]>) -> BTreeMap<&'a str, String> {
+    #[derive(Default)]
+    struct Walk<'a> {
+        index: BTreeMap<&'a str, (usize, usize)>, // (index, lowlink)
+        stack: Vec<&'a str>,
+        on_stack: std::collections::BTreeSet<&'a str>,
+        found: Vec<Vec<&'a str>>,
+    }
+    fn visit<'a>(v: &'a str, g: &BTreeMap<&'a str, &'a [String]>, w: &mut Walk<'a>) {
+        let i = w.index.len();
+        w.index.insert(v, (i, i));
+        w.stack.push(v);
+        w.on_stack.insert(v);
+        for next in g[v]
+            .iter()
+            .filter_map(|n| g.get_key_value(n.as_str()).map(|e| *e.0))
+        {
+            if !w.index.contains_key(next) {
+                visit(next, g, w);
+                let low = w.index[next].1.min(w.index[v].1);
+                w.index.get_mut(v).unwrap().1 = low;
+            } else if w.on_stack.contains(next) {
+                let low = w.index[next].0.min(w.index[v].1);
+                w.index.get_mut(v).unwrap().1 = low;
+            }
+        }
+        if w.index[v].0 == w.index[v].1 {
+            let mut part = Vec::new();
+            while let Some(u) = w.stack.pop() {
+                w.on_stack.remove(u);
+                part.push(u);
+                if u == v {
+                    break;
+                }
+            }
+            let looped = part.len() > 1 || g[v].iter().any(|n| n == v);
+            if looped {
+                w.found.push(part);
+            }
+        }
+    }
+    let mut w = Walk::default();
+    for v in services.keys() {
+        if !w.index.contains_key(v) {
+            visit(v, services, &mut w);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for part in w.found {
+        for &start in &part {
+            out.insert(start, spell(start, &part, services));
+        }
+    }
+    out
+}
+
+/// A cycle through `start` within the component `part`: `start -> … -> start`.
+fn spell(start: &str, part: &[&str], g: &BTreeMap<&str, &[String]>) -> String {
+    // Breadth first from `start`, within the component, until an edge leads back to it.
+    let mut from: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(v) = queue.pop_front() {
+        for n in g[v].iter().map(String::as_str).filter(|n| part.contains(n)) {
+            if n == start {
+                let mut path = vec![v];
+                while *path.last().unwrap() != start {
+                    path.push(from[path.last().unwrap()]);
+                }
+                path.reverse();
+                path.push(start);
+                return path.join(" -> ");
+            }
+            if n != start && !from.contains_key(n) {
+                from.insert(n, v);
+                queue.push_back(n);
+            }
+        }
+    }
+    format!("{start} -> {start}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(edges: &[(&'static str, &[&str])]) -> Vec<(&'static str, Vec<String>)> {
+        (edges.iter())
+            .map(|(n, a)| (*n, a.iter().map(|s| s.to_string()).collect()))
+            .collect()
+    }
+
+    fn found(edges: &[(&'static str, &[&str])]) -> Vec<(String, String)> {
+        let g = graph(edges);
+        let map: BTreeMap<&str, &[String]> = g.iter().map(|(n, a)| (*n, &a[..])).collect();
+        let c = cycles(&map);
+        c.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
+    #[test]
+    fn cycles_are_found_and_spelled_from_each_of_their_services() {
+        assert!(found(&[("web", &["db"]), ("db", &[]), ("cache", &["db", "nosuch"])]).is_empty());
+        assert_eq!(
+            found(&[("a", &["b"]), ("b", &["c"]), ("c", &["a"]), ("d", &["a"])]),
+            [
+                ("a".into(), "a -> b -> c -> a".into()),
+                ("b".into(), "b -> c -> a -> b".into()),
+                ("c".into(), "c -> a -> b -> c".into()),
+            ]
+        );
+        assert_eq!(
+            found(&[("me", &["me"])]),
+            [("me".into(), "me -> me".into())]
+        );
+    }
+}

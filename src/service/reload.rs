@@ -1,0 +1,203 @@
+//! A new reading of the directory applied to the table — new files start, removed ones
+//! stop, changed ones restart (or not, for settings that apply without one) — and, at
+//! start-up, what a previous going left: its processes and its finished one-shots.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::{Adoptable, Change, Effects, Service, State, Summary, Table, Want};
+use crate::config::{Parsed, Restart, Settings};
+use crate::fingerprint::Fingerprint;
+use crate::log::{Age, Level};
+
+impl Table {
+    /// Takes over what a previous going left: the processes (`adopt`) — each whose file is
+    /// unchanged runs on, the others are stopped as a reload would — and the one-shots
+    /// that had finished (`done`: name, fingerprint, success), which are not run again.
+    pub fn adopt(
+        &mut self,
+        scan: &BTreeMap<String, Parsed>,
+        adopt: BTreeMap<String, Adoptable>,
+        done: BTreeMap<String, (Fingerprint, bool)>,
+        fx: &mut impl Effects,
+        now: Instant,
+    ) {
+        for (name, (fp, ok)) in done {
+            if let Some(Ok(s)) = scan.get(&name).filter(|_| !adopt.contains_key(&name)) {
+                if fp.matches(s) && s.life().restart != Restart::Always {
+                    let mut svc = Service::new(s.clone(), Want::Up);
+                    svc.starts = 1;
+                    self.services.insert(name.clone(), svc);
+                    self.set(&name, State::Done { ok });
+                }
+            }
+        }
+        for (name, a) in adopt {
+            self.adopt_one(name, a, scan, fx, now);
+        }
+    }
+
+    fn adopt_one(
+        &mut self,
+        name: String,
+        a: Adoptable,
+        scan: &BTreeMap<String, Parsed>,
+        fx: &mut impl Effects,
+        now: Instant,
+    ) {
+        let age = Age(now.saturating_duration_since(a.since));
+        let (settings, valid) = match scan.get(&name) {
+            Some(Ok(s)) => (s.clone(), true),
+            _ => (Box::default(), false),
+        };
+        let keep = valid && a.fingerprint.matches(&settings);
+        let waits = settings.life().ready.is_some() && !a.ready;
+        let ready_by = settings.life().ready_timeout.map(|t| now + t);
+        let mut svc = Service::new(settings, if valid { Want::Up } else { Want::Gone });
+        svc.starts = 1;
+        // Of other settings than the file's: whatever a later state file says of it, it
+        // never matches.
+        svc.running = if keep { svc.fingerprint } else { 0 };
+        self.services.insert(name.clone(), svc);
+        let running = State::Running {
+            pid: a.pid,
+            since: a.since,
+            execd: true,
+            failed: None,
+            // Ready when it was, or, not ready yet, waited for again.
+            ready: (!waits).then_some(a.since),
+            ready_by: ready_by.filter(|_| waits),
+        };
+        self.set(&name, running);
+        if keep {
+            let how = if waits { ", not ready yet" } else { "" };
+            fx.log(
+                Level::Notice,
+                format_args!("{name}[{}]: adopted, running for {age}{how}", a.pid),
+            );
+            return;
+        }
+        let why = if valid {
+            "changed"
+        } else {
+            "is gone or invalid"
+        };
+        fx.log(
+            Level::Notice,
+            format_args!(
+                "{name}[{}]: adopted, but its file {why} since it started: stopping it",
+                a.pid
+            ),
+        );
+        self.stop(&name, fx, now);
+    }
+
+    /// Applies a rescan of the directory: starts new services, stops removed ones, restarts
+    /// changed ones (lifting their quarantine) and leaves unchanged and invalid ones alone.
+    /// `unchanged`: sorted names of files not read again, as they did not change.
+    pub fn reconcile(
+        &mut self,
+        scan: BTreeMap<String, Parsed>,
+        unchanged: &[String],
+        fx: &mut impl Effects,
+        now: Instant,
+    ) -> Summary {
+        let kept = |name: &str| unchanged.binary_search_by(|n| n.as_str().cmp(name)).is_ok();
+        let mut sum = Summary::default();
+        let gone: Vec<String> = (self.services.iter())
+            .filter(|(name, s)| s.want != Want::Gone && !scan.contains_key(*name) && !kept(name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            sum.stopped += 1;
+            self.svc(&name).want = Want::Gone;
+            self.stop(&name, fx, now);
+        }
+        // An unchanged invalid file stays invalid, and is counted so, without a word more.
+        self.invalid.retain(|name, _| kept(name));
+        sum.invalid += self.invalid.len();
+        let mut new = Vec::new();
+        for (name, parsed) in scan {
+            match parsed {
+                Ok(settings) => new.extend(self.apply(name, settings, &mut sum, fx, now)),
+                Err(errors) => {
+                    sum.invalid += 1;
+                    for e in &errors {
+                        fx.log(Level::Err, format_args!("{name}: {e}"));
+                    }
+                    self.invalid
+                        .insert(name, errors.iter().map(|e| e.to_string()).collect());
+                }
+            }
+        }
+        self.index_order();
+        // Started once every file is read: each waits for what it starts after, in any order.
+        for name in new {
+            self.begin(&name, fx, now);
+        }
+        sum
+    }
+
+    /// The valid file of `name` as a reload read it; Some(name) when it is to start.
+    fn apply(
+        &mut self,
+        name: String,
+        settings: Box<Settings>,
+        sum: &mut Summary,
+        fx: &mut impl Effects,
+        now: Instant,
+    ) -> Option<String> {
+        let Some(svc) = self.services.get_mut(&name) else {
+            // Left down by the admin, and the file unchanged since: it stays down.
+            let mark = self.down_marks.remove(&name);
+            if mark.is_some_and(|fp| fp.matches(&settings)) {
+                fx.log(
+                    Level::Notice,
+                    format_args!("{name}: down, as the admin left it"),
+                );
+                self.services
+                    .insert(name, Service::new(settings, Want::Down));
+                return None;
+            }
+            fx.mark_down(&name, None);
+            sum.started += 1;
+            self.services
+                .insert(name.clone(), Service::new(settings, Want::Up));
+            return Some(name);
+        };
+        // A file back while its old service still stops: it starts once that is gone.
+        let returned = svc.want == Want::Gone;
+        if returned {
+            svc.want = Want::Up;
+        }
+        sum.started += returned as usize;
+        if svc.settings.same_run(&settings) {
+            // What applies without a restart; the state file learns the new fingerprint,
+            // so that an adoption does not take this process for one of other settings.
+            let running = svc.running == svc.fingerprint;
+            svc.set_settings(settings);
+            if running {
+                svc.running = svc.fingerprint;
+                if let Some((pid, _)) = svc.state.live() {
+                    self.changes.push(Change::Began(pid));
+                }
+            }
+            return None;
+        }
+        sum.restarted += !returned as usize;
+        svc.set_settings(settings);
+        svc.fails = 0;
+        // A changed file lifts the admin's stop.
+        if svc.want == Want::Down {
+            svc.want = Want::Up;
+            fx.mark_down(&name, None);
+        }
+        match svc.state {
+            State::Idle | State::Done { .. } | State::Blocked => Some(name),
+            _ => {
+                self.stop(&name, fx, now);
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! A run of a service, from its start to what follows its end: the start (once what it
+//! starts after is up), its exit (restart policy, quarantine), the stop sequence, what its
+//! process group left, its finish hook, then the next start, or done, or down, or gone.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::{history, Effects, Launch, Next, State, Stop, Table, Want, MIN_RUN};
+use crate::config::Restart;
+use crate::log::{Age, Errno, Level};
+use crate::sys::{self, Exit, Pid};
+
+use super::view::{Ended, Unable};
+
+impl Table {
+    /// Starts the service now if everything it starts after is up; else it waits for them.
+    /// True when it started (or tried to).
+    pub(super) fn begin(&mut self, name: &str, fx: &mut impl Effects, now: Instant) -> bool {
+        match self.waits_for(name) {
+            None => {
+                self.start(name, fx, now);
+                true
+            }
+            Some(dep) => {
+                if self.services[name].state != State::Blocked {
+                    fx.log(Level::Info, format_args!("{name}: waiting for {dep}"));
+                    self.set(name, State::Blocked);
+                }
+                false
+            }
+        }
+    }
+
+    fn start(&mut self, name: &str, fx: &mut impl Effects, now: Instant) {
+        let svc = &self.services[name];
+        match fx.spawn(name, &svc.settings, Launch::Service) {
+            Ok(pid) => {
+                fx.log(Level::Info, format_args!("{name}[{pid}]: started"));
+                let svc = self.svc(name);
+                svc.starts += 1;
+                svc.running = svc.fingerprint;
+                svc.told = None;
+                let ready_by = svc.settings.life().ready_timeout.map(|t| now + t);
+                let state = State::Running {
+                    pid,
+                    since: now,
+                    execd: false,
+                    failed: None,
+                    ready: None,
+                    ready_by: ready_by.filter(|_| svc.settings.life().ready.is_some()),
+                };
+                self.set(name, state);
+            }
+            Err(e) => {
+                fx.log(Level::Err, format_args!("{name}: {e}"));
+                self.fail(name, fx, now);
+            }
+        }
+    }
+
+    /// A child was reaped (or an adopted process ended). False when it was none of the
+    /// services' (an orphan).
+    pub fn exited(&mut self, pid: Pid, exit: Exit, fx: &mut impl Effects, now: Instant) -> bool {
+        let Some(name) = self.pids.get(&pid).cloned() else {
+            return false;
+        };
+        match self.services[&name].state {
+            State::Running {
+                failed: Some(e), ..
+            } => {
+                let svc = self.svc(&name);
+                let err = io::Error::from_raw_os_error(e.errno);
+                let how = format!("unable to {}: {}", Unable(&svc.settings, e), Errno(&err));
+                fx.log(Level::Err, format_args!("{name}: {how}"));
+                svc.history.exited(history::Exit {
+                    at: now,
+                    how,
+                    ran: None,
+                });
+                match svc.settings.life().restart {
+                    // A one-shot that could not start failed; it is not tried again.
+                    Restart::Never => self.after(&name, Next::Done { ok: false }, fx, now),
+                    _ => self.fail(&name, fx, now),
+                }
+            }
+            State::Running { since, ready, .. } => {
+                let ran = now.saturating_duration_since(since);
+                self.record(&name, exit, ran, now);
+                let next = self.next_after(&name, pid, exit, ran, ready.is_some(), fx, now);
+                self.leftovers(&name, pid, since, next, fx, now);
+            }
+            State::Stopping { stop, kill_at } => {
+                let ran = now.saturating_duration_since(stop.since);
+                self.record(&name, exit, ran, now);
+                let how = Ended(exit);
+                let msg = format_args!("{name}[{pid}]: stopped: {how} after {}", Age(ran));
+                fx.log(Level::Info, msg);
+                if kill_at.is_some() && fx.group_alive(stop.pgid) {
+                    // Others of its group still run: they get their SIGKILL at the deadline.
+                    let stop = Stop { pid: None, ..stop };
+                    self.set(&name, State::Stopping { stop, kill_at });
+                } else {
+                    self.over(&name, stop.next, fx, now);
+                }
+            }
+            State::Finishing { next, .. } => {
+                if exit != Exit::Code(0) {
+                    let how = Ended(exit);
+                    fx.log(Level::Warning, format_args!("{name}: finish[{pid}]: {how}"));
+                }
+                self.after(&name, next, fx, now);
+            }
+            _ => return false, // no live pid: not in `pids`
+        }
+        true
+    }
+
+    /// Keeps how a run ended: in the history, and for the finish hook.
+    fn record(&mut self, name: &str, exit: Exit, ran: Duration, now: Instant) {
+        let svc = self.svc(name);
+        svc.last = Some(exit);
+        let how = Ended(exit).to_string();
+        (svc.history).exited(history::Exit {
+            at: now,
+            how,
+            ran: Some(ran),
+        });
+    }
+
+    /// The main process `pid` of a running service ended on its own after `ran`: logged,
+    /// and what follows, as its restart policy says.
+    #[allow(clippy::too_many_arguments)]
+    fn next_after(
+        &mut self,
+        name: &str,
+        pid: Pid,
+        exit: Exit,
+        ran: Duration,
+        was_ready: bool,
+        fx: &mut impl Effects,
+        now: Instant,
+    ) -> Next {
+        let life = self.services[name].settings.life();
+        let (restart, waits) = (life.restart, life.ready.is_some() && !was_ready);
+        // An adopted process's status is not known: a one-shot is taken to have done its
+        // work (running it twice may do harm), a daemon to have failed (it is restarted).
+        let ok = match exit {
+            Exit::Code(c) => life.ok(c),
+            Exit::Signal { .. } => false,
+            Exit::Unknown => restart == Restart::Never,
+        };
+        let (how, ran_text) = (Ended(exit), Age(ran));
+        match restart {
+            Restart::Never | Restart::OnFailure if ok => {
+                let msg = format_args!("{name}[{pid}]: {how} after {ran_text}: done");
+                fx.log(Level::Info, msg);
+                return Next::Done { ok: true };
+            }
+            Restart::Never => {
+                let msg = format_args!("{name}[{pid}]: {how} after {ran_text}: failed");
+                fx.log(Level::Warning, msg);
+                return Next::Done { ok: false };
+            }
+            _ => {}
+        }
+        fx.log(
+            Level::Warning,
+            format_args!("{name}[{pid}]: {how} after {ran_text}"),
+        );
+        // Gone before it was ready, it failed, however long it ran.
+        if ran >= MIN_RUN && !waits {
+            self.svc(name).fails = 0;
+            return Next::Start(None);
+        }
+        Next::Start(Some(self.quarantine(name, fx, now)))
+    }
+
+    /// The main process ended: what it left in its group is stopped first (so that the next
+    /// copy does not find its port taken), then its run is over.
+    fn leftovers(
+        &mut self,
+        name: &str,
+        pid: Pid,
+        since: Instant,
+        next: Next,
+        fx: &mut impl Effects,
+        now: Instant,
+    ) {
+        if !fx.group_alive(pid) {
+            return self.over(name, next, fx, now);
+        }
+        fx.log(
+            Level::Notice,
+            format_args!("{name}: stopping what is left of its process group"),
+        );
+        let stop = Stop {
+            pid: None,
+            pgid: pid,
+            since,
+            next,
+        };
+        self.signal_stop(name, stop, fx, now);
+    }
+
+    /// Nothing of the run is left: the finish hook runs, if the service has one, then
+    /// what follows.
+    fn over(&mut self, name: &str, next: Next, fx: &mut impl Effects, now: Instant) {
+        let svc = &self.services[name];
+        let Some(exit) = svc.last.filter(|_| !svc.settings.life().finish.is_empty()) else {
+            return self.after(name, next, fx, now);
+        };
+        let (code, signal) = match exit {
+            Exit::Code(c) => (c, 0),
+            Exit::Signal { sig, .. } => (256, sig),
+            Exit::Unknown => (-1, 0),
+        };
+        self.svc(name).last = None;
+        let launch = Launch::Finish { code, signal };
+        match fx.spawn(name, &self.services[name].settings, launch) {
+            Ok(pid) => {
+                let kill_at = Some(now + self.services[name].settings.stop_timeout);
+                self.set(name, State::Finishing { pid, next, kill_at });
+            }
+            Err(e) => {
+                fx.log(Level::Err, format_args!("{name}: finish: {e}"));
+                self.after(name, next, fx, now);
+            }
+        }
+    }
+
+    /// What follows a run, as what is wanted of the service says.
+    fn after(&mut self, name: &str, next: Next, fx: &mut impl Effects, now: Instant) {
+        match self.services[name].want {
+            Want::Gone => {
+                let svc = self.services.remove(name).expect("a service of the table");
+                self.unindex(name, svc.state);
+                self.dropped(&svc.settings.life().after, fx, now);
+            }
+            Want::Down => self.set(name, State::Idle),
+            Want::Up => match next {
+                Next::Start(Some(until)) if until > now => {
+                    self.set(name, State::Waiting { until }); // its quarantine
+                }
+                Next::Start(_) => {
+                    self.begin(name, fx, now);
+                }
+                Next::Done { ok } => {
+                    self.set(name, State::Done { ok });
+                    if ok {
+                        self.up(name, fx, now);
+                    }
+                }
+            },
+        }
+    }
+
+    /// After a round of reaping: a stopping service whose group has emptied is stopped.
+    pub fn check_groups(&mut self, fx: &mut impl Effects, now: Instant) {
+        let services = &self.services;
+        let done: Vec<(String, Next)> = (self.draining.iter())
+            .filter_map(|name| match services[name].state {
+                State::Stopping { stop, .. } if !fx.group_alive(stop.pgid) => {
+                    Some((name.clone(), stop.next))
+                }
+                _ => None,
+            })
+            .collect();
+        for (name, next) in done {
+            self.over(&name, next, fx, now);
+        }
+    }
+
+    /// Acts on every deadline that has come: quarantines that end, readiness that did not
+    /// come in time, stops and finish hooks that take too long.
+    pub fn tick(&mut self, fx: &mut impl Effects, now: Instant) {
+        while let Some((at, name)) = self.timers.first().cloned() {
+            if at > now {
+                break;
+            }
+            match self.services[&name].state {
+                State::Waiting { .. } => {
+                    self.begin(&name, fx, now);
+                }
+                State::Running { pid, since, .. } => self.not_ready(&name, pid, since, fx, now),
+                State::Stopping { stop, .. } => self.kill(&name, stop, fx, now),
+                State::Finishing { pid, next, .. } => {
+                    let secs = self.services[&name].settings.stop_timeout.as_secs();
+                    fx.log(
+                        Level::Warning,
+                        format_args!(
+                            "{name}: finish[{pid}] still running after {secs}s, sending SIGKILL"
+                        ),
+                    );
+                    fx.signal(pid, true, libc::SIGKILL);
+                    let state = State::Finishing {
+                        pid,
+                        next,
+                        kill_at: None,
+                    };
+                    self.set(&name, state);
+                }
+                // No deadline: never in `timers` (see `set`).
+                State::Blocked | State::Idle | State::Done { .. } => {
+                    self.timers.remove(&(at, name));
+                }
+            }
+        }
+    }
+
+    /// Not ready within its `ready_timeout`: stopped, and a failure (its quarantine).
+    fn not_ready(
+        &mut self,
+        name: &str,
+        pid: Pid,
+        since: Instant,
+        fx: &mut impl Effects,
+        now: Instant,
+    ) {
+        let secs = self.services[name]
+            .settings
+            .life()
+            .ready_timeout
+            .unwrap_or_default();
+        fx.log(
+            Level::Warning,
+            format_args!(
+                "{name}[{pid}]: not ready after {}s: stopping it",
+                secs.as_secs()
+            ),
+        );
+        let until = self.quarantine(name, fx, now);
+        let stop = Stop {
+            pid: Some(pid),
+            pgid: pid,
+            since,
+            next: Next::Start(Some(until)),
+        };
+        self.signal_stop(name, stop, fx, now);
+    }
+
+    /// A stop that timed out: SIGKILL to whatever is left of the group.
+    fn kill(&mut self, name: &str, stop: Stop, fx: &mut impl Effects, now: Instant) {
+        if stop.pid.is_some() || fx.group_alive(stop.pgid) {
+            let s = &self.services[name].settings;
+            let sig = sys::signal_name(s.stop_signal).unwrap_or("TERM");
+            let secs = s.stop_timeout.as_secs();
+            fx.log(
+                Level::Warning,
+                format_args!("{name}: still running {secs}s after SIG{sig}, sending SIGKILL"),
+            );
+            fx.signal(stop.pgid, stop.pid.is_some(), libc::SIGKILL);
+        }
+        match stop.pid {
+            Some(_) => self.set(
+                name,
+                State::Stopping {
+                    stop,
+                    kill_at: None,
+                },
+            ),
+            None => self.over(name, stop.next, fx, now),
+        }
+    }
+
+    /// Stops every service, as for SIGTERM to going; the table is empty once all are gone.
+    /// A service that others start after is stopped once they are gone.
+    pub fn shutdown(&mut self, fx: &mut impl Effects, now: Instant) {
+        self.shutting_down = true;
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for name in &names {
+            self.svc(name).want = Want::Gone;
+        }
+        for name in names {
+            if self.services.contains_key(&name) && !self.has_live_dependents(&name) {
+                self.stop(&name, fx, now);
+            }
+        }
+    }
+
+    /// A quarantine for a fast failure: its deadline, doubling each time in a row.
+    pub(super) fn quarantine(
+        &mut self,
+        name: &str,
+        fx: &mut impl Effects,
+        now: Instant,
+    ) -> Instant {
+        let svc = self.svc(name);
+        svc.fails += 1;
+        let (fails, delay) = (svc.fails, super::backoff(svc.fails));
+        let times = if fails == 1 { "time" } else { "times" };
+        fx.log(
+            Level::Warning,
+            format_args!(
+                "{name}: failed {fails} {times} in a row, next start in {}s",
+                delay.as_secs()
+            ),
+        );
+        now + delay
+    }
+
+    /// A fast failure with nothing left to stop: wait out the quarantine.
+    fn fail(&mut self, name: &str, fx: &mut impl Effects, now: Instant) {
+        let until = self.quarantine(name, fx, now);
+        self.set(name, State::Waiting { until });
+    }
+
+    /// Stops the service as the admin, a reload or a shutdown asks.
+    pub(super) fn stop(&mut self, name: &str, fx: &mut impl Effects, now: Instant) {
+        match self.services[name].state {
+            State::Running { pid, since, .. } => {
+                fx.log(Level::Notice, format_args!("{name}[{pid}]: stopping"));
+                let stop = Stop {
+                    pid: Some(pid),
+                    pgid: pid,
+                    since,
+                    next: Next::Start(None),
+                };
+                self.signal_stop(name, stop, fx, now);
+            }
+            State::Waiting { .. } | State::Blocked | State::Idle | State::Done { .. } => {
+                self.after(name, Next::Start(None), fx, now)
+            }
+            // Already on its way: what is wanted of it decides what follows.
+            State::Stopping { .. } | State::Finishing { .. } => {}
+        }
+    }
+
+    /// The one stop sequence: the stop signal (SIGTERM unless set), then SIGCONT so that a
+    /// stopped process can act on it, to the whole group; SIGKILL at the deadline.
+    fn signal_stop(&mut self, name: &str, stop: Stop, fx: &mut impl Effects, now: Instant) {
+        let s = &self.services[name].settings;
+        let (sig, timeout) = (s.stop_signal, s.stop_timeout);
+        fx.signal(stop.pgid, stop.pid.is_some(), sig);
+        fx.signal(stop.pgid, stop.pid.is_some(), libc::SIGCONT);
+        let kill_at = Some(now + timeout);
+        self.set(name, State::Stopping { stop, kill_at });
+    }
+}
