@@ -20,12 +20,27 @@ usage: going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f]
        going -h | -V
 
   -d CONFDIR  service files (default /etc/going.d)
-  -r RUNDIR   run-time state and lock (default /run/going)
+  -r RUNDIR   run-time state and lock (default /run/going; not root:
+              $XDG_RUNTIME_DIR/going, else /tmp/going-UID)
   -l SOCKET   syslog socket (default /dev/log)
   -f          log to stderr instead of syslog
   -w SECONDS  wait until the services are up (ready) or stopped, SECONDS at most
   -h, --help  this help;  -V, --version  the version
 ";
+
+/// RUNDIR without `-r`: /run/going for root. A going that is not root cannot write there:
+/// its user's runtime directory, or a directory of its own in /tmp, which RunDir refuses
+/// unless it is the user's own and private (another user may have made it first).
+fn default_rundir() -> PathBuf {
+    let uid = crate::sys::geteuid();
+    if uid == 0 {
+        return PathBuf::from("/run/going");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir.join("going"),
+        _ => PathBuf::from(format!("/tmp/going-{uid}")),
+    }
+}
 
 /// Parsed options: each option letter once, with its argument if it takes one.
 struct Opts(Vec<(char, Option<String>)>);
@@ -120,7 +135,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         println!("going {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    let rundir = PathBuf::from(opts.get('r').unwrap_or("/run/going"));
+    let rundir = opts.get('r').map_or_else(default_rundir, PathBuf::from);
     if !matches!(command, "" | "check") {
         let wait = match opts.get('w').map(seconds).transpose() {
             Ok(w) => w,
@@ -152,7 +167,7 @@ fn supervise(opts: &Opts, confdir: PathBuf, rundir: PathBuf) -> ExitCode {
         rundir,
         syslog,
     }) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(f) => {
             crate::log::last_word(&format!("going: {}\n", f.msg));
             ExitCode::from(f.code)

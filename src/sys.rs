@@ -661,6 +661,11 @@ pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+pub fn getegid() -> u32 {
+    // SAFETY: getegid cannot fail.
+    unsafe { libc::getegid() }
+}
+
 /// An fd that becomes readable when process `pid` exits, for processes going did not fork
 /// (adopted after a restart of going), which it cannot wait for.
 pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {

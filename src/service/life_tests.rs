@@ -578,3 +578,65 @@ fn an_adopted_service_keeps_its_readiness_and_a_done_one_shot_stays_done() {
     t.fd_ready(50, &mut fx, t0 + secs(1));
     assert_eq!(spawned(&fx, "/bin/web").len(), 1);
 }
+
+#[test]
+fn an_essential_services_own_end_ends_going_with_its_status() {
+    let ended = |file: &str, exit: Exit| {
+        let mut fx = Fake::default();
+        let (mut t, t0) = table(&[("app", file)], &mut fx);
+        t.exec_ok(pid_of(&t, "app"), &mut fx, t0);
+        t.exited(pid_of(&t, "app"), exit, &mut fx, t0 + secs(10));
+        t.essential_ended().map(|e| (e.code, e.how))
+    };
+    let killed = Exit::Signal {
+        sig: KILL,
+        core: false,
+    };
+    let always = "cmd=/bin/app\nessential=yes";
+    assert_eq!(ended(always, Exit::Code(3)), Some((3, "exited 3".into())));
+    assert_eq!(ended(always, Exit::Code(0)), Some((0, "exited 0".into())));
+    assert_eq!(
+        ended(always, killed),
+        Some((137, "killed by SIGKILL".into()))
+    );
+    let on_failure = "cmd=/bin/app\nessential=yes\nrestart=on-failure";
+    assert_eq!(ended(on_failure, Exit::Code(0)).map(|e| e.0), Some(0));
+    assert_eq!(
+        ended(on_failure, Exit::Code(1)),
+        None,
+        "restarted: not its end"
+    );
+    let once = "cmd=/bin/app\nessential=yes\nrestart=never";
+    assert_eq!(ended(once, Exit::Code(2)).map(|e| e.0), Some(2));
+    assert_eq!(ended("cmd=/bin/app", Exit::Code(3)), None, "not essential");
+}
+
+#[test]
+fn an_essential_service_stopped_on_request_ends_nothing_and_one_that_cannot_run_does() {
+    let mut fx = Fake::default();
+    let (mut t, t0) = table(&[("app", "cmd=/bin/app\nessential=yes")], &mut fx);
+    let app = pid_of(&t, "app");
+    t.exec_ok(app, &mut fx, t0);
+    t.admin("app", Admin::Restart, &mut fx, t0).unwrap();
+    t.exited(
+        app,
+        Exit::Signal {
+            sig: TERM,
+            core: false,
+        },
+        &mut fx,
+        t0,
+    );
+    assert_eq!(t.essential_ended(), None, "the admin asked for it");
+    let app = pid_of(&t, "app");
+    let missing = crate::sys::ChildError {
+        step: crate::sys::Step::Exec,
+        errno: libc::ENOENT,
+        arg: 0,
+    };
+    t.child_failed(app, missing, &mut fx);
+    t.exited(app, Exit::Code(127), &mut fx, t0);
+    let e = t.essential_ended().unwrap();
+    assert_eq!((e.name.as_str(), e.code), ("app", 127));
+    assert!(e.how.starts_with("unable to exec /bin/app"), "{}", e.how);
+}

@@ -346,6 +346,17 @@ pub struct Table {
     pub down_marks: BTreeMap<String, Fingerprint>,
     /// What the state file is told next.
     changes: Vec<Change>,
+    /// An essential service ended without being asked to: what going exits with.
+    ended: Option<Essential>,
+}
+
+/// The end of an essential service (`essential=yes`) that nobody asked for, which ends
+/// going: which service, how it ended, and going's exit status for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Essential {
+    pub name: String,
+    pub how: String,
+    pub code: u8,
 }
 
 /// The quarantine after `fails` consecutive fast failures: 1 s, 2 s, 4 s, … 60 s.
@@ -365,6 +376,11 @@ impl Table {
     /// The earliest deadline of any service: the loop sleeps until then, or forever.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.timers.first().map(|t| t.0)
+    }
+
+    /// The end of an essential service since the last call, if one ended on its own.
+    pub fn essential_ended(&mut self) -> Option<Essential> {
+        self.ended.take()
     }
 
     /// What changed among the live processes and one-shots since the last call.

@@ -74,10 +74,14 @@ impl Table {
                 fx.log(Level::Err, format_args!("{name}: {how}"));
                 svc.history.exited(history::Exit {
                     at: now,
-                    how,
+                    how: how.clone(),
                     ran: None,
                 });
-                match svc.settings.life().restart {
+                // As a shell says of a command it could not run: 127 not found, 126 else.
+                let code = if e.errno == libc::ENOENT { 127 } else { 126 };
+                let restart = svc.settings.life().restart;
+                self.essential(&name, how, code, restart != Restart::OnFailure);
+                match restart {
                     // A one-shot that could not start failed; it is not tried again.
                     Restart::Never => self.after(&name, Next::Done { ok: false }, fx, now),
                     _ => self.fail(&name, fx, now),
@@ -87,6 +91,9 @@ impl Table {
                 let ran = now.saturating_duration_since(since);
                 self.record(&name, exit, ran, now);
                 let next = self.next_after(&name, pid, exit, ran, ready.is_some(), fx, now);
+                let ends = matches!(next, Next::Done { .. })
+                    || self.services[&name].settings.life().restart == Restart::Always;
+                self.essential(&name, Ended(exit).to_string(), status(exit), ends);
                 self.leftovers(&name, pid, since, next, fx, now);
             }
             State::Stopping { stop, kill_at } => {
@@ -113,6 +120,18 @@ impl Table {
             _ => return false, // no live pid: not in `pids`
         }
         true
+    }
+
+    /// An essential service's end that nobody asked for (`ends`: one its policy does not
+    /// start again, or any with `restart=always`) ends going, with `code`: kept for the
+    /// loop, which stops everything. Once: the first such end is what going exits with.
+    fn essential(&mut self, name: &str, how: String, code: u8, ends: bool) {
+        let svc = &self.services[name];
+        let wanted = svc.want == Want::Up && !self.shutting_down;
+        if ends && wanted && svc.settings.life().essential && self.ended.is_none() {
+            let name = name.to_string();
+            self.ended = Some(super::Essential { name, how, code });
+        }
     }
 
     /// Keeps how a run ended: in the history, and for the finish hook.
@@ -434,5 +453,15 @@ impl Table {
         fx.signal(stop.pgid, stop.pid.is_some(), libc::SIGCONT);
         let kill_at = Some(now + timeout);
         self.set(name, State::Stopping { stop, kill_at });
+    }
+}
+
+/// The exit status a shell would give for `exit`: the code, or 128 + the signal; 1 when
+/// it is not known (a process adopted after going was killed, which init reaped).
+fn status(exit: Exit) -> u8 {
+    match exit {
+        Exit::Code(c) => c as u8,
+        Exit::Signal { sig, .. } => 128u8.wrapping_add(sig as u8),
+        Exit::Unknown => 1,
     }
 }

@@ -76,11 +76,15 @@ pub struct Supervisor {
     adopt: Option<(Adopted, adopt::Done)>,
     journal: Journal,
     stopping: bool,
+    /// What going exits with once every service is stopped: 0, or an essential service's
+    /// status.
+    code: u8,
     /// Commands that wait (`-w`) for services to get somewhere: the client, and what.
     waiters: Vec<(u32, admin::Wait)>,
 }
 
-pub fn run(opts: Options) -> Result<(), Fatal> {
+/// Supervises until stopped; Ok(going's exit status) once every service is gone.
+pub fn run(opts: Options) -> Result<u8, Fatal> {
     let mut sup = startup::start(opts)?;
     let mut events = [sys::NO_EVENT; 64];
     loop {
@@ -90,14 +94,16 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
             sup.dispatch(sys::token(ev), now);
         }
         sup.reap(now);
+        sup.on_essential_end(now);
         sup.on_signals(now);
         sup.reload_if_due(now);
         sup.on_deadlines(Instant::now());
         sup.answer_waiters(Instant::now());
         sup.save_state(false);
         if sup.stopping && sup.table.is_empty() {
+            let code = sup.code;
             sup.exit();
-            return Ok(());
+            return Ok(code);
         }
     }
 }
@@ -223,15 +229,38 @@ impl Supervisor {
         self.table.check_groups(&mut self.sys, now);
     }
 
+    /// An essential service ended on its own: going stops everything, and exits with its
+    /// status, as tini does with its one child.
+    fn on_essential_end(&mut self, now: Instant) {
+        let Some(e) = self.table.essential_ended() else {
+            return;
+        };
+        if self.stopping {
+            return;
+        }
+        let msg = format_args!(
+            "going: {} is essential and {}: stopping every service, then exiting {}",
+            e.name, e.how, e.code
+        );
+        self.sys.log.log(Level::Err, msg);
+        self.code = e.code;
+        self.stop_all(now);
+    }
+
+    /// Stops every service (dependents first); going exits once all are gone.
+    fn stop_all(&mut self, now: Instant) {
+        self.stopping = true;
+        let n = self.table.len();
+        self.sys
+            .log
+            .log(Level::Notice, format_args!("going: stopping {n} services"));
+        self.table.shutdown(&mut self.sys, now);
+    }
+
     /// SIGTERM (INT, QUIT): stop everything; SIGHUP: reload; SIGUSR2: upgrade.
     fn on_signals(&mut self, now: Instant) {
         if TERM.swap(false, Ordering::SeqCst) && !self.stopping {
-            self.stopping = true;
-            let n = self.table.len();
-            self.sys
-                .log
-                .log(Level::Notice, format_args!("going: stopping {n} services"));
-            self.table.shutdown(&mut self.sys, now);
+            self.stop_all(now);
         }
         if HUP.swap(false, Ordering::SeqCst) {
             self.watch.request(now);

@@ -93,6 +93,7 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
         adopt: Some(adopted),
         journal,
         stopping: false,
+        code: 0,
         waiters: Vec::new(),
     })
 }

@@ -533,6 +533,18 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Polls until `f` gives a value, as `wait_until` does; returns it.
+pub fn wait_until_some<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 pub fn proc_file(pid: i32, name: &str) -> String {
     let mut s = String::new();
     let _ =

@@ -6,6 +6,7 @@ mod harness;
 
 mod adoption;
 mod compat;
+mod container;
 mod control;
 mod faults;
 mod going;
