@@ -1124,6 +1124,37 @@ pub fn recv_with_creds(fd: RawFd, buf: &mut [u8]) -> io::Result<Datagram> {
     })
 }
 
+// cgroup v2 (src/cgroup.rs): removing and locking a cgroup's directories, and watching its
+// cgroup.events. The members of a cgroup are signalled one by one with `kill`.
+
+impl Dir {
+    /// Removes the directory `name` in the directory (rmdir(2) semantics: a cgroup goes
+    /// only once it holds no process and no cgroup).
+    pub fn rmdir(&self, name: &str) -> io::Result<()> {
+        let n = c_name(name)?;
+        // SAFETY: unlinkat reads a valid C string.
+        cvt(unsafe { libc::unlinkat(self.fd(), n.as_ptr(), libc::AT_REMOVEDIR) }).map(drop)
+    }
+
+    /// Takes an exclusive flock(2) on the directory without waiting: false when another
+    /// open file description holds it. Released when the directory is closed.
+    pub fn try_lock(&self) -> io::Result<bool> {
+        match self.0.try_lock() {
+            Ok(()) => Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+impl Epoll {
+    /// Watches `fd` for priority events alone: a cgroup's `cgroup.events` is always
+    /// readable, and tells of a change with EPOLLPRI until it is read again.
+    pub fn add_priority(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLPRI as u32, token)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
