@@ -6,8 +6,10 @@
 //! and `\x02` + colour letter … `\x03` marks a state for the client to colour or strip.
 
 use std::fmt::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use crate::cgroup::{Key, Usage};
 
 use crate::exit::{EX_USAGE, FAILED, NOT_RUNNING, OK, UNKNOWN};
 use crate::log::Age;
@@ -113,7 +115,7 @@ pub fn handle(
         _ => Goal::Stopped,
     };
     let reply = match words.as_slice() {
-        ["status", names @ ..] => status(table, names, now, confdir),
+        ["status", names @ ..] => status(table, names, now, confdir, fx),
         ["reload"] => return Answer::AfterReload,
         ["start", names @ ..] if !names.is_empty() => each(table, names, fx, act(Admin::Start)),
         ["stop", names @ ..] if !names.is_empty() => each(table, names, fx, act(Admin::Stop)),
@@ -191,7 +193,13 @@ fn each<F: Effects>(
     format!("{code}\n{text}")
 }
 
-fn status(table: &Table, names: &[&str], now: Instant, confdir: &Path) -> String {
+fn status(
+    table: &Table,
+    names: &[&str],
+    now: Instant,
+    confdir: &Path,
+    fx: &mut impl Effects,
+) -> String {
     if names.is_empty() {
         return overview(|| table.views(now));
     }
@@ -205,7 +213,8 @@ fn status(table: &Table, names: &[&str], now: Instant, confdir: &Path) -> String
                 if !v.is_up() {
                     code = code.max(NOT_RUNNING);
                 }
-                details(&mut text, &v, confdir);
+                let cgroup = fx.cgroup(v.name);
+                details(&mut text, &v, confdir, cgroup);
             }
             None => {
                 code = code.max(UNKNOWN);
@@ -267,8 +276,9 @@ fn overview<'a, I: Iterator<Item = View<'a>>>(views: impl Fn() -> I) -> String {
     out
 }
 
-/// `going status NAME`: everything going knows of one service.
-fn details(out: &mut String, v: &View, confdir: &Path) {
+/// `going status NAME`: everything going knows of one service, with what its cgroup says
+/// where it has one.
+fn details(out: &mut String, v: &View, confdir: &Path, cgroup: Option<(PathBuf, Usage)>) {
     let _ = writeln!(out, "{}: {}", v.name, state(v));
     let mut field = |k: &str, val: String| {
         let _ = writeln!(out, "  {k:<11}{val}");
@@ -293,6 +303,22 @@ fn details(out: &mut String, v: &View, confdir: &Path) {
     }
     field("file", confdir.join(v.name).display().to_string());
     field("restarts", v.restarts.to_string());
+    let limits: Vec<String> = Key::ALL.iter().filter_map(|k| v.limits.show(*k)).collect();
+    if !limits.is_empty() {
+        field("limits", limits.join(" "));
+    }
+    if let Some((path, usage)) = cgroup {
+        field("cgroup", path.display().to_string());
+        if let Some(n) = usage.procs {
+            field("processes", n.to_string());
+        }
+        if let Some(n) = usage.memory {
+            field("memory", bytes(n));
+        }
+        if let Some(us) = usage.cpu_usec {
+            field("cpu time", Age(std::time::Duration::from_micros(us)).to_string());
+        }
+    }
     if !v.problems.is_empty() {
         let _ = writeln!(out, "  problems in the file:");
         for p in v.problems {
@@ -312,6 +338,21 @@ fn details(out: &mut String, v: &View, confdir: &Path) {
         for l in lines {
             let _ = writeln!(out, "    {l}");
         }
+    }
+}
+
+/// A size in bytes as people read it: `812K`, `12.3M`, `1.5G`.
+fn bytes(n: u64) -> String {
+    let (unit, shift) = match n {
+        0..=1023 => return format!("{n}B"),
+        1024..=0xfffff => ('K', 10),
+        0x100000..=0x3fff_ffff => ('M', 20),
+        _ => ('G', 30),
+    };
+    let tenths = (n * 10) >> shift;
+    match tenths {
+        0..=99 => format!("{}.{}{unit}", tenths / 10, tenths % 10),
+        _ => format!("{}{unit}", tenths / 10),
     }
 }
 
@@ -348,10 +389,13 @@ mod tests {
             Ok(4242)
         }
         fn mark_down(&mut self, _: &str, _: Option<u64>) {}
-        fn signal(&mut self, pgid: sys::Pid, _: bool, sig: libc::c_int) {
+        fn signal(&mut self, _: &str, pgid: sys::Pid, _: crate::service::To, sig: libc::c_int) {
             self.0.push((pgid, sig));
         }
-        fn group_alive(&mut self, _: sys::Pid) -> bool {
+        fn kill(&mut self, _: &str, pgid: sys::Pid, _: bool) {
+            self.0.push((pgid, libc::SIGKILL));
+        }
+        fn group_alive(&mut self, _: &str, _: sys::Pid) -> bool {
             false
         }
         fn log(&mut self, _: Level, _: fmt::Arguments) {}

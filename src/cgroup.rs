@@ -36,6 +36,8 @@ use crate::sys::{self, Dir, Pid};
 
 /// The name of going's subtree when the admin gives none.
 pub const NAME: &str = "going";
+/// Why going uses no cgroups, after `-c off`.
+pub const OFF: &str = "it was started with -c off";
 /// going's own leaf in B.
 const SUPERVISOR: &str = "supervisor";
 /// The services' parent in B.
@@ -56,7 +58,7 @@ pub struct Error {
 }
 
 impl Error {
-    fn new(what: impl Into<String>, path: impl Into<PathBuf>, err: io::Error) -> Error {
+    pub fn new(what: impl Into<String>, path: impl Into<PathBuf>, err: io::Error) -> Error {
         Error {
             what: what.into(),
             path: path.into(),
@@ -580,6 +582,34 @@ impl Cgroups {
     }
 }
 
+impl Cgroups {
+    /// going exits, every service gone: `B/svc` is removed, and B with going's own leaf
+    /// when going is not in it, as far as they are empty (a cgroup left by a service
+    /// stuck in the kernel keeps them). The lock on B goes with it.
+    pub fn close(self) -> Result<(), Error> {
+        let gone = |r: io::Result<()>, path: PathBuf| match r {
+            Err(e) if !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EBUSY | libc::ENOTEMPTY)) => {
+                Err(Error::new("remove", path, e))
+            }
+            _ => Ok(()),
+        };
+        gone(self.base.rmdir(SERVICES), self.svc_path)?;
+        if self.in_top && !self.top_is_base {
+            let supervisor = self.base_path.join(SUPERVISOR);
+            gone(self.base.rmdir(SUPERVISOR), supervisor)?;
+            gone(self.top.rmdir(&basename(&self.base_path)), self.base_path)?;
+        }
+        Ok(())
+    }
+}
+
+/// The last component of a cgroup's directory.
+fn basename(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 fn subtree_write(dir: &Dir, path: &Path, set: Controllers, sign: char) -> Result<(), Error> {
     let file = "cgroup.subtree_control";
     let text = set.subtree_text(sign);
@@ -652,6 +682,8 @@ pub struct Group {
     dir: Dir,
     /// `cgroup.events`, open for the loop to watch and for `populated`.
     events: File,
+    /// `memory.events`, open while the OOM killer's kills are watched.
+    memory_events: Option<File>,
     features: Features,
     fresh: bool,
     /// `oom_kill` of `memory.events` when last read.
@@ -662,10 +694,11 @@ impl Group {
     fn open(dir: Dir, path: PathBuf, fresh: bool, features: Features) -> Result<Group, Error> {
         let events = (dir.open_at("cgroup.events", libc::O_RDONLY, 0))
             .map_err(|e| Error::new("open", path.join("cgroup.events"), e))?;
-        let mut g = Group {
+        let g = Group {
             path,
             dir,
             events,
+            memory_events: None,
             features,
             fresh,
             oom_kills: 0,
@@ -673,7 +706,6 @@ impl Group {
         // A fresh open reports a change until it is read: read it once, so that a watch
         // added now wakes for the next change only.
         g.populated()?;
-        g.new_oom_kills()?;
         Ok(g)
     }
 
@@ -747,9 +779,26 @@ impl Group {
         Ok(Killed::All)
     }
 
+    /// Sends `sig` to each process of the service, as `cgroup.procs` lists them (its own
+    /// cgroups' included), but those of process group `but`: the stop signal to what is
+    /// left once its leader is gone. How many were signalled; one gone meanwhile is none.
+    pub fn signal_each(&self, sig: libc::c_int, but: Option<Pid>) -> Result<usize, Error> {
+        let mut n = 0;
+        let pids = self.pids()?.into_iter();
+        for pid in pids.filter(|&p| but.is_none() || sys::process_group(p) != but) {
+            match sys::kill(pid, sig) {
+                Ok(()) => n += 1,
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                Err(e) => return Err(Error::new(format!("signal process {pid} of"), &self.path, e)),
+            }
+        }
+        Ok(n)
+    }
+
     /// SIGKILL to each process listed, listing again for what forked meanwhile; frozen
-    /// first where the kernel can (then nothing forks or reaps, and no pid listed can be
-    /// recycled before it is signalled), thawed after, when the signals are pending.
+    /// first where the kernel can (freezing, nothing forks for long, and a pid listed is
+    /// less likely to be recycled before it is signalled), thawed after, when the signals
+    /// are pending.
     pub fn kill_each(&self) -> Result<Killed, Error> {
         let frozen = self.features.freeze && write(&self.dir, "cgroup.freeze", "1").is_ok();
         let killed = self.signal_rounds();
@@ -819,14 +868,45 @@ impl Group {
         errors
     }
 
+    /// Opens `memory.events` (the memory controller on) for the loop to watch, as
+    /// `cgroup.events` is, and counts the OOM kills so far; None without the controller.
+    /// Closed by [`Group::unwatch_oom`].
+    pub fn watch_oom(&mut self) -> Result<Option<RawFd>, Error> {
+        if self.memory_events.is_none() {
+            let path = self.path.join("memory.events");
+            match self.dir.open_at("memory.events", libc::O_RDONLY, 0) {
+                Ok(f) => self.memory_events = Some(f),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+                Err(e) => return Err(Error::new("open", path, e)),
+            }
+            self.new_oom_kills()?;
+        }
+        Ok(self.memory_events.as_ref().map(|f| f.as_raw_fd()))
+    }
+
+    /// Closes `memory.events`; returns its fd, for the loop to stop watching first.
+    pub fn unwatch_oom(&mut self) -> Option<File> {
+        self.memory_events.take()
+    }
+
     /// How many OOM kills happened in the cgroup since the last call (0 without the
     /// memory controller), for `NAME[PID]: killed by the OOM killer (memory_max=100M)`.
+    /// Reading clears the watch's wake-up.
     pub fn new_oom_kills(&mut self) -> Result<u64, Error> {
-        let count = match read(&self.dir, "memory.events") {
-            Ok(text) => limits::oom_kills(&text).unwrap_or(0),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => 0,
-            Err(e) => return Err(Error::new("read", self.path.join("memory.events"), e)),
+        let path = || self.path.join("memory.events");
+        let text = match &self.memory_events {
+            Some(f) => {
+                let mut buf = [0u8; 512];
+                let n = f.read_at(&mut buf, 0).map_err(|e| Error::new("read", path(), e))?;
+                String::from_utf8_lossy(&buf[..n]).into_owned()
+            }
+            None => match read(&self.dir, "memory.events") {
+                Ok(text) => text,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => String::new(),
+                Err(e) => return Err(Error::new("read", path(), e)),
+            },
         };
+        let count = limits::oom_kills(&text).unwrap_or(0);
         // A controller disabled and enabled again starts from 0.
         let new = count.saturating_sub(self.oom_kills);
         self.oom_kills = count;
@@ -1445,10 +1525,13 @@ mod tests {
         assert_eq!(g.new_oom_kills().unwrap(), 0);
         fs::write(&events, oom(3)).unwrap();
         assert_eq!(g.new_oom_kills().unwrap(), 1);
-        // A cgroup left by an earlier run counts from what it had.
-        let again = _cg.group("web").unwrap();
-        let mut again = again;
+        // A cgroup left by an earlier run counts from what it had once watched.
+        let mut again = _cg.group("web").unwrap();
+        assert!(again.watch_oom().unwrap().is_some());
         assert_eq!(again.new_oom_kills().unwrap(), 0);
+        fs::write(&events, oom(4)).unwrap();
+        assert_eq!(again.new_oom_kills().unwrap(), 1, "read through the watched file");
+        assert!(again.unwatch_oom().is_some());
     }
 
     #[test]

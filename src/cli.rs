@@ -1,6 +1,6 @@
-//! The command line, getopt style: `going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f]`
-//! supervises, `going check [-d CONFDIR]` checks the service files. Exit codes follow
-//! sysexits(3): 64 for a usage error.
+//! The command line, getopt style: `going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f]
+//! [-c NAME|off]` supervises, `going check [-d CONFDIR] [-c NAME|off]` checks the service
+//! files. Exit codes follow sysexits(3): 64 for a usage error.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -11,8 +11,8 @@ use crate::exit::EX_USAGE;
 use crate::supervisor::{self, Options};
 
 const USAGE: &str = "\
-usage: going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f]
-       going check [-d CONFDIR]
+usage: going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f] [-c NAME|off]
+       going check [-d CONFDIR] [-c NAME|off]
        going status [-r RUNDIR] [NAME...]
        going start|stop|restart [-r RUNDIR] [-w SECONDS] NAME...
        going signal [-r RUNDIR] SIGNAL NAME...
@@ -24,6 +24,8 @@ usage: going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f]
               $XDG_RUNTIME_DIR/going, else /tmp/going-UID)
   -l SOCKET   syslog socket (default /dev/log)
   -f          log to stderr instead of syslog
+  -c NAME     the services' cgroups go in NAME below going's cgroup (default going);
+              -c off: no cgroups, process groups alone
   -w SECONDS  wait until the services are up (ready) or stopped, SECONDS at most
   -h, --help  this help;  -V, --version  the version
 ";
@@ -117,8 +119,8 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         _ => ("", &args[..]),
     };
     let spec = match command {
-        "" => "d:r:l:fhV",
-        "check" => "d:h",
+        "" => "d:r:l:fc:hV",
+        "check" => "d:c:h",
         "start" | "stop" | "restart" => "r:w:h",
         "status" | "signal" | "reload" => "r:h",
         other => return usage(&format!("unknown command \"{other}\"")),
@@ -150,14 +152,32 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         return usage(&format!("unexpected argument \"{extra}\""));
     }
     let confdir = PathBuf::from(opts.get('d').unwrap_or("/etc/going.d"));
+    let cgroup = match cgroup_name(opts.get('c')) {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
+    };
     match command {
-        "check" => check(&confdir),
-        _ => supervise(&opts, confdir, rundir),
+        "check" => check(&confdir, cgroup.as_deref()),
+        _ => supervise(&opts, confdir, rundir, cgroup),
+    }
+}
+
+/// The NAME of `-c`: going's cgroup subtree, `going` unless given; None for `off`.
+fn cgroup_name(arg: Option<&str>) -> Result<Option<String>, String> {
+    match arg {
+        Some("off") => Ok(None),
+        None => Ok(Some(crate::cgroup::NAME.to_string())),
+        Some(name) if config::valid_name(name) && name != "supervisor" => {
+            Ok(Some(name.to_string()))
+        }
+        Some(name) => Err(format!(
+            "-c takes off, or a NAME of letters, digits, _, - and @, not \"{name}\""
+        )),
     }
 }
 
 /// `going`: supervises until stopped; a failure to start is said, and its code returned.
-fn supervise(opts: &Opts, confdir: PathBuf, rundir: PathBuf) -> ExitCode {
+fn supervise(opts: &Opts, confdir: PathBuf, rundir: PathBuf, cgroup: Option<String>) -> ExitCode {
     if opts.has('f') && opts.has('l') {
         return usage("-f and -l exclude each other");
     }
@@ -166,6 +186,7 @@ fn supervise(opts: &Opts, confdir: PathBuf, rundir: PathBuf) -> ExitCode {
         confdir,
         rundir,
         syslog,
+        cgroup,
     }) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
@@ -214,8 +235,9 @@ fn usage(msg: &str) -> ExitCode {
 }
 
 /// `going check`: every problem as `PATH:LINE: message` on stderr, a summary on stdout;
-/// 0 when every service file is valid, 1 otherwise.
-fn check(dir: &std::path::Path) -> ExitCode {
+/// 0 when every service file is valid, 1 otherwise. Cgroup limit keys are checked against
+/// what the going that runs on CONFDIR has, or else what one started here would have.
+fn check(dir: &std::path::Path, cgroup: Option<&str>) -> ExitCode {
     let mut scan = match config::scan(dir, None) {
         Ok(s) => s.files,
         Err(e) => {
@@ -224,6 +246,9 @@ fn check(dir: &std::path::Path) -> ExitCode {
         }
     };
     crate::service::Table::default().cycles(dir, &mut scan, &mut Vec::new());
+    if scan.values().any(|p| p.as_ref().is_ok_and(|s| s.cgroup.is_some())) {
+        config::check_limits(dir, &mut scan, &available(dir, cgroup));
+    }
     let mut invalid = 0;
     for errors in scan.values().filter_map(|p| p.as_ref().err()) {
         invalid += 1;
@@ -241,6 +266,34 @@ fn check(dir: &std::path::Path) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// The controllers the going that holds CONFDIR's lock can give its services (as its own
+/// `-c` says), or, when none does, a going started here with `cgroup` (`-c`).
+fn available(dir: &std::path::Path, cgroup: Option<&str>) -> crate::cgroup::Available {
+    let running = std::fs::metadata(dir)
+        .ok()
+        .and_then(|m| crate::sys::lock_holders(&m).first().copied());
+    // The running going's own -c, from its command line.
+    let theirs = running.and_then(|pid| {
+        let line = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<String> = (line.split(|&b| b == 0))
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .skip(1)
+            .filter(|a| !a.is_empty())
+            .collect();
+        let (opts, _) = getopt(&args, "d:r:l:fc:hV").ok()?;
+        cgroup_name(opts.get('c')).ok()
+    });
+    let name = match theirs.unwrap_or_else(|| cgroup.map(String::from)) {
+        Some(name) => name,
+        None => return crate::cgroup::Available::Off(crate::cgroup::OFF.into()),
+    };
+    let pid = running.unwrap_or_else(crate::sys::getpid);
+    match crate::cgroup::discover(pid, &name) {
+        Ok(found) => found.available(),
+        Err(why) => crate::cgroup::Available::Off(why.to_string()),
     }
 }
 

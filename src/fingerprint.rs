@@ -128,6 +128,9 @@ fn records(s: &Settings) -> String {
         );
     }
     life(&mut r, s.life());
+    for (key, text) in s.cgroup_limits().records() {
+        r.plain(key, format_args!("{text}"));
+    }
     r.0
 }
 
@@ -182,7 +185,7 @@ pub fn of(s: &Settings) -> u64 {
 /// file uses a key that release did not know (it could not have started it).
 pub fn legacy(s: &Settings) -> Option<u64> {
     // A file with a key that 0.1.0 did not know is none it could have started.
-    if s.life.is_some() {
+    if s.life.is_some() || s.cgroup.is_some() {
         return None;
     }
     // The fields are read by `Debug` alone: its text is what 0.1.0 hashed.

@@ -37,11 +37,13 @@ pub enum Step {
     Exec,
     /// `arg` is the fd: the readiness pipe put at fd N (`ready=fd:N`).
     ReadyFd,
+    /// Moving into the service's cgroup (writing to its `cgroup.procs`).
+    Cgroup,
 }
 
 /// In the order of their numbers: a number, once given, is a step's for good (a child
 /// reports it to a going that may be a newer binary).
-const STEPS: [Step; 11] = [
+const STEPS: [Step; 12] = [
     Step::Session,
     Step::Stdio,
     Step::Limit,
@@ -53,6 +55,7 @@ const STEPS: [Step; 11] = [
     Step::Chdir,
     Step::Exec,
     Step::ReadyFd,
+    Step::Cgroup,
 ];
 
 /// Why a child never became the service: which step failed, with which errno.
@@ -106,6 +109,9 @@ pub struct Spawn<'a> {
     pub umask: libc::mode_t,
     /// The write end of a readiness pipe, and the fd N it becomes (`ready=fd:N`).
     pub ready: Option<(RawFd, c_int)>,
+    /// The service's `cgroup.procs`, open for writing (close-on-exec): the child moves
+    /// itself there first, so that everything it becomes and forks is the service's.
+    pub cgroup: Option<RawFd>,
 }
 
 /// Forks a service process. Returns its pid and the read end of its exec-error pipe:
@@ -153,11 +159,11 @@ fn nul_terminated(v: &[CString]) -> Vec<*const c_char> {
         .collect()
 }
 
-/// The forked child: a fresh session, stdio on /dev/null, default signal state, the
-/// service's limits, priority, root, identity, cwd and umask, then execve of the first
-/// candidate that exists. Limits, nice and chroot come while still root (raising a hard
-/// limit, lowering nice and chroot need it); the identity drops groups, gid, then uid,
-/// and is verified.
+/// The forked child: default signal state, the service's cgroup, a fresh session, stdio
+/// on /dev/null, the service's limits, priority, root, identity, cwd and umask, then
+/// execve of the first candidate that exists. Limits, nice and chroot come while still
+/// root (raising a hard limit, lowering nice and chroot need it); the identity drops
+/// groups, gid, then uid, and is verified.
 ///
 /// # Safety
 /// Only in the child after fork; `argv` and `envp` are NUL-terminated arrays of pointers
@@ -184,6 +190,12 @@ unsafe fn child(s: &Spawn, argv: &[*const c_char], envp: &[*const c_char], repor
             ptr::null_mut::<u64>(),
             8,
         );
+    }
+    // "0" is the writer: the child moves itself, before it can fork anything.
+    if let Some(procs) = s.cgroup {
+        if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
+            fail(Step::Cgroup, errno(), 0);
+        }
     }
     if libc::setsid() < 0 {
         fail(Step::Session, errno(), 0);
@@ -730,14 +742,22 @@ fn uptime_ms(text: &str) -> Option<u64> {
 /// whose members are not going's children, whose zombies it cannot reap (`group_alive`
 /// counts them).
 pub fn group_has_live(pgid: Pid) -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return group_alive(pgid);
-    };
+    match group_members(pgid) {
+        Some(members) => !members.is_empty(),
+        None => group_alive(pgid),
+    }
+}
+
+/// The processes of group `pgid` but zombies, from /proc; None when /proc cannot be read.
+pub fn group_members(pgid: Pid) -> Option<Vec<Pid>> {
+    let dir = std::fs::read_dir("/proc").ok()?;
     let pids = dir
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<Pid>().ok());
-    pids.filter_map(proc_identity)
-        .any(|(group, _)| group == pgid)
+    Some(
+        pids.filter(|&p| proc_identity(p).is_some_and(|(group, _)| group == pgid))
+            .collect(),
+    )
 }
 
 /// Takes over an fd inherited across going's own re-exec: None unless it is open. It is

@@ -264,6 +264,7 @@ pub fn start_check(path: PathBuf, nofile: libc::rlimit, now: Instant) -> Result<
         cwd: &root,
         umask: 0o022,
         ready: None,
+        cgroup: None,
     })
     .map_err(|e| format!("fork: {}", crate::log::Errno(&e)))?;
     Ok(Check {

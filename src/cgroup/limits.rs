@@ -366,6 +366,9 @@ fn parse_cpu_max(v: &str) -> Result<Value, String> {
 pub struct Limits([Option<Value>; 7]);
 
 impl Limits {
+    /// No key set.
+    pub const NONE: Limits = Limits([None; 7]);
+
     pub fn get(&self, key: Key) -> Option<Value> {
         self.0[key as usize]
     }

@@ -563,7 +563,7 @@ fn an_adopted_service_keeps_its_readiness_and_a_done_one_shot_stays_done() {
         ),
     ]);
     let done = BTreeMap::from([("setup".to_string(), (fp("setup"), true))]);
-    t.adopt(&files, adopt, done, &mut fx, t0);
+    t.adopt(&files, adopt, done, &[], &mut fx, t0);
     assert!(fx
         .logs
         .contains(&"db[50]: adopted, running for 1m0s, not ready yet".to_string()));

@@ -42,6 +42,9 @@ pub use view::{Ended, View};
 pub const MIN_RUN: Duration = Duration::from_secs(5);
 /// The longest quarantine between two starts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long what is left of a service may take to be gone after SIGKILL (a process stuck
+/// in the kernel never is) before going carries on without it.
+pub const KILL_WAIT: Duration = Duration::from_secs(1);
 
 /// What a process is started to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,11 +64,38 @@ pub trait Effects {
     /// Keeps (Some: the settings' fingerprint) or forgets (None) that the admin stopped
     /// `name`, across restarts of going.
     fn mark_down(&mut self, name: &str, fingerprint: Option<u64>);
-    /// Signals the process group `pgid`. `leader`: its leader, of the same pid, is a live
-    /// process of the service, which may not have made its group yet (just forked).
-    fn signal(&mut self, pgid: Pid, leader: bool, sig: c_int);
-    fn group_alive(&mut self, pgid: Pid) -> bool;
+    /// Signals processes of service `name`, of its process group `pgid`: see [`To`].
+    fn signal(&mut self, name: &str, pgid: Pid, to: To, sig: c_int);
+    /// SIGKILL to everything of service `name`: its whole cgroup where it has one, what
+    /// left its process group included; else as [`Effects::signal`] sends it.
+    fn kill(&mut self, name: &str, pgid: Pid, leader: bool);
+    /// Whether anything of service `name` is left: a process in its cgroup where it has
+    /// one, else in the process group `pgid`.
+    fn group_alive(&mut self, name: &str, pgid: Pid) -> bool;
     fn log(&mut self, level: Level, msg: fmt::Arguments);
+    /// The settings of `name` changed in what applies to its processes as they run (its
+    /// cgroup limits).
+    fn changed(&mut self, _name: &str, _settings: &Settings) {}
+    /// Service `name` left the table: what was kept for it (its cgroup) goes too.
+    fn dropped(&mut self, _name: &str) {}
+    /// Where the cgroup of `name` is and what it says, for `going status`; None without one.
+    fn cgroup(&mut self, _name: &str) -> Option<(std::path::PathBuf, crate::cgroup::Usage)> {
+        None
+    }
+}
+
+/// Which processes of a service a signal is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum To {
+    /// Its process group, whose leader (of the same pid) is a live process of the service,
+    /// which may not have made its group yet (just forked).
+    Group,
+    /// What is left of it, its leader gone: every process of its cgroup where it has one
+    /// (a group whose leader is gone may be another's by now), else the process group.
+    Rest,
+    /// What of it left its process group (a helper that called setsid): the processes of
+    /// its cgroup in other groups; none without a cgroup.
+    Strays,
 }
 
 /// What is wanted of a service (runit's want: up, down, exit).
@@ -90,13 +120,16 @@ enum Next {
 }
 
 /// A stop under way, of the group `pgid`: `pid` is its leader until reaped (while others
-/// of its group may be left); `since` when the process started; `next` what follows.
+/// of its group, or of its cgroup, may be left; 0 for what an earlier going left in its
+/// cgroup); `since` when the process started; `next` what follows; `killed` once SIGKILL
+/// has been sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stop {
     pid: Option<Pid>,
     pgid: Pid,
     since: Instant,
     next: Next,
+    killed: bool,
 }
 
 /// Where a service is.
@@ -117,7 +150,8 @@ enum State {
     Waiting { until: Instant },
     /// Waiting for the services it starts after (`after=`) to be up.
     Blocked,
-    /// The stop signal sent; `kill_at` is None once SIGKILL has been sent too.
+    /// The stop signal sent; SIGKILL at `kill_at`. Once it was sent, `kill_at` is None
+    /// while the leader lives, then the end of the wait for the rest ([`KILL_WAIT`]).
     Stopping {
         stop: Stop,
         kill_at: Option<Instant>,
@@ -388,6 +422,16 @@ impl Table {
         std::mem::take(&mut self.changes)
     }
 
+    /// Whether `name` is a service of the table (whatever is wanted of it).
+    pub fn contains(&self, name: &str) -> bool {
+        self.services.contains_key(name)
+    }
+
+    /// The live main process of service `name`.
+    pub fn main_pid(&self, name: &str) -> Option<Pid> {
+        self.services.get(name)?.state.live().map(|l| l.0)
+    }
+
     /// The live process `pid`; None once it is no service's live process.
     pub fn live_entry(&self, pid: Pid) -> Option<Live<'_>> {
         let name = self.pids.get(&pid)?;
@@ -476,7 +520,7 @@ impl Table {
         let State::Running { pid, .. } = self.known(name)?.state else {
             return Err(Refusal::NotRunning);
         };
-        fx.signal(pid, true, sig);
+        fx.signal(name, pid, To::Group, sig);
         let sig = sys::signal_name(sig).map_or(sig.to_string(), |n| format!("SIG{n}"));
         Ok(format!("{name}: sent {sig} to process group {pid}"))
     }

@@ -5,20 +5,24 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::{Adoptable, Change, Effects, Service, State, Summary, Table, Want};
+use super::{Adoptable, Change, Effects, Next, Service, State, Stop, Summary, Table, Want};
 use crate::config::{Parsed, Restart, Settings};
 use crate::fingerprint::Fingerprint;
 use crate::log::{Age, Level};
 
 impl Table {
     /// Takes over what a previous going left: the processes (`adopt`) — each whose file is
-    /// unchanged runs on, the others are stopped as a reload would — and the one-shots
-    /// that had finished (`done`: name, fingerprint, success), which are not run again.
+    /// unchanged runs on, the others are stopped as a reload would — the one-shots that
+    /// had finished (`done`: name, fingerprint, success), which are not run again, and the
+    /// services whose cgroups hold processes none of which was adopted (`leftovers`: what
+    /// a run left, or a run whose main process is gone), which are stopped before they
+    /// start.
     pub fn adopt(
         &mut self,
         scan: &BTreeMap<String, Parsed>,
         adopt: BTreeMap<String, Adoptable>,
         done: BTreeMap<String, (Fingerprint, bool)>,
+        leftovers: &[String],
         fx: &mut impl Effects,
         now: Instant,
     ) {
@@ -35,6 +39,53 @@ impl Table {
         for (name, a) in adopt {
             self.adopt_one(name, a, scan, fx, now);
         }
+        for name in leftovers {
+            self.stop_leftovers(name, scan, fx, now);
+        }
+    }
+
+    /// What an earlier going left in the cgroup of `name`, with no main process known: it is
+    /// stopped as what a run leaves is, then the service starts (or stays done, or down,
+    /// or goes, as its file and the admin say).
+    fn stop_leftovers(
+        &mut self,
+        name: &str,
+        scan: &BTreeMap<String, Parsed>,
+        fx: &mut impl Effects,
+        now: Instant,
+    ) {
+        let next = match self.services.get(name).map(|s| s.state) {
+            Some(State::Done { ok }) => Next::Done { ok },
+            Some(_) => return, // adopted: its own run, stopped as any
+            None => Next::Start(None),
+        };
+        if !self.services.contains_key(name) {
+            let (settings, want) = match scan.get(name) {
+                Some(Ok(s)) => {
+                    // Left down by the admin, and the file unchanged since: it stays down.
+                    let mark = self.down_marks.remove(name);
+                    if mark.is_some_and(|fp| fp.matches(s)) {
+                        (s.clone(), Want::Down)
+                    } else {
+                        fx.mark_down(name, None);
+                        (s.clone(), Want::Up)
+                    }
+                }
+                _ => (Box::default(), Want::Gone),
+            };
+            self.services
+                .insert(name.to_string(), Service::new(settings, want));
+        }
+        let msg = format_args!("{name}: stopping what an earlier going left in its cgroup");
+        fx.log(Level::Notice, msg);
+        let stop = Stop {
+            pid: None,
+            pgid: 0,
+            since: now,
+            next,
+            killed: false,
+        };
+        self.signal_stop(name, stop, fx, now);
     }
 
     fn adopt_one(
@@ -70,6 +121,8 @@ impl Table {
         };
         self.set(&name, running);
         if keep {
+            // Its limits, as the file says them, are what its cgroup is known to hold.
+            fx.changed(&name, &self.services[&name].settings);
             let how = if waits { ", not ready yet" } else { "" };
             fx.log(
                 Level::Notice,
@@ -175,7 +228,11 @@ impl Table {
             // What applies without a restart; the state file learns the new fingerprint,
             // so that an adoption does not take this process for one of other settings.
             let running = svc.running == svc.fingerprint;
+            let limits = svc.settings.cgroup_limits() != settings.cgroup_limits();
             svc.set_settings(settings);
+            if limits {
+                fx.changed(&name, &svc.settings);
+            }
             if running {
                 svc.running = svc.fingerprint;
                 if let Some((pid, _)) = svc.state.live() {

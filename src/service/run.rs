@@ -5,7 +5,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use super::{history, Effects, Launch, Next, State, Stop, Table, Want, MIN_RUN};
+use super::{history, Effects, Launch, Next, State, Stop, Table, To, Want, KILL_WAIT, MIN_RUN};
 use crate::config::Restart;
 use crate::log::{Age, Errno, Level};
 use crate::sys::{self, Exit, Pid};
@@ -94,7 +94,7 @@ impl Table {
                 let ends = matches!(next, Next::Done { .. })
                     || self.services[&name].settings.life().restart == Restart::Always;
                 self.essential(&name, Ended(exit).to_string(), status(exit), ends);
-                self.leftovers(&name, pid, since, next, fx, now);
+                self.leftovers(&name, pid, since, next, "its run", fx, now);
             }
             State::Stopping { stop, kill_at } => {
                 let ran = now.saturating_duration_since(stop.since);
@@ -102,9 +102,17 @@ impl Table {
                 let how = Ended(exit);
                 let msg = format_args!("{name}[{pid}]: stopped: {how} after {}", Age(ran));
                 fx.log(Level::Info, msg);
-                if kill_at.is_some() && fx.group_alive(stop.pgid) {
-                    // Others of its group still run: they get their SIGKILL at the deadline.
+                if fx.group_alive(&name, stop.pgid) {
+                    // Others of it still run: what left its group is asked to stop now, as
+                    // its group was; all get their SIGKILL at the deadline, or, sent
+                    // already, a moment to be gone.
+                    if !stop.killed {
+                        let sig = self.services[&name].settings.stop_signal;
+                        fx.signal(&name, stop.pgid, To::Strays, sig);
+                        fx.signal(&name, stop.pgid, To::Strays, libc::SIGCONT);
+                    }
                     let stop = Stop { pid: None, ..stop };
+                    let kill_at = kill_at.or(Some(now + KILL_WAIT));
                     self.set(&name, State::Stopping { stop, kill_at });
                 } else {
                     self.over(&name, stop.next, fx, now);
@@ -115,7 +123,8 @@ impl Table {
                     let how = Ended(exit);
                     fx.log(Level::Warning, format_args!("{name}: finish[{pid}]: {how}"));
                 }
-                self.after(&name, next, fx, now);
+                // What the hook left is stopped before what follows, as a run's is.
+                self.leftovers(&name, pid, now, next, "its finish hook", fx, now);
             }
             _ => return false, // no live pid: not in `pids`
         }
@@ -194,29 +203,33 @@ impl Table {
         Next::Start(Some(self.quarantine(name, fx, now)))
     }
 
-    /// The main process ended: what it left in its group is stopped first (so that the next
-    /// copy does not find its port taken), then its run is over.
+    /// The main process (or the finish hook) `pid` ended: what it left in its cgroup, or
+    /// its process group, is stopped first (so that the next copy does not find its port
+    /// taken), then its run is over. `what` ended, for the log.
+    #[allow(clippy::too_many_arguments)]
     fn leftovers(
         &mut self,
         name: &str,
         pid: Pid,
         since: Instant,
         next: Next,
+        what: &str,
         fx: &mut impl Effects,
         now: Instant,
     ) {
-        if !fx.group_alive(pid) {
+        if !fx.group_alive(name, pid) {
             return self.over(name, next, fx, now);
         }
         fx.log(
             Level::Notice,
-            format_args!("{name}: stopping what is left of its process group"),
+            format_args!("{name}: stopping what {what} left behind"),
         );
         let stop = Stop {
             pid: None,
             pgid: pid,
             since,
             next,
+            killed: false,
         };
         self.signal_stop(name, stop, fx, now);
     }
@@ -253,6 +266,7 @@ impl Table {
             Want::Gone => {
                 let svc = self.services.remove(name).expect("a service of the table");
                 self.unindex(name, svc.state);
+                fx.dropped(name);
                 self.dropped(&svc.settings.life().after, fx, now);
             }
             Want::Down => self.set(name, State::Idle),
@@ -278,7 +292,7 @@ impl Table {
         let services = &self.services;
         let done: Vec<(String, Next)> = (self.draining.iter())
             .filter_map(|name| match services[name].state {
-                State::Stopping { stop, .. } if !fx.group_alive(stop.pgid) => {
+                State::Stopping { stop, .. } if !fx.group_alive(name, stop.pgid) => {
                     Some((name.clone(), stop.next))
                 }
                 _ => None,
@@ -310,7 +324,7 @@ impl Table {
                             "{name}: finish[{pid}] still running after {secs}s, sending SIGKILL"
                         ),
                     );
-                    fx.signal(pid, true, libc::SIGKILL);
+                    fx.kill(&name, pid, true);
                     let state = State::Finishing {
                         pid,
                         next,
@@ -353,13 +367,26 @@ impl Table {
             pgid: pid,
             since,
             next: Next::Start(Some(until)),
+            killed: false,
         };
         self.signal_stop(name, stop, fx, now);
     }
 
-    /// A stop that timed out: SIGKILL to whatever is left of the group.
+    /// A stop that timed out: SIGKILL to whatever is left; or, that sent a while ago, what
+    /// is still left is given up on (a process stuck in the kernel): its run is over.
     fn kill(&mut self, name: &str, stop: Stop, fx: &mut impl Effects, now: Instant) {
-        if stop.pid.is_some() || fx.group_alive(stop.pgid) {
+        if stop.killed {
+            if fx.group_alive(name, stop.pgid) {
+                let secs = KILL_WAIT.as_secs();
+                let msg = format_args!(
+                    "{name}: still not gone {secs}s after SIGKILL: going on without what is left"
+                );
+                fx.log(Level::Warning, msg);
+            }
+            return self.over(name, stop.next, fx, now);
+        }
+        let leader = stop.pid.is_some();
+        if leader || fx.group_alive(name, stop.pgid) {
             let s = &self.services[name].settings;
             let sig = sys::signal_name(s.stop_signal).unwrap_or("TERM");
             let secs = s.stop_timeout.as_secs();
@@ -367,18 +394,18 @@ impl Table {
                 Level::Warning,
                 format_args!("{name}: still running {secs}s after SIG{sig}, sending SIGKILL"),
             );
-            fx.signal(stop.pgid, stop.pid.is_some(), libc::SIGKILL);
+            fx.kill(name, stop.pgid, leader);
         }
-        match stop.pid {
-            Some(_) => self.set(
-                name,
-                State::Stopping {
-                    stop,
-                    kill_at: None,
-                },
-            ),
-            None => self.over(name, stop.next, fx, now),
-        }
+        let stop = Stop {
+            killed: true,
+            ..stop
+        };
+        let kill_at = match stop.pid {
+            Some(_) => None, // its exit is waited for, as long as it takes
+            None if fx.group_alive(name, stop.pgid) => Some(now + KILL_WAIT),
+            None => return self.over(name, stop.next, fx, now),
+        };
+        self.set(name, State::Stopping { stop, kill_at });
     }
 
     /// Stops every service, as for SIGTERM to going; the table is empty once all are gone.
@@ -433,6 +460,7 @@ impl Table {
                     pgid: pid,
                     since,
                     next: Next::Start(None),
+                    killed: false,
                 };
                 self.signal_stop(name, stop, fx, now);
             }
@@ -445,12 +473,20 @@ impl Table {
     }
 
     /// The one stop sequence: the stop signal (SIGTERM unless set), then SIGCONT so that a
-    /// stopped process can act on it, to the whole group; SIGKILL at the deadline.
-    fn signal_stop(&mut self, name: &str, stop: Stop, fx: &mut impl Effects, now: Instant) {
+    /// stopped process can act on it, to the whole group (or, its leader gone, to what is
+    /// left in its cgroup); SIGKILL at the deadline.
+    pub(super) fn signal_stop(
+        &mut self,
+        name: &str,
+        stop: Stop,
+        fx: &mut impl Effects,
+        now: Instant,
+    ) {
         let s = &self.services[name].settings;
         let (sig, timeout) = (s.stop_signal, s.stop_timeout);
-        fx.signal(stop.pgid, stop.pid.is_some(), sig);
-        fx.signal(stop.pgid, stop.pid.is_some(), libc::SIGCONT);
+        let to = if stop.pid.is_some() { To::Group } else { To::Rest };
+        fx.signal(name, stop.pgid, to, sig);
+        fx.signal(name, stop.pgid, to, libc::SIGCONT);
         let kill_at = Some(now + timeout);
         self.set(name, State::Stopping { stop, kill_at });
     }

@@ -11,6 +11,8 @@ pub(super) struct Fake {
     next: Pid,
     pub spawned: Vec<(Pid, Vec<String>)>,
     pub signals: Vec<(Pid, c_int)>,
+    /// Signals to what left a process group (of that group).
+    pub strays: Vec<(Pid, c_int)>,
     pub alive_groups: BTreeSet<Pid>,
     pub logs: Vec<String>,
     pub refuse: bool,
@@ -39,13 +41,19 @@ impl Effects for Fake {
         self.spawned.push((pid, argv));
         Ok(pid)
     }
-    fn signal(&mut self, pgid: Pid, _: bool, sig: c_int) {
+    fn signal(&mut self, _: &str, pgid: Pid, to: To, sig: c_int) {
+        if to == To::Strays {
+            return self.strays.push((pgid, sig));
+        }
         self.signals.push((pgid, sig));
+    }
+    fn kill(&mut self, _: &str, pgid: Pid, _: bool) {
+        self.signals.push((pgid, libc::SIGKILL));
     }
     fn mark_down(&mut self, name: &str, fingerprint: Option<u64>) {
         self.marks.push((name.to_string(), fingerprint));
     }
-    fn group_alive(&mut self, pgid: Pid) -> bool {
+    fn group_alive(&mut self, _: &str, pgid: Pid) -> bool {
         self.alive_groups.contains(&pgid)
     }
     fn log(&mut self, _: Level, msg: fmt::Arguments) {
@@ -317,8 +325,61 @@ fn a_stop_waits_for_the_rest_of_the_group() {
     t.exited(pid, Exit::Code(0), &mut ops, t0);
     t.tick(&mut ops, t0 + Duration::from_secs(10));
     assert_eq!(ops.signals.last(), Some(&(pid, libc::SIGKILL)));
+    assert!(!t.is_empty(), "what was killed has a moment to be gone");
+    ops.alive_groups.clear();
+    t.check_groups(&mut ops, t0 + secs(10));
     assert!(t.is_empty());
     assert!(t.draining.is_empty());
+    // Or something of it never goes (a process stuck in the kernel): going carries on.
+    t.reconcile(scan(&[("web", "cmd=/web")]), &[], &mut ops, t0);
+    let pid = ops.last_pid();
+    t.shutdown(&mut ops, t0);
+    ops.alive_groups.insert(pid);
+    t.exited(pid, Exit::Code(0), &mut ops, t0);
+    t.tick(&mut ops, t0 + secs(10));
+    assert_eq!(ops.signals.last(), Some(&(pid, libc::SIGKILL)));
+    t.tick(&mut ops, t0 + secs(10) + super::KILL_WAIT);
+    assert_eq!(
+        ops.last_log(),
+        "web: still not gone 1s after SIGKILL: going on without what is left"
+    );
+    assert!(t.is_empty());
+}
+
+#[test]
+fn what_left_the_group_is_asked_to_stop_once_the_leader_is_gone() {
+    let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+    t.reconcile(scan(&[("web", "cmd=/web\nstop_signal=INT")]), &[], &mut ops, t0);
+    let pid = ops.last_pid();
+    t.admin("web", Admin::Stop, &mut ops, t0).unwrap();
+    assert_eq!(ops.signals, [(pid, libc::SIGINT), (pid, libc::SIGCONT)]);
+    assert_eq!(ops.strays, []);
+    // Its leader went at once; a helper that left its group (in its cgroup) did not.
+    ops.alive_groups.insert(pid);
+    t.exited(pid, Exit::Code(0), &mut ops, t0 + secs(1));
+    assert_eq!(ops.strays, [(pid, libc::SIGINT), (pid, libc::SIGCONT)]);
+    ops.alive_groups.clear();
+    t.check_groups(&mut ops, t0 + secs(1));
+    assert_eq!(t.view("web", t0).unwrap().state, "down");
+}
+
+#[test]
+fn a_stop_waits_for_what_its_leader_leaves_even_after_sigkill() {
+    let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+    t.reconcile(scan(&[("web", "cmd=/web")]), &[], &mut ops, t0);
+    let pid = ops.last_pid();
+    t.shutdown(&mut ops, t0);
+    t.tick(&mut ops, t0 + secs(10));
+    assert_eq!(ops.signals.last(), Some(&(pid, libc::SIGKILL)));
+    // The leader reaped, a helper of its cgroup not yet: the service is not stopped.
+    ops.alive_groups.insert(pid);
+    t.exited(pid, Exit::Signal { sig: libc::SIGKILL, core: false }, &mut ops, t0 + secs(10));
+    assert!(!t.is_empty());
+    assert_eq!(ops.strays, [], "killed already: nothing more to ask");
+    assert_eq!(Vec::from_iter(&t.draining), ["web"]);
+    ops.alive_groups.clear();
+    t.check_groups(&mut ops, t0 + secs(10));
+    assert!(t.is_empty());
 }
 
 #[test]

@@ -28,6 +28,8 @@ pub struct View<'a> {
     pub problems: &'a [String],
     /// What it last said over sd_notify with `STATUS=`.
     pub status: Option<&'a str>,
+    /// Its cgroup limits.
+    pub limits: &'a crate::cgroup::Limits,
 }
 
 impl View<'_> {
@@ -115,6 +117,7 @@ impl Table {
             cmd: &s.settings.cmd,
             problems: self.invalid.get(name).map_or(&[], |p| &p[..]),
             status: s.told.as_ref().and_then(|t| t.status.as_deref()),
+            limits: s.settings.cgroup_limits(),
         }
     }
 }
@@ -134,6 +137,7 @@ fn invalid_view<'a>(name: &'a str, problems: &'a [String], now: Instant) -> View
         cmd: &[],
         problems,
         status: None,
+        limits: &crate::cgroup::Limits::NONE,
     }
 }
 
@@ -166,6 +170,7 @@ impl fmt::Display for Unable<'_> {
             Step::Chdir => write!(f, "change directory to {}", s.cwd.display()),
             Step::Exec => write!(f, "exec {}", s.cmd[0]),
             Step::ReadyFd => write!(f, "put the readiness pipe at fd {}", e.arg),
+            Step::Cgroup => f.write_str("move into its cgroup"),
         }
     }
 }

@@ -196,8 +196,9 @@ mod tests {
             Ok(self.0)
         }
         fn mark_down(&mut self, _: &str, _: Option<u64>) {}
-        fn signal(&mut self, _: Pid, _: bool, _: libc::c_int) {}
-        fn group_alive(&mut self, _: Pid) -> bool {
+        fn signal(&mut self, _: &str, _: Pid, _: crate::service::To, _: libc::c_int) {}
+        fn kill(&mut self, _: &str, _: Pid, _: bool) {}
+        fn group_alive(&mut self, _: &str, _: Pid) -> bool {
             false
         }
         fn log(&mut self, _: Level, _: std::fmt::Arguments) {}

@@ -9,6 +9,7 @@
 //! failure is logged and becomes a retry.
 
 mod adopt;
+mod cgroups;
 mod confdir;
 mod journal;
 mod source;
@@ -44,6 +45,8 @@ pub struct Options {
     pub rundir: PathBuf,
     /// The syslog socket; None logs to stderr.
     pub syslog: Option<PathBuf>,
+    /// The name of going's cgroup subtree; None: no cgroups (`-c off`).
+    pub cgroup: Option<String>,
 }
 
 /// A start-up failure: the message and the sysexits code to leave with.
@@ -163,6 +166,14 @@ impl Supervisor {
             }
             Some(Source::Notify) => self.sys.notified(&mut self.table, now),
             Some(Source::ReadyFd(pid)) => self.sys.ready_fd(pid, &mut self.table, now),
+            Some(Source::Cgroup(id)) => {
+                self.sys.cgroup_event(id);
+                self.table.check_groups(&mut self.sys, now);
+            }
+            Some(Source::Oom(id)) => {
+                let table = &self.table;
+                self.sys.oom_event(id, |name| table.main_pid(name));
+            }
             None => {
                 let msg = format_args!("going: an event going does not know ({token:#x})");
                 self.sys.log.log(Level::Err, msg);
@@ -309,6 +320,9 @@ impl Supervisor {
             ..
         } = scan;
         table.cycles(&self.confdir, &mut files, &mut unchanged);
+        if files.values().any(|p| p.as_ref().is_ok_and(|s| s.cgroup.is_some())) {
+            config::check_limits(&self.confdir, &mut files, &sys.available());
+        }
         let problems = files.values().filter_map(|p| p.as_ref().err()).flatten();
         if problems.clone().any(|e| e.is_transient()) {
             self.watch.retry(Instant::now() + RETRY);
@@ -321,8 +335,10 @@ impl Supervisor {
         if files.values().any(notify) || table.uses_notify() {
             sys.ensure_notify();
         }
+        let adopting = self.adopt.is_some();
         if let Some((adopt, done)) = self.adopt.take() {
-            table.adopt(&files, adopt, done, sys, Instant::now());
+            let leftovers = sys.adopt_cgroups(&adopt);
+            table.adopt(&files, adopt, done, &leftovers, sys, Instant::now());
             for (pid, n) in table.not_ready_fds() {
                 if !sys.reopen_ready_fd(pid, n) {
                     let msg = format_args!(
@@ -335,6 +351,10 @@ impl Supervisor {
         }
         unchanged.sort_unstable();
         let sum = table.reconcile(files, &unchanged, sys, Instant::now());
+        if adopting {
+            // What an earlier going left for services there are no more, and empty.
+            sys.prune_cgroups(|name| table.contains(name));
+        }
         sys.log.log(Level::Notice, format_args!("reload: {sum}"));
         Ok((sum, problems))
     }
@@ -467,6 +487,9 @@ impl Supervisor {
     fn exit(mut self) {
         let msg = format_args!("going: all services stopped, exiting");
         self.sys.log.log(Level::Notice, msg);
+        if let Some(Err(e)) = self.sys.cgroups.take().map(|g| g.close()) {
+            self.sys.log.log(Level::Err, format_args!("going: {e}"));
+        }
         let rundir = &self.sys.rundir;
         for (what, done) in [
             ("control", rundir.remove("control")),

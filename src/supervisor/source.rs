@@ -29,6 +29,10 @@ pub enum Source {
     Notify,
     /// The readiness pipe of a service process (`ready=fd:N`).
     ReadyFd(Pid),
+    /// The `cgroup.events` of a service's cgroup, by its number: populated or empty.
+    Cgroup(u32),
+    /// The `memory.events` of a service's cgroup, by its number: the OOM killer's kills.
+    Oom(u32),
 }
 
 impl Source {
@@ -44,6 +48,8 @@ impl Source {
             Source::Pidfd(pid) => (8, pid as u32),
             Source::Notify => (9, 0),
             Source::ReadyFd(pid) => (10, pid as u32),
+            Source::Cgroup(id) => (11, id),
+            Source::Oom(id) => (12, id),
         };
         (kind as u64) << 32 | id as u64
     }
@@ -62,6 +68,8 @@ impl Source {
             (8, _) if pid > 0 => Source::Pidfd(pid),
             (9, 0) => Source::Notify,
             (10, _) if pid > 0 => Source::ReadyFd(pid),
+            (11, id) => Source::Cgroup(id),
+            (12, id) => Source::Oom(id),
             _ => return None,
         })
     }
@@ -86,13 +94,16 @@ mod tests {
             Source::Pidfd(42),
             Source::Notify,
             Source::ReadyFd(42),
+            Source::Cgroup(0),
+            Source::Cgroup(u32::MAX),
+            Source::Oom(7),
         ];
         for s in all {
             assert_eq!(Source::from_token(s.token()), Some(s), "{s:?}");
         }
         let tokens: std::collections::BTreeSet<u64> = all.iter().map(|s| s.token()).collect();
         assert_eq!(tokens.len(), all.len());
-        for junk in [0, 1, 11 << 32, 1 << 32 | 5, 6 << 32, 9 << 32 | 1, u64::MAX] {
+        for junk in [0, 1, 13 << 32, 1 << 32 | 5, 6 << 32, 9 << 32 | 1, u64::MAX] {
             assert_eq!(Source::from_token(junk), None, "{junk:#x}");
         }
     }

@@ -1,7 +1,8 @@
 //! Start-up, in the order that makes it safe: a clean process state; RUNDIR checked and
 //! locked, CONFDIR locked (or both taken back from the going that exec'd this one); signal
 //! handlers that only set a flag and write a byte; epoll over the signal pipe, inotify,
-//! the log and the control socket; then what a previous going left, to adopt.
+//! the log and the control socket; going's cgroup subtree, where it uses cgroups, with the
+//! services' cgroups a previous going left; then what that going left, to adopt.
 //!
 //! Invariant: every failure here is fatal, with its sysexits code and a message naming
 //! what failed on what; nothing after start-up is.
@@ -13,6 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use super::cgroups::Groups;
 use super::confdir::{held_by, ConfLock};
 use super::journal::Journal;
 use super::source::Source;
@@ -64,10 +66,19 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
     (sys.log.watch(&sys.epoll, Source::Log.token()))
         .map_err(|e| os("watch the syslog socket", e))?;
     let control = control(&sys, h.control.take())?;
+    let cgroups = cgroups(&mut sys, opts.cgroup.as_deref());
 
     let version = env!("CARGO_PKG_VERSION");
-    let msg = format_args!("going {version} started on {}", opts.confdir.display());
+    let msg = format_args!(
+        "going {version} started on {}; cgroups: {cgroups}",
+        opts.confdir.display()
+    );
     sys.log.log(Level::Notice, msg);
+    if let Some(groups) = sys.cgroups.as_mut() {
+        for e in groups.found(&sys.epoll) {
+            sys.log.log(Level::Err, format_args!("going: {e}"));
+        }
+    }
     watch.request(Instant::now());
     let mut table = Table::default();
     table.down_marks = adopt::down_marks(&sys);
@@ -96,6 +107,29 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
         code: 0,
         waiters: Vec::new(),
     })
+}
+
+/// going's cgroup subtree `name` (None: `-c off`), found and taken for `sys`; the end of
+/// the start-up line: where it is, or why going uses no cgroups. Not finding one is no
+/// failure: going then stops services by their process groups alone.
+fn cgroups(sys: &mut System, name: Option<&str>) -> String {
+    let Some(name) = name else {
+        sys.no_cgroups = crate::cgroup::OFF.into();
+        return "off (-c off)".into();
+    };
+    let found = crate::cgroup::discover(sys::getpid(), name).and_then(|f| f.open());
+    match found {
+        Ok(tree) => {
+            let groups = Groups::new(tree);
+            let path = groups.path().display().to_string();
+            sys.cgroups = Some(groups);
+            path
+        }
+        Err(why) => {
+            sys.no_cgroups = why.to_string();
+            format!("not used: {why}")
+        }
+    }
 }
 
 /// RUNDIR, checked, and the locks on it and CONFDIR, taken; or, after an upgrade, as the

@@ -3,8 +3,10 @@
 //! process's pidfd. This is the one place that forks, signals and reads from processes.
 //!
 //! Invariants: an fd is in epoll exactly while it is in one of these registries, under the
-//! token of its [`Source`]; a signal goes to a process group, and to a lone pid only when
-//! that pid is a child of going not yet reaped, so a recycled pid is never signalled.
+//! token of its [`Source`]; a signal goes to a process group while its leader lives, to a
+//! lone pid only when that pid is a child of going not yet reaped, and, the leader gone, to
+//! the members of the service's cgroup where it has one, so a recycled pid or group is
+//! not signalled.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,13 +15,15 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
+use super::cgroups::Groups;
 use super::source::Source;
+use crate::cgroup::{Available, Killed};
 use crate::config::{Ready, Settings};
 use crate::log::{Errno, Level, Logger};
 use crate::notify::{self, Notify};
 use crate::output::Outputs;
 use crate::rundir::RunDir;
-use crate::service::{Effects, Launch, Table};
+use crate::service::{Effects, Launch, Table, To};
 use crate::spawn::{Plan, Readiness, SpawnError};
 use crate::sys::{self, ChildError, Epoll, Exit, Pid};
 
@@ -44,6 +48,10 @@ pub struct System {
     pub notify: Option<Notify>,
     /// Readiness pipes of `ready=fd:N` processes that have not said yet.
     ready_fds: BTreeMap<Pid, OwnedFd>,
+    /// The services' cgroups, where going uses cgroups.
+    pub cgroups: Option<Groups>,
+    /// Why it uses none, where it does not: the end of `going uses no cgroups: …`.
+    pub no_cgroups: String,
 }
 
 impl System {
@@ -67,7 +75,83 @@ impl System {
             check: None,
             notify: None,
             ready_fds: BTreeMap::new(),
+            cgroups: None,
+            no_cgroups: String::new(),
         }
+    }
+
+    /// What the cgroup limit keys of service files are checked against.
+    pub fn available(&self) -> Available {
+        match &self.cgroups {
+            Some(g) => g.available().clone(),
+            None => Available::Off(self.no_cgroups.clone()),
+        }
+    }
+
+    /// Services' processes adopted (`adopted`), each made sure to be in its service's
+    /// cgroup; and the services whose cgroups hold processes none of which was adopted:
+    /// what an earlier going left, to stop before they start.
+    pub fn adopt_cgroups(&mut self, adopted: &super::adopt::Adopted) -> Vec<String> {
+        let Some(groups) = self.cgroups.as_mut() else {
+            return Vec::new();
+        };
+        let mut said = Vec::new();
+        for (name, a) in adopted {
+            match groups.adopt(name, a.pid, &self.epoll) {
+                Ok(false) => {}
+                Ok(true) => said.push((Level::Notice, format!("{name}[{}]: moved into its cgroup, with its process group", a.pid))),
+                Err(e) => said.push((Level::Err, format!("{name}: {e}; it has no cgroup until it starts again"))),
+            }
+        }
+        let leftovers = groups.leftovers(|name| adopted.contains_key(name));
+        for (level, msg) in said {
+            self.log.log(level, format_args!("{msg}"));
+        }
+        leftovers
+    }
+
+    /// After the first reading of CONFDIR: the cgroups an earlier going left for services
+    /// that are no more, removed (those still holding processes are stopped first, as the
+    /// services' leftovers).
+    pub fn prune_cgroups(&mut self, keep: impl Fn(&str) -> bool) {
+        let Some(groups) = self.cgroups.as_mut() else {
+            return;
+        };
+        for name in groups.names().into_iter().filter(|n| !keep(n)) {
+            if let Err(e) = groups.remove(&name, &self.epoll) {
+                self.log.log(Level::Err, format_args!("going: {e}"));
+            }
+        }
+    }
+
+    /// The cgroup `id` of a service told of a change: read (which clears the wake-up).
+    /// What follows from it is `Table::check_groups`' to see.
+    pub fn cgroup_event(&mut self, id: u32) {
+        let Some(groups) = &self.cgroups else { return };
+        let Some(name) = groups.by_id(id) else { return };
+        if let Some(Err(e)) = groups.populated(name) {
+            let msg = format_args!("{name}: {e}");
+            self.log.log(Level::Err, msg);
+        }
+    }
+
+    /// The `memory.events` of cgroup `id` changed: the OOM killer's kills are said, with
+    /// the limits that brought them. `main` is the service's main process, if it runs.
+    pub fn oom_event(&mut self, id: u32, main: impl Fn(&str) -> Option<Pid>) {
+        let Some(groups) = &mut self.cgroups else { return };
+        let Some(name) = groups.by_id(id).map(String::from) else {
+            return;
+        };
+        let (n, limits) = match groups.oom_kills(&name) {
+            Ok((0, _)) => return,
+            Ok(found) => found,
+            Err(e) => {
+                let msg = format_args!("{name}: {e}");
+                return self.log.log(Level::Err, msg);
+            }
+        };
+        let msg = oom_message(&name, main(&name), n, &limits);
+        self.log.log(Level::Warning, format_args!("{msg}"));
     }
 
     /// The sd_notify socket, made when a service first needs it (`ready=notify`): at the
@@ -356,6 +440,10 @@ impl Effects for System {
             }
             _ => None,
         };
+        let cgroup = match self.cgroups.as_mut() {
+            Some(g) => Some((g.prepare(name, s.cgroup_limits(), &self.epoll)).map_err(SpawnError::Cgroup)?),
+            None => None,
+        };
         let stdio = self.stdio.as_raw_fd();
         let (pid, report) = sys::spawn(&sys::Spawn {
             paths: &plan.paths,
@@ -374,6 +462,7 @@ impl Effects for System {
             cwd: &plan.cwd,
             umask: s.umask as libc::mode_t,
             ready: ready_fd.as_ref().map(|(_, w, n)| (w.as_raw_fd(), *n)),
+            cgroup: cgroup.as_ref().map(|f| f.as_raw_fd()),
         })
         .map_err(unable("fork"))?;
         if let Some((r, _, _)) = ready_fd {
@@ -390,9 +479,27 @@ impl Effects for System {
         Ok(pid)
     }
 
-    fn signal(&mut self, pgid: Pid, leader: bool, sig: libc::c_int) {
+    fn signal(&mut self, name: &str, pgid: Pid, to: To, sig: libc::c_int) {
+        // The leader gone, its group's id may be another's by now: the cgroup says who is
+        // left. What an earlier going left (no group known) is reached that way alone.
+        let but = match to {
+            To::Group => None,
+            To::Rest => Some(None),
+            To::Strays => Some(Some(pgid)),
+        };
+        if let Some(but) = but {
+            match self.cgroups.as_ref().and_then(|g| g.signal(name, sig, but)) {
+                Some(Ok(_)) => return,
+                Some(Err(e)) => return self.log(Level::Err, format_args!("{name}: {e}")),
+                None if to == To::Strays => return, // none known without a cgroup
+                None => {}
+            }
+        }
+        if pgid <= 0 {
+            return;
+        }
         // An adopted leader is not going's child: its pid could have been recycled.
-        let ours = leader && !self.adopted.contains(&pgid);
+        let ours = to == To::Group && !self.adopted.contains(&pgid);
         if let Err(e) = signal_group(pgid, ours, sig) {
             let name = sys::signal_name(sig).map_or(sig.to_string(), |n| format!("SIG{n}"));
             self.log(
@@ -405,7 +512,40 @@ impl Effects for System {
         }
     }
 
-    fn group_alive(&mut self, pgid: Pid) -> bool {
+    fn kill(&mut self, name: &str, pgid: Pid, leader: bool) {
+        match self.cgroups.as_ref().and_then(|g| g.kill(name)) {
+            Some(Ok(Killed::All | Killed::Each { complete: true, .. })) => return,
+            Some(Ok(Killed::Each { signalled, .. })) => {
+                let msg = format_args!(
+                    "{name}: still forking after SIGKILL to {signalled} processes; again at the next deadline"
+                );
+                return self.log(Level::Warning, msg);
+            }
+            // The cgroup failed: its process group, at least.
+            Some(Err(e)) => self.log(Level::Err, format_args!("{name}: {e}")),
+            None => {}
+        }
+        if pgid > 0 {
+            let ours = leader && !self.adopted.contains(&pgid);
+            if let Err(e) = signal_group(pgid, ours, libc::SIGKILL) {
+                let msg = format_args!(
+                    "going: unable to send SIGKILL to process group {pgid}: {}",
+                    Errno(&e)
+                );
+                self.log(Level::Err, msg);
+            }
+        }
+    }
+
+    fn group_alive(&mut self, name: &str, pgid: Pid) -> bool {
+        match self.cgroups.as_ref().and_then(|g| g.populated(name)) {
+            Some(Ok(populated)) => return populated,
+            Some(Err(e)) => self.log(Level::Err, format_args!("{name}: {e}")),
+            None => {}
+        }
+        if pgid <= 0 {
+            return false;
+        }
         if self.adopted.contains(&pgid) {
             sys::group_has_live(pgid)
         } else {
@@ -415,6 +555,35 @@ impl Effects for System {
 
     fn log(&mut self, level: Level, msg: fmt::Arguments) {
         self.log.log(level, msg);
+    }
+
+    fn changed(&mut self, name: &str, settings: &Settings) {
+        let Some(groups) = self.cgroups.as_mut() else {
+            return;
+        };
+        if let Err(e) = groups.changed(name, settings.cgroup_limits(), &self.epoll) {
+            self.log(Level::Err, format_args!("{name}: {e}"));
+        }
+    }
+
+    fn cgroup(&mut self, name: &str) -> Option<(std::path::PathBuf, crate::cgroup::Usage)> {
+        self.cgroups.as_ref()?.usage(name)
+    }
+
+    fn dropped(&mut self, name: &str) {
+        let Some(groups) = self.cgroups.as_mut() else {
+            return;
+        };
+        match groups.remove(name, &self.epoll) {
+            Ok(true) => {}
+            Ok(false) => {
+                let msg = format_args!(
+                    "{name}: its cgroup still holds processes after SIGKILL: left for a later going"
+                );
+                self.log(Level::Warning, msg);
+            }
+            Err(e) => self.log(Level::Err, format_args!("{name}: {e}")),
+        }
     }
 
     fn mark_down(&mut self, name: &str, fingerprint: Option<u64>) {
@@ -439,6 +608,21 @@ impl Effects for System {
                 format_args!("{name}: unable to record whether it is down: {e}"),
             );
         }
+    }
+}
+
+/// What the OOM killer did in the cgroup of `name`: `n` kills, `main` its main process
+/// (killed, if it is no more), under `limits` (`memory_max=100M`).
+fn oom_message(name: &str, main: Option<Pid>, n: u64, limits: &str) -> String {
+    let dead = |pid: Pid| sys::proc_identity(pid).is_none();
+    match main.filter(|&p| dead(p)) {
+        Some(pid) if n == 1 => format!("{name}[{pid}]: killed by the OOM killer ({limits})"),
+        Some(pid) => {
+            let others = n - 1;
+            format!("{name}[{pid}]: killed by the OOM killer, and {others} other processes of it ({limits})")
+        }
+        None if n == 1 => format!("{name}: a process of it killed by the OOM killer ({limits})"),
+        None => format!("{name}: {n} processes of it killed by the OOM killer ({limits})"),
     }
 }
 

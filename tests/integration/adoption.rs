@@ -189,7 +189,7 @@ fn what_a_crashed_service_left_in_its_group_is_stopped_before_it_starts_again() 
         helper != 0
     });
     g.next_msg(&format!("leaky[{first}]: exited 1"));
-    g.next_msg("leaky: stopping what is left of its process group");
+    g.next_msg("leaky: stopping what its run left behind");
     g.started("leaky");
     assert!(
         !alive(helper),

@@ -31,7 +31,7 @@ fn as_pid_1_going_reaps_orphans_and_stops_cleanly() {
     )
     .unwrap();
     let unshare = std::process::Command::new("unshare")
-        .args(["-pf", "--mount-proc", BIN, "-f", "-d"])
+        .args(["-pf", "--mount-proc", BIN, "-f", "-c", "off", "-d"])
         .arg(dir.0.join("conf"))
         .arg("-r")
         .arg(dir.0.join("run"))
@@ -252,6 +252,8 @@ fn when_fork_fails_going_retries_with_backoff_and_recovers() {
     let mut going = std::process::Command::new(BIN);
     going.args([
         "-f",
+        "-c",
+        "off",
         "-d",
         path_str(&conf),
         "-r",

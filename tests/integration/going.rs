@@ -534,9 +534,13 @@ fn log_lines_are_daemon_facility_tagged_going_with_pid() {
     assert_eq!(
         l.msg,
         format!(
-            "going {} started on {}",
+            "going {} started on {}; cgroups: {}",
             env!("CARGO_PKG_VERSION"),
-            g.conf().display()
+            g.conf().display(),
+            match &g.cgroup {
+                Some(cg) => cg.path.join("going").display().to_string(),
+                None => "off (-c off)".into(),
+            }
         )
     );
     g.started("web");

@@ -1,0 +1,297 @@
+//! The services' cgroups as the supervisor keeps them (src/cgroup.rs makes and reads
+//! them): one per service, made before its first start and kept while the service is in
+//! the table; its limits written before each start and changed in place on a reload; its
+//! `cgroup.events` watched, so that the loop learns when the service is empty; its
+//! `memory.events` watched while a memory limit asks for the OOM killer's word; removed
+//! once the service is gone.
+//!
+//! Invariants: a service has an entry here only while its processes are in its cgroup (an
+//! adopted process found elsewhere is moved in, or its service goes without one until its
+//! next start); each entry's open files are in epoll under its number's
+//! [`Source::Cgroup`] and [`Source::Oom`] exactly while it is here; the controllers of the
+//! services' cgroups are the union of what the limits written need.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use super::source::Source;
+use crate::cgroup::{self, Available, Cgroups, Controller, Controllers, Group, Killed, Limits};
+use crate::sys::{self, Epoll, Pid};
+
+/// One service's cgroup, watched.
+struct Kept {
+    group: Group,
+    /// The number of its event sources.
+    id: u32,
+    /// The limits written to its files (None: the kernel's defaults), if known: a cgroup
+    /// found, not made, holds what an earlier going wrote.
+    written: Option<Option<Box<Limits>>>,
+}
+
+impl Kept {
+    fn limits(&self) -> &Limits {
+        match &self.written {
+            Some(Some(l)) => l,
+            _ => &Limits::NONE,
+        }
+    }
+}
+
+/// going's subtree and its services' cgroups.
+pub struct Groups {
+    tree: Cgroups,
+    kept: BTreeMap<String, Kept>,
+    next_id: u32,
+}
+
+impl Groups {
+    pub fn new(tree: Cgroups) -> Groups {
+        Groups {
+            tree,
+            kept: BTreeMap::new(),
+            next_id: 0,
+        }
+    }
+
+    /// going's subtree, for the start-up line.
+    pub fn path(&self) -> &Path {
+        self.tree.path()
+    }
+
+    pub fn available(&self) -> &Available {
+        self.tree.available()
+    }
+
+    /// The cgroups an earlier going left (after `kill -9`, or before an upgrade's exec),
+    /// watched from now on; what could not be opened, said.
+    pub fn found(&mut self, epoll: &Epoll) -> Vec<cgroup::Error> {
+        let names = match self.tree.existing() {
+            Ok(names) => names,
+            Err(e) => return vec![e],
+        };
+        let mut problems = Vec::new();
+        for name in names {
+            if let Err(e) = self.ensure(&name, epoll) {
+                problems.push(e);
+            }
+        }
+        problems
+    }
+
+    /// The cgroup of `name`, made and watched if it is not yet.
+    fn ensure(&mut self, name: &str, epoll: &Epoll) -> Result<&mut Kept, cgroup::Error> {
+        if !self.kept.contains_key(name) {
+            let group = self.tree.group(name)?;
+            let id = self.next_id;
+            let token = Source::Cgroup(id).token();
+            if let Err(e) = epoll.add_priority(group.events_fd(), token) {
+                return Err(cgroup::Error::new("watch", group.events_path(), e));
+            }
+            self.next_id = self.next_id.wrapping_add(1);
+            let written = group.fresh().then_some(None);
+            self.kept.insert(name.to_string(), Kept { group, id, written });
+        }
+        Ok(self.kept.get_mut(name).expect("just kept"))
+    }
+
+    /// Before a process of `name` starts: its cgroup made, the controllers its `limits`
+    /// need handed down, the limits written; the `cgroup.procs` the child moves itself
+    /// into. Err: the message, after `NAME: `.
+    pub fn prepare(&mut self, name: &str, limits: &Limits, epoll: &Epoll) -> Result<OwnedFd, String> {
+        self.ensure(name, epoll).map_err(|e| e.to_string())?;
+        self.write_limits(name, limits, epoll)?;
+        let kept = &self.kept[name];
+        kept.group.procs_for_child().map_err(|e| e.to_string())
+    }
+
+    /// Writes `limits` to the cgroup of `name` (kept), what differs from what it holds;
+    /// the controllers they need enabled first, and those no service needs any more
+    /// disabled after. Every failure is in the message.
+    fn write_limits(&mut self, name: &str, limits: &Limits, epoll: &Epoll) -> Result<(), String> {
+        let kept = &self.kept[name];
+        let nothing = limits.is_empty() && self.tree.enabled().is_empty();
+        if kept.written.is_some() && kept.limits() == limits || kept.written.is_none() && nothing {
+            self.kept.get_mut(name).expect("kept").written = Some(None);
+            return Ok(());
+        }
+        let wanted = self.wanted(Some(name)).union(limits.controllers());
+        let mut problems = Vec::new();
+        if let Err(e) = self.tree.set_controllers(wanted) {
+            problems.push(e.to_string());
+        }
+        let kept = self.kept.get_mut(name).expect("kept");
+        let old = match &kept.written {
+            Some(_) => Some(kept.limits()),
+            None => None,
+        };
+        problems.extend(kept.group.apply(old, limits).iter().map(|e| e.to_string()));
+        kept.written = Some((!limits.is_empty()).then(|| Box::new(*limits)));
+        let oom = limits.controllers().contains(Controller::Memory);
+        self.watch_oom(name, oom, epoll);
+        if let Err(e) = self.tree.set_controllers(self.wanted(None)) {
+            problems.push(e.to_string());
+        }
+        match problems.is_empty() {
+            true => Ok(()),
+            false => Err(problems.join("; ")),
+        }
+    }
+
+    /// The settings of `name` changed what its cgroup holds: written in place, if it has
+    /// one (else at its next start). Err: the message.
+    pub fn changed(&mut self, name: &str, limits: &Limits, epoll: &Epoll) -> Result<(), String> {
+        if !self.kept.contains_key(name) {
+            return Ok(());
+        }
+        self.write_limits(name, limits, epoll)
+    }
+
+    /// The controllers the limits written need, but those of `except`.
+    fn wanted(&self, except: Option<&str>) -> Controllers {
+        (self.kept.iter())
+            .filter(|(n, _)| Some(n.as_str()) != except)
+            .fold(Controllers::NONE, |c, (_, k)| c.union(k.limits().controllers()))
+    }
+
+    /// Watches (or stops watching) the `memory.events` of `name`, for its OOM kills.
+    fn watch_oom(&mut self, name: &str, on: bool, epoll: &Epoll) {
+        let Some(kept) = self.kept.get_mut(name) else {
+            return;
+        };
+        if !on {
+            if let Some(f) = kept.group.unwatch_oom() {
+                epoll.delete(f.as_raw_fd());
+            }
+            return;
+        }
+        // Without it the kills are still counted, at the next look; a failure is no
+        // reason not to start.
+        if let Ok(Some(fd)) = kept.group.watch_oom() {
+            if epoll.add_priority(fd, Source::Oom(kept.id).token()).is_err() {
+                kept.group.unwatch_oom();
+            }
+        }
+    }
+
+    /// Whether a process of `name` is in its cgroup; None when it has none.
+    pub fn populated(&self, name: &str) -> Option<Result<bool, cgroup::Error>> {
+        self.kept.get(name).map(|k| k.group.populated())
+    }
+
+    /// `sig` to every process of `name`'s cgroup but those of group `but`; None when it
+    /// has none.
+    pub fn signal(
+        &self,
+        name: &str,
+        sig: libc::c_int,
+        but: Option<Pid>,
+    ) -> Option<Result<usize, cgroup::Error>> {
+        self.kept.get(name).map(|k| k.group.signal_each(sig, but))
+    }
+
+    /// SIGKILL to everything in `name`'s cgroup; None when it has none.
+    pub fn kill(&self, name: &str) -> Option<Result<Killed, cgroup::Error>> {
+        self.kept.get(name).map(|k| k.group.kill())
+    }
+
+    /// The services that have a cgroup.
+    pub fn names(&self) -> Vec<String> {
+        self.kept.keys().cloned().collect()
+    }
+
+    /// The service whose cgroup's events have number `id`.
+    pub fn by_id(&self, id: u32) -> Option<&str> {
+        (self.kept.iter())
+            .find(|(_, k)| k.id == id)
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// The OOM kills in `name`'s cgroup since the last look, with the memory limits that
+    /// brought them (`memory_max=100M`); 0 when there were none.
+    pub fn oom_kills(&mut self, name: &str) -> Result<(u64, String), cgroup::Error> {
+        let Some(kept) = self.kept.get_mut(name) else {
+            return Ok((0, String::new()));
+        };
+        let n = kept.group.new_oom_kills()?;
+        let limits = kept.limits();
+        let shown: Vec<String> = [cgroup::Key::MemoryMax, cgroup::Key::MemoryHigh]
+            .into_iter()
+            .chain([cgroup::Key::MemorySwapMax])
+            .filter_map(|k| limits.show(k))
+            .collect();
+        Ok((n, shown.join(" ")))
+    }
+
+    /// Where the cgroup of `name` is, and what its files say, for `going status`.
+    pub fn usage(&self, name: &str) -> Option<(PathBuf, cgroup::Usage)> {
+        let kept = self.kept.get(name)?;
+        Some((kept.group.path().to_path_buf(), kept.group.usage()))
+    }
+
+    /// The services whose cgroups hold processes, but none `adopted` says is theirs: what
+    /// a run left, or a run whose main process is gone, to stop before they start.
+    pub fn leftovers(&self, adopted: impl Fn(&str) -> bool) -> Vec<String> {
+        (self.kept.iter())
+            .filter(|(name, k)| !adopted(name) && k.group.populated().unwrap_or(true))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The adopted process `pid` of `name` is its service's: in its cgroup, or moved there
+    /// with the rest of its process group (it was started without one: by an older
+    /// going, or with `-c off`). Err: why not, and the service goes on without a cgroup
+    /// until its next start.
+    pub fn adopt(&mut self, name: &str, pid: Pid, epoll: &Epoll) -> Result<bool, String> {
+        let kept = self.ensure(name, epoll).map_err(|e| e.to_string())?;
+        let pids = kept.group.pids().map_err(|e| e.to_string())?;
+        if pids.contains(&pid) {
+            return Ok(false);
+        }
+        let group = sys::process_group(pid).unwrap_or(pid);
+        let mut moving = vec![pid];
+        let members = sys::group_members(group).unwrap_or_default();
+        moving.extend(members.into_iter().filter(|p| *p != pid));
+        for p in moving {
+            match kept.group.attach(p) {
+                Ok(()) => {}
+                // Gone meanwhile: nothing to move.
+                Err(e) if e.errno() == Some(libc::ESRCH) && p != pid => {}
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.forget(name, epoll);
+                    return Err(msg);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Stops watching the cgroup of `name` and forgets it, leaving it where it is.
+    fn forget(&mut self, name: &str, epoll: &Epoll) -> Option<Kept> {
+        let mut kept = self.kept.remove(name)?;
+        epoll.delete(kept.group.events_fd());
+        if let Some(f) = kept.group.unwatch_oom() {
+            epoll.delete(f.as_raw_fd());
+        }
+        Some(kept)
+    }
+
+    /// The service `name` is gone: its cgroup is removed, with the controllers only it
+    /// needed. Ok(false): processes are still in it (a process stuck in the kernel), and
+    /// it is left for a later going.
+    pub fn remove(&mut self, name: &str, epoll: &Epoll) -> Result<bool, cgroup::Error> {
+        if self.forget(name, epoll).is_none() {
+            return Ok(true);
+        }
+        let removed = self.tree.remove(name)?;
+        self.tree.set_controllers(self.wanted(None))?;
+        Ok(removed)
+    }
+
+    /// Every service is gone and going exits: the cgroups it made for them go too, as far
+    /// as they are empty.
+    pub fn close(self) -> Result<(), cgroup::Error> {
+        self.tree.close()
+    }
+}
