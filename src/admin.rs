@@ -316,7 +316,10 @@ fn details(out: &mut String, v: &View, confdir: &Path, cgroup: Option<(PathBuf, 
             field("memory", bytes(n));
         }
         if let Some(us) = usage.cpu_usec {
-            field("cpu time", Age(std::time::Duration::from_micros(us)).to_string());
+            field(
+                "cpu time",
+                Age(std::time::Duration::from_micros(us)).to_string(),
+            );
         }
     }
     if !v.problems.is_empty() {

@@ -588,7 +588,12 @@ impl Cgroups {
     /// stuck in the kernel keeps them). The lock on B goes with it.
     pub fn close(self) -> Result<(), Error> {
         let gone = |r: io::Result<()>, path: PathBuf| match r {
-            Err(e) if !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EBUSY | libc::ENOTEMPTY)) => {
+            Err(e)
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::EBUSY | libc::ENOTEMPTY)
+                ) =>
+            {
                 Err(Error::new("remove", path, e))
             }
             _ => Ok(()),
@@ -789,7 +794,13 @@ impl Group {
             match sys::kill(pid, sig) {
                 Ok(()) => n += 1,
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                Err(e) => return Err(Error::new(format!("signal process {pid} of"), &self.path, e)),
+                Err(e) => {
+                    return Err(Error::new(
+                        format!("signal process {pid} of"),
+                        &self.path,
+                        e,
+                    ))
+                }
             }
         }
         Ok(n)
@@ -897,7 +908,9 @@ impl Group {
         let text = match &self.memory_events {
             Some(f) => {
                 let mut buf = [0u8; 512];
-                let n = f.read_at(&mut buf, 0).map_err(|e| Error::new("read", path(), e))?;
+                let n = f
+                    .read_at(&mut buf, 0)
+                    .map_err(|e| Error::new("read", path(), e))?;
                 String::from_utf8_lossy(&buf[..n]).into_owned()
             }
             None => match read(&self.dir, "memory.events") {
@@ -1530,7 +1543,11 @@ mod tests {
         assert!(again.watch_oom().unwrap().is_some());
         assert_eq!(again.new_oom_kills().unwrap(), 0);
         fs::write(&events, oom(4)).unwrap();
-        assert_eq!(again.new_oom_kills().unwrap(), 1, "read through the watched file");
+        assert_eq!(
+            again.new_oom_kills().unwrap(),
+            1,
+            "read through the watched file"
+        );
         assert!(again.unwatch_oom().is_some());
     }
 

@@ -246,7 +246,10 @@ fn check(dir: &std::path::Path, cgroup: Option<&str>) -> ExitCode {
         }
     };
     crate::service::Table::default().cycles(dir, &mut scan, &mut Vec::new());
-    if scan.values().any(|p| p.as_ref().is_ok_and(|s| s.cgroup.is_some())) {
+    if scan
+        .values()
+        .any(|p| p.as_ref().is_ok_and(|s| s.cgroup.is_some()))
+    {
         config::check_limits(dir, &mut scan, &available(dir, cgroup));
     }
     let mut invalid = 0;

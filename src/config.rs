@@ -623,7 +623,9 @@ const KEYS: &[Key] = &[
         })
     },
     key("memory_max", |d, v| cgroup_limit(d, LimitKey::MemoryMax, v)),
-    key("memory_high", |d, v| cgroup_limit(d, LimitKey::MemoryHigh, v)),
+    key("memory_high", |d, v| {
+        cgroup_limit(d, LimitKey::MemoryHigh, v)
+    }),
     key("memory_swap_max", |d, v| {
         cgroup_limit(d, LimitKey::MemorySwapMax, v)
     }),
@@ -1020,7 +1022,9 @@ fn parse_as(path: &Path, bytes: &[u8], uid: u32, gid: u32) -> Parsed {
     }
     if let Some(c) = r.draft.s.cgroup.as_mut() {
         for (key, line) in LimitKey::ALL.into_iter().zip(c.lines.iter_mut()) {
-            *line = (r.seen.iter()).find(|k| k.0 == key.name()).map_or(0, |k| k.1);
+            *line = (r.seen.iter())
+                .find(|k| k.0 == key.name())
+                .map_or(0, |k| k.1);
         }
     }
     if r.errors.is_empty() {

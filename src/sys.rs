@@ -109,9 +109,67 @@ pub struct Spawn<'a> {
     pub umask: libc::mode_t,
     /// The write end of a readiness pipe, and the fd N it becomes (`ready=fd:N`).
     pub ready: Option<(RawFd, c_int)>,
-    /// The service's `cgroup.procs`, open for writing (close-on-exec): the child moves
-    /// itself there first, so that everything it becomes and forks is the service's.
+    /// The service's cgroup, its directory open: the child is made in it (clone3 with
+    /// CLONE_INTO_CGROUP), or, on kernels before 5.7, moves itself there first; so that
+    /// everything it becomes and forks is the service's.
     pub cgroup: Option<RawFd>,
+}
+
+/// clone3(2)'s arguments (linux/sched.h), up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Set once clone3 turned CLONE_INTO_CGROUP down (a kernel before 5.7): fork from then on.
+static NO_CLONE_INTO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// fork(2), or, with `cgroup`, a fork whose child starts in that cgroup: clone3 with
+/// CLONE_INTO_CGROUP, which costs nothing more, where writing to `cgroup.procs` costs a
+/// grace period of the kernel's (some 15 ms) before the service could exec. Returns the
+/// pid (0 in the child, negative on failure) and whether the child is in `cgroup` already.
+///
+/// # Safety
+/// As fork: the child may only make async-signal-safe calls; it shares nothing with the
+/// parent but what fork would, and no libc state was updated for it (no atfork handlers,
+/// the thread id cached by libc is the parent's): it must not use pthreads.
+unsafe fn fork_into(cgroup: Option<RawFd>) -> (Pid, bool) {
+    use std::sync::atomic::Ordering;
+    if let Some(dir) = cgroup.filter(|_| !NO_CLONE_INTO.load(Ordering::Relaxed)) {
+        let args = CloneArgs {
+            flags: CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: dir as u64,
+            ..CloneArgs::default()
+        };
+        let size = std::mem::size_of::<CloneArgs>();
+        let pid = libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, size) as Pid;
+        match (pid >= 0)
+            .then_some(pid)
+            .ok_or_else(|| *libc::__errno_location())
+        {
+            Ok(pid) => return (pid, true),
+            // No clone3, or no CLONE_INTO_CGROUP in it: the child moves itself.
+            Err(libc::ENOSYS | libc::E2BIG | libc::EINVAL) => {
+                NO_CLONE_INTO.store(true, Ordering::Relaxed)
+            }
+            Err(_) => return (-1, false),
+        }
+    }
+    (libc::fork(), false)
 }
 
 /// Forks a service process. Returns its pid and the read end of its exec-error pipe:
@@ -137,10 +195,12 @@ pub fn spawn(s: &Spawn) -> io::Result<(Pid, OwnedFd)> {
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
     // SAFETY: going is single-threaded, so the child inherits no lock held by another
-    // thread; `child` only makes async-signal-safe calls and never returns.
-    let pid = unsafe { libc::fork() };
+    // thread; `child` only makes async-signal-safe calls, uses no pthreads, and never
+    // returns.
+    let (pid, entered) = unsafe { fork_into(s.cgroup) };
     if pid == 0 {
-        unsafe { child(s, &argv, &envp, wr.as_raw_fd()) }
+        let enter = s.cgroup.filter(|_| !entered);
+        unsafe { child(s, &argv, &envp, wr.as_raw_fd(), enter) }
     }
     let err = io::Error::last_os_error();
     // SAFETY: restores the mask saved above.
@@ -167,8 +227,15 @@ fn nul_terminated(v: &[CString]) -> Vec<*const c_char> {
 ///
 /// # Safety
 /// Only in the child after fork; `argv` and `envp` are NUL-terminated arrays of pointers
-/// into `s`, and `report` is the write end of the exec-error pipe.
-unsafe fn child(s: &Spawn, argv: &[*const c_char], envp: &[*const c_char], report: RawFd) -> ! {
+/// into `s`, `report` is the write end of the exec-error pipe, `enter` the directory of
+/// the cgroup to move into (when the child was not made in it).
+unsafe fn child(
+    s: &Spawn,
+    argv: &[*const c_char],
+    envp: &[*const c_char],
+    report: RawFd,
+    enter: Option<RawFd>,
+) -> ! {
     let fail = |step: Step, errno: i32, arg: i32| -> ! {
         let mut b = [0u8; 12];
         b[..4].copy_from_slice(&(step as i32).to_ne_bytes());
@@ -192,10 +259,13 @@ unsafe fn child(s: &Spawn, argv: &[*const c_char], envp: &[*const c_char], repor
         );
     }
     // "0" is the writer: the child moves itself, before it can fork anything.
-    if let Some(procs) = s.cgroup {
-        if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
+    if let Some(dir) = enter {
+        let flags = libc::O_WRONLY | libc::O_CLOEXEC;
+        let procs = libc::openat(dir, c"cgroup.procs".as_ptr(), flags);
+        if procs < 0 || libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
             fail(Step::Cgroup, errno(), 0);
         }
+        libc::close(procs);
     }
     if libc::setsid() < 0 {
         fail(Step::Session, errno(), 0);

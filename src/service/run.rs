@@ -484,7 +484,11 @@ impl Table {
     ) {
         let s = &self.services[name].settings;
         let (sig, timeout) = (s.stop_signal, s.stop_timeout);
-        let to = if stop.pid.is_some() { To::Group } else { To::Rest };
+        let to = if stop.pid.is_some() {
+            To::Group
+        } else {
+            To::Rest
+        };
         fx.signal(name, stop.pgid, to, sig);
         fx.signal(name, stop.pgid, to, libc::SIGCONT);
         let kill_at = Some(now + timeout);

@@ -349,7 +349,12 @@ fn a_stop_waits_for_the_rest_of_the_group() {
 #[test]
 fn what_left_the_group_is_asked_to_stop_once_the_leader_is_gone() {
     let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
-    t.reconcile(scan(&[("web", "cmd=/web\nstop_signal=INT")]), &[], &mut ops, t0);
+    t.reconcile(
+        scan(&[("web", "cmd=/web\nstop_signal=INT")]),
+        &[],
+        &mut ops,
+        t0,
+    );
     let pid = ops.last_pid();
     t.admin("web", Admin::Stop, &mut ops, t0).unwrap();
     assert_eq!(ops.signals, [(pid, libc::SIGINT), (pid, libc::SIGCONT)]);
@@ -373,7 +378,15 @@ fn a_stop_waits_for_what_its_leader_leaves_even_after_sigkill() {
     assert_eq!(ops.signals.last(), Some(&(pid, libc::SIGKILL)));
     // The leader reaped, a helper of its cgroup not yet: the service is not stopped.
     ops.alive_groups.insert(pid);
-    t.exited(pid, Exit::Signal { sig: libc::SIGKILL, core: false }, &mut ops, t0 + secs(10));
+    t.exited(
+        pid,
+        Exit::Signal {
+            sig: libc::SIGKILL,
+            core: false,
+        },
+        &mut ops,
+        t0 + secs(10),
+    );
     assert!(!t.is_empty());
     assert_eq!(ops.strays, [], "killed already: nothing more to ask");
     assert_eq!(Vec::from_iter(&t.draining), ["web"]);

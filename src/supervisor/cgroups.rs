@@ -12,11 +12,12 @@
 //! services' cgroups are the union of what the limits written need.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use super::source::Source;
 use crate::cgroup::{self, Available, Cgroups, Controller, Controllers, Group, Killed, Limits};
+use crate::spawn::SpawnError;
 use crate::sys::{self, Epoll, Pid};
 
 /// One service's cgroup, watched.
@@ -90,19 +91,33 @@ impl Groups {
             }
             self.next_id = self.next_id.wrapping_add(1);
             let written = group.fresh().then_some(None);
-            self.kept.insert(name.to_string(), Kept { group, id, written });
+            self.kept
+                .insert(name.to_string(), Kept { group, id, written });
         }
         Ok(self.kept.get_mut(name).expect("just kept"))
     }
 
     /// Before a process of `name` starts: its cgroup made, the controllers its `limits`
-    /// need handed down, the limits written; the `cgroup.procs` the child moves itself
-    /// into. Err: the message, after `NAME: `.
-    pub fn prepare(&mut self, name: &str, limits: &Limits, epoll: &Epoll) -> Result<OwnedFd, String> {
-        self.ensure(name, epoll).map_err(|e| e.to_string())?;
-        self.write_limits(name, limits, epoll)?;
-        let kept = &self.kept[name];
-        kept.group.procs_for_child().map_err(|e| e.to_string())
+    /// need handed down, the limits written; the cgroup's directory, for the child to be
+    /// made in.
+    pub fn prepare(
+        &mut self,
+        name: &str,
+        limits: &Limits,
+        epoll: &Epoll,
+    ) -> Result<RawFd, SpawnError> {
+        self.ensure(name, epoll).map_err(|e| match e.errno() {
+            // Said as a fork or a pipe that ran out of them is.
+            Some(libc::EMFILE | libc::ENFILE) => SpawnError::Unable {
+                what: "open its cgroup",
+                err: std::io::Error::from_raw_os_error(e.errno().unwrap_or(0)),
+                nofile: sys::nofile_limit().rlim_cur,
+            },
+            _ => SpawnError::Cgroup(e.to_string()),
+        })?;
+        self.write_limits(name, limits, epoll)
+            .map_err(SpawnError::Cgroup)?;
+        Ok(self.kept[name].group.dir_fd())
     }
 
     /// Writes `limits` to the cgroup of `name` (kept), what differs from what it holds;
@@ -121,10 +136,7 @@ impl Groups {
             problems.push(e.to_string());
         }
         let kept = self.kept.get_mut(name).expect("kept");
-        let old = match &kept.written {
-            Some(_) => Some(kept.limits()),
-            None => None,
-        };
+        let old = kept.written.as_ref().map(|_| kept.limits());
         problems.extend(kept.group.apply(old, limits).iter().map(|e| e.to_string()));
         kept.written = Some((!limits.is_empty()).then(|| Box::new(*limits)));
         let oom = limits.controllers().contains(Controller::Memory);
@@ -151,7 +163,9 @@ impl Groups {
     fn wanted(&self, except: Option<&str>) -> Controllers {
         (self.kept.iter())
             .filter(|(n, _)| Some(n.as_str()) != except)
-            .fold(Controllers::NONE, |c, (_, k)| c.union(k.limits().controllers()))
+            .fold(Controllers::NONE, |c, (_, k)| {
+                c.union(k.limits().controllers())
+            })
     }
 
     /// Watches (or stops watching) the `memory.events` of `name`, for its OOM kills.
@@ -168,7 +182,10 @@ impl Groups {
         // Without it the kills are still counted, at the next look; a failure is no
         // reason not to start.
         if let Ok(Some(fd)) = kept.group.watch_oom() {
-            if epoll.add_priority(fd, Source::Oom(kept.id).token()).is_err() {
+            if epoll
+                .add_priority(fd, Source::Oom(kept.id).token())
+                .is_err()
+            {
                 kept.group.unwatch_oom();
             }
         }

@@ -320,7 +320,10 @@ impl Supervisor {
             ..
         } = scan;
         table.cycles(&self.confdir, &mut files, &mut unchanged);
-        if files.values().any(|p| p.as_ref().is_ok_and(|s| s.cgroup.is_some())) {
+        if files
+            .values()
+            .any(|p| p.as_ref().is_ok_and(|s| s.cgroup.is_some()))
+        {
             config::check_limits(&self.confdir, &mut files, &sys.available());
         }
         let problems = files.values().filter_map(|p| p.as_ref().err()).flatten();

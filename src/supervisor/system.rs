@@ -99,8 +99,17 @@ impl System {
         for (name, a) in adopted {
             match groups.adopt(name, a.pid, &self.epoll) {
                 Ok(false) => {}
-                Ok(true) => said.push((Level::Notice, format!("{name}[{}]: moved into its cgroup, with its process group", a.pid))),
-                Err(e) => said.push((Level::Err, format!("{name}: {e}; it has no cgroup until it starts again"))),
+                Ok(true) => said.push((
+                    Level::Notice,
+                    format!(
+                        "{name}[{}]: moved into its cgroup, with its process group",
+                        a.pid
+                    ),
+                )),
+                Err(e) => said.push((
+                    Level::Err,
+                    format!("{name}: {e}; it has no cgroup until it starts again"),
+                )),
             }
         }
         let leftovers = groups.leftovers(|name| adopted.contains_key(name));
@@ -138,7 +147,9 @@ impl System {
     /// The `memory.events` of cgroup `id` changed: the OOM killer's kills are said, with
     /// the limits that brought them. `main` is the service's main process, if it runs.
     pub fn oom_event(&mut self, id: u32, main: impl Fn(&str) -> Option<Pid>) {
-        let Some(groups) = &mut self.cgroups else { return };
+        let Some(groups) = &mut self.cgroups else {
+            return;
+        };
         let Some(name) = groups.by_id(id).map(String::from) else {
             return;
         };
@@ -441,7 +452,7 @@ impl Effects for System {
             _ => None,
         };
         let cgroup = match self.cgroups.as_mut() {
-            Some(g) => Some((g.prepare(name, s.cgroup_limits(), &self.epoll)).map_err(SpawnError::Cgroup)?),
+            Some(g) => Some(g.prepare(name, s.cgroup_limits(), &self.epoll)?),
             None => None,
         };
         let stdio = self.stdio.as_raw_fd();
@@ -462,7 +473,7 @@ impl Effects for System {
             cwd: &plan.cwd,
             umask: s.umask as libc::mode_t,
             ready: ready_fd.as_ref().map(|(_, w, n)| (w.as_raw_fd(), *n)),
-            cgroup: cgroup.as_ref().map(|f| f.as_raw_fd()),
+            cgroup,
         })
         .map_err(unable("fork"))?;
         if let Some((r, _, _)) = ready_fd {

@@ -69,7 +69,7 @@ fn after_kill_9_every_service_is_adopted_not_duplicated_nor_restarted() {
     ));
     let again = g.exec_of("a", "sleep");
     assert_ne!(again, ids[0].0);
-    assert_eq!(running("sleep 2000"), [again]);
+    assert_eq!(running("sleep 2000"), [again], "{}", g.dump());
     // And going stops adopted services like its own.
     assert_eq!(g.stop(), 0);
     for (_, cmd) in services(2000) {

@@ -411,13 +411,16 @@ fn a_burst_of_files_is_one_reload() {
     }
     g.signal(libc::SIGCONT);
     g.next_msg("reload: 10 started, 0 stopped, 0 restarted, 0 invalid");
+    // A reload that changes nothing may follow: a child another test forked meanwhile
+    // can hold a file open until its exec, and its close is an event.
     let lines = g.collect_for(Duration::from_millis(300));
+    let idle = "reload: 0 started, 0 stopped, 0 restarted, 0 invalid";
     assert_eq!(
         lines
             .iter()
-            .filter(|l| l.msg.starts_with("reload:"))
+            .filter(|l| l.msg.starts_with("reload:") && l.msg != idle)
             .count(),
-        2,
+        1,
         "{}",
         g.dump()
     );

@@ -8,7 +8,6 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -247,7 +246,12 @@ impl Going {
 
     /// going on this test's directories, in this test's cgroup.
     fn command(&self) -> Command {
-        let mut cmd = going_cmd(&self.binary, &self.dir.0, self.cgroup.as_ref(), self.current);
+        let mut cmd = going_cmd(
+            &self.binary,
+            &self.dir.0,
+            self.cgroup.as_ref(),
+            self.current,
+        );
         cmd.args(&self.args);
         cmd
     }
@@ -552,25 +556,24 @@ pub fn going_in(binary: &Path, dir: &Path) -> Command {
 /// going as [`going_in`] starts it, but in `cgroup` where it is given (going then takes
 /// its default place there); `current`: the binary takes this going's options.
 fn going_cmd(binary: &Path, dir: &Path, cgroup: Option<&TestCgroup>, current: bool) -> Command {
-    let mut cmd = Command::new(binary);
+    let mut cmd = match cgroup {
+        // A shell moves itself into the cgroup, then becomes going: the move waits for the
+        // kernel (a grace period, some 15 ms), which a child must not do between its fork
+        // and its exec, when it holds what the test's other threads have open.
+        Some(cg) => {
+            let mut sh = Command::new("/bin/sh");
+            sh.args(["-c", "echo 0 > \"$0\" && exec \"$@\""])
+                .arg(cg.path.join("cgroup.procs"))
+                .arg(binary);
+            sh
+        }
+        None => Command::new(binary),
+    };
     cmd.arg("-d").arg(dir.join("conf"));
     cmd.arg("-r").arg(dir.join("run"));
     cmd.arg("-l").arg(dir.join("log"));
-    match cgroup {
-        Some(cg) => {
-            let procs = cg.procs.as_raw_fd();
-            // SAFETY: write(2) alone, on an fd open before the fork.
-            unsafe {
-                cmd.pre_exec(move || match libc::write(procs, b"0".as_ptr().cast(), 1) {
-                    1 => Ok(()),
-                    _ => Err(std::io::Error::last_os_error()),
-                })
-            };
-        }
-        None if current => {
-            cmd.args(["-c", "off"]);
-        }
-        None => {}
+    if cgroup.is_none() && current {
+        cmd.args(["-c", "off"]);
     }
     let stderr = fs::OpenOptions::new()
         .create(true)
@@ -722,8 +725,6 @@ pub fn path_str(p: &Path) -> &str {
 /// on drop.
 pub struct TestCgroup {
     pub path: PathBuf,
-    /// Its `cgroup.procs`, for a child to move itself into before its exec.
-    procs: fs::File,
 }
 
 impl TestCgroup {
@@ -751,11 +752,7 @@ impl TestCgroup {
         let name = format!("going-test-{}-{n}", std::process::id());
         let path = point.join(own.trim_start_matches('/')).join(name);
         fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let procs = fs::OpenOptions::new()
-            .write(true)
-            .open(path.join("cgroup.procs"))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(TestCgroup { path, procs })
+        Ok(TestCgroup { path })
     }
 
     /// Whether a process is in it or below it.
@@ -771,9 +768,11 @@ pub fn cgroup_populated(path: &Path) -> bool {
 
 /// The processes in the cgroup at `path` (not below it).
 pub fn cgroup_procs(path: &Path) -> Vec<i32> {
-    (fs::read_to_string(path.join("cgroup.procs")).unwrap_or_default().lines())
-        .filter_map(|l| l.parse().ok())
-        .collect()
+    (fs::read_to_string(path.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines())
+    .filter_map(|l| l.parse().ok())
+    .collect()
 }
 
 impl Drop for TestCgroup {

@@ -287,6 +287,9 @@ fn a_cycle_is_an_error_in_every_file_of_it_and_the_rest_runs() {
 fn commands_that_wait_say_when_services_are_up_failed_or_late() {
     let mut g = Going::start(&[]);
     let go = fifo(&g, "go");
+    g.next_msg("reload: 0 started");
+    // Both files in one reload: going held still while they land.
+    g.pause();
     g.write(
         "db",
         &format!(
@@ -295,6 +298,7 @@ fn commands_that_wait_say_when_services_are_up_failed_or_late() {
         ),
     );
     g.write("bad", "cmd=/nonexistent/bad\n");
+    g.signal(libc::SIGCONT);
     g.started("db");
     g.next_msg("reload: 2 started");
     // Not ready within the time given: 75 (EX_TEMPFAIL), saying where it is.

@@ -159,7 +159,15 @@ fn a_stderr_nobody_reads_never_blocks_going() {
     // Should the test fail half-way, going still stops, and its services with it.
     let mut going = Stopped(
         std::process::Command::new(BIN)
-            .args(["-f", "-c", "off", "-d", path_str(&conf), "-r", path_str(&run_dir)])
+            .args([
+                "-f",
+                "-c",
+                "off",
+                "-d",
+                path_str(&conf),
+                "-r",
+                path_str(&run_dir),
+            ])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(writer)
