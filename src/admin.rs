@@ -67,7 +67,11 @@ impl Wait {
                     let took = Age(now.saturating_duration_since(self.since));
                     let _ = writeln!(text, "{name}: {word} after {took}");
                 }
-                None => {}
+                // Its file removed, or going stopping: it will not get up.
+                None => {
+                    code = code.max(FAILED);
+                    let _ = writeln!(text, "!{name}: failed: gone");
+                }
                 Some(Progress::Failed(why)) if self.goal == Goal::Up => {
                     code = code.max(FAILED);
                     let _ = writeln!(text, "!{name}: failed: {why}");

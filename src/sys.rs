@@ -464,6 +464,28 @@ pub fn become_subreaper() {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 }
 
+/// Going's own hard limit on `resource` (u64::MAX: none), which only root may raise.
+pub fn hard_limit(resource: c_int) -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: getrlimit writes only to `r`; on failure it stays "none".
+    unsafe { libc::getrlimit(resource as _, &mut r) };
+    match r.rlim_max {
+        libc::RLIM_INFINITY => u64::MAX,
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+        n => n as u64,
+    }
+}
+
+/// Going's own nice value, below which only root may go.
+pub fn nice_now() -> i32 {
+    // SAFETY: getpriority has no memory effects; -1 is also a valid value, and the worst
+    // a failure gives is that value.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS as _, 0) }
+}
+
 pub fn nofile_limit() -> libc::rlimit {
     let mut r = libc::rlimit {
         rlim_cur: 1024,
