@@ -19,6 +19,7 @@ mod state;
 mod supervisor;
 mod sys;
 mod upgrade;
+mod usage;
 mod watch;
 
 fn main() -> std::process::ExitCode {
