@@ -8,6 +8,7 @@ mod config;
 mod control;
 mod exit;
 mod fingerprint;
+mod follow;
 mod json;
 mod log;
 mod notify;
