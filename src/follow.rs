@@ -1,32 +1,33 @@
-//! Followers of services' output, for `going log -f`: a bounded queue of lines for each
-//! follower, and the bounded registry of followers, keyed by control client id, with the
-//! services each follows. What reaches the socket is written by control.rs; nothing here
-//! makes a system call but through the `Write` it is handed.
+//! Followers of services' output, for `going log -f`: the bounded registry of followers,
+//! each a connection taken over from the control socket once its request was read, the
+//! services it follows, and a bounded queue of the lines it has yet to read.
 //!
 //! Invariant: going never waits for a follower, and a follower costs going at most
 //! [`BYTES`] + [`SLACK`] bytes of queue, for at most [`FOLLOWERS`] followers (66 kB in all).
-//! A line that does not fit is dropped and counted, never waited for; the reader is told
-//! how many it lost (`[going: 120 lines dropped]`) where they were lost, before the next
-//! line it gets. With no follower, a line costs one test of an empty list.
+//! Lines go to the socket as soon as the queue is full and at the end of each turn of the
+//! loop, never waited for: when the socket takes no more, lines that do not fit are
+//! dropped and counted, and the reader is told how many it lost (`[going: 120 lines
+//! dropped]`) where they were lost, before the next line it gets. With no follower, a
+//! line costs one test of an empty list.
 //!
-//! On the wire every line starts with its kind, which the client strips: a space for a
-//! line of output (stdout; `web: ` follows it when more than one service is followed),
-//! `!` for a message of going's (stderr), and `.` for the end of the stream, `.CODE TEXT`:
-//! the client prints TEXT to stderr and leaves with CODE. A stream that stops without
-//! its `.` line was cut (going was killed, say). Lines of output never hold a newline or
-//! a control character: they come escaped by output.rs.
-
-// The observability issue wires this into control.rs and the supervisor.
-#![allow(dead_code)]
+//! On the wire the stream starts as every reply does, with its exit code (`0`) on a line;
+//! then every line starts with its kind, which the client strips: a space for a line of
+//! output (stdout; `web: ` follows it when more than one service is followed), `!` for a
+//! message of going's (stderr), and `.` for the end of the stream, `.CODE TEXT`: the
+//! client prints TEXT to stderr and leaves with CODE. A stream that stops without its
+//! `.` line was cut (going was killed, say). Lines of output never hold a newline or a
+//! control character: they come escaped by output.rs.
 
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 
-/// Followers at once; more are refused, so that they can never take every control slot
-/// (control::CLIENTS): `going status` keeps its answer.
+use crate::sys::Epoll;
+
+/// Followers at once; more are refused.
 pub const FOLLOWERS: usize = 4;
-/// Bytes of lines a follower's queue holds, beyond what its socket buffer took already
-/// (some 200 kB by default): 16 lines of the longest (4 kB: 1024 bytes, escaped), or
-/// some 200 of a usual 80.
+/// Bytes of lines a follower's queue holds, beyond what its socket buffer took already:
+/// 16 lines of the longest (4 kB: 1024 bytes, escaped), or some 200 of a usual 80.
 pub const BYTES: usize = 16 * 1024;
 /// Lines a follower's queue holds.
 pub const LINES: usize = 512;
@@ -37,7 +38,7 @@ pub const SLACK: usize = 512;
 /// The lines waiting for one follower, as they go on the wire, in one buffer: no
 /// allocation per line, and its capacity (the memory held) never past BYTES + SLACK.
 #[derive(Default)]
-pub struct Queue {
+struct Queue {
     /// Whole lines, each with its `\n`; the first may have been written in part already.
     buf: Vec<u8>,
     /// How many `\n` the buffer holds.
@@ -66,6 +67,17 @@ impl Queue {
             return false;
         }
         true
+    }
+
+    /// Whether a line of `name` and `text` would be queued now, none dropped before it.
+    pub fn fits(&self, name: Option<&str>, text: &str) -> bool {
+        let len = 1 + name.map_or(0, |n| n.len() + 2) + text.len() + 1;
+        self.dropped == 0 && self.buf.len() + len <= BYTES && self.lines < LINES
+    }
+
+    /// Nothing to write: no line queued, none dropped unsaid.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.dropped == 0
     }
 
     /// Queues a message of going's (for stderr), in the room kept for them.
@@ -165,11 +177,13 @@ impl Queue {
         self.ended && self.buf.is_empty()
     }
 
+    #[cfg(test)]
     pub fn is_ended(&self) -> bool {
         self.ended
     }
 
     /// Lines dropped over the follower's life.
+    #[cfg(test)]
     pub fn lost(&self) -> u64 {
         self.lost
     }
@@ -183,14 +197,53 @@ fn print_into(buf: &mut [u8], args: std::fmt::Arguments) -> usize {
     buf.len() - left
 }
 
-/// One follower: a control client and what it follows.
-pub struct Follower {
-    pub id: u32,
-    /// The services followed; a name leaves when its service's file goes away.
+/// One follower: its connection and what it follows.
+struct Follower {
+    id: u32,
+    stream: UnixStream,
+    /// Its epoll token.
+    token: u64,
+    /// The services followed; a name leaves when its service is gone with its file.
     names: Vec<String>,
     /// Lines are shown with their service's name: more than one was asked for.
     prefix: bool,
-    pub queue: Queue,
+    queue: Queue,
+    /// Its socket took all it could: epoll says when it takes more.
+    out: bool,
+}
+
+impl Follower {
+    /// Writes what is queued, as much as the socket takes now. False once the reader left
+    /// or the stream ended and is all written: the follower is to be dropped.
+    fn flush(&mut self, epoll: &Epoll) -> bool {
+        match self.queue.write_to(&mut self.stream) {
+            Ok(_) if self.queue.is_done() => false,
+            Ok(all) if all == self.out => {
+                self.out = !all;
+                let fd = self.stream.as_raw_fd();
+                epoll.set_output(fd, self.out, self.token).is_ok()
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Queues a line, written first what is queued if it does not fit and the socket may
+    /// take more. False once the follower is to be dropped.
+    fn push(&mut self, name: Option<&str>, text: &str, epoll: &Epoll) -> bool {
+        if !self.out && !self.queue.fits(name, text) && !self.flush(epoll) {
+            return false;
+        }
+        self.queue.push(name, text);
+        true
+    }
+}
+
+impl Drop for Follower {
+    /// Whatever it sent is read before it is closed, so that it gets the end of its stream.
+    fn drop(&mut self) {
+        crate::control::before_close(&mut self.stream);
+    }
 }
 
 /// Every follower, at most [`FOLLOWERS`].
@@ -199,88 +252,101 @@ pub struct Followers {
     list: Vec<Follower>,
 }
 
-/// The most followers are following already.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Full;
-
 impl Followers {
-    /// The client `id` follows `names` from now on (each once, in the order asked).
-    pub fn add(&mut self, id: u32, names: &[&str]) -> Result<(), Full> {
-        debug_assert!(self.list.iter().all(|f| f.id != id));
-        if self.list.len() >= FOLLOWERS {
-            return Err(Full);
-        }
-        let mut unique: Vec<String> = Vec::with_capacity(names.len());
-        for n in names {
-            if !unique.iter().any(|u| u == n) {
-                unique.push(n.to_string());
-            }
-        }
-        self.list.push(Follower {
-            id,
-            prefix: unique.len() > 1,
-            names: unique,
-            queue: Queue::default(),
-        });
-        Ok(())
-    }
-
-    /// Forgets the client `id` (gone, or closed): false if it followed nothing.
-    pub fn remove(&mut self, id: u32) -> bool {
-        let before = self.list.len();
-        self.list.retain(|f| f.id != id);
-        self.list.len() < before
-    }
-
-    pub fn queue(&mut self, id: u32) -> Option<&mut Queue> {
-        self.list
-            .iter_mut()
-            .find(|f| f.id == id)
-            .map(|f| &mut f.queue)
-    }
-
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.list.len()
+    pub fn is_full(&self) -> bool {
+        self.list.len() >= FOLLOWERS
     }
 
-    /// A line of output of service `name`: queued for each of its followers, then
-    /// handed to `ready` with the follower's id, to be written now.
-    pub fn line(&mut self, name: &str, text: &str, mut ready: impl FnMut(u32, &mut Queue)) {
+    /// The client `id`, its connection `stream` (non-blocking, in epoll already) taken
+    /// over from the control socket, follows `names` (each once) from now on, after the
+    /// lines `held` (each with the name to show, if any); `token` is its epoll token from
+    /// now on. The caller saw to it that there is room.
+    pub fn add<'a>(
+        &mut self,
+        id: u32,
+        stream: UnixStream,
+        token: u64,
+        names: &[String],
+        held: impl Iterator<Item = (Option<&'a str>, &'a str)>,
+        epoll: &Epoll,
+    ) {
+        debug_assert!(!self.is_full() && self.list.iter().all(|f| f.id != id));
+        let mut f = Follower {
+            id,
+            stream,
+            token,
+            prefix: names.len() > 1,
+            names: names.to_vec(),
+            queue: Queue::default(),
+            out: false,
+        };
+        // Watched under its own token from now on, for the end of its input (the reader
+        // left) and, once its socket is full, for room.
+        if epoll
+            .set_output(f.stream.as_raw_fd(), false, token)
+            .is_err()
+        {
+            return;
+        }
+        f.queue.append(&[b"0\n"], true);
+        for (name, text) in held {
+            if !f.push(name, text, epoll) {
+                return;
+            }
+        }
+        if f.flush(epoll) {
+            self.list.push(f);
+        }
+    }
+
+    /// A line of output of service `name`: to each of its followers.
+    pub fn line(&mut self, name: &str, text: &str, epoll: &Epoll) {
+        (self.list).retain_mut(|f| {
+            let follows = f.names.iter().any(|n| n == name);
+            !follows || f.push(f.prefix.then_some(name), text, epoll)
+        });
+    }
+
+    /// The follower `id` woke the loop: its socket takes more, or the reader left. What
+    /// it sends is never read: epoll watches it for room (while lines wait) and for
+    /// hanging up, so that with no line waiting, this is the reader gone.
+    pub fn woken(&mut self, id: u32, epoll: &Epoll) {
+        self.list
+            .retain_mut(|f| f.id != id || (f.out && f.flush(epoll)));
+    }
+
+    /// Writes what waits for each follower whose socket may take it: at the end of a
+    /// turn of the loop.
+    pub fn feed(&mut self, epoll: &Epoll) {
+        (self.list).retain_mut(|f| f.out || f.queue.is_empty() || f.flush(epoll));
+    }
+
+    /// Every service whose `known` says no is gone with its file: its followers are told,
+    /// and the streams of those who followed nothing else end (code 0).
+    pub fn gone(&mut self, known: impl Fn(&str) -> bool) {
         for f in &mut self.list {
-            if f.names.iter().any(|n| n == name) {
-                f.queue.push(f.prefix.then_some(name), text);
-                ready(f.id, &mut f.queue);
+            while let Some(at) = f.names.iter().position(|n| !known(n)) {
+                let name = f.names.remove(at);
+                let text = format!("going: {name}: its file is gone");
+                if f.names.is_empty() {
+                    f.queue.end(0, &text);
+                } else {
+                    f.queue.notice(&text);
+                }
             }
         }
     }
 
-    /// Service `name` is gone with its file: its followers are told, and the stream of
-    /// those who followed nothing else ends (code 0). Each is handed to `ready`.
-    pub fn gone(&mut self, name: &str, mut ready: impl FnMut(u32, &mut Queue)) {
-        for f in &mut self.list {
-            let Some(at) = f.names.iter().position(|n| n == name) else {
-                continue;
-            };
-            f.names.remove(at);
-            let text = format!("going: {name}: its file is gone");
-            if f.names.is_empty() {
-                f.queue.end(0, &text);
-            } else {
-                f.queue.notice(&text);
-            }
-            ready(f.id, &mut f.queue);
-        }
-    }
-
-    /// Ends every stream with `code` and `text` (going stops, or execs a new binary).
-    pub fn end_all(&mut self, code: u8, text: &str, mut ready: impl FnMut(u32, &mut Queue)) {
-        for f in &mut self.list {
+    /// Ends every stream with `code` and `text`, written as far as the sockets take it at
+    /// once (going exits, or execs a new binary): every follower is dropped.
+    pub fn end_all(&mut self, code: u8, text: &str, epoll: &Epoll) {
+        for mut f in self.list.drain(..) {
             f.queue.end(code, text);
-            ready(f.id, &mut f.queue);
+            f.flush(epoll);
         }
     }
 }
@@ -434,42 +500,92 @@ mod tests {
         assert!(q.write_to(&mut writer).is_err());
     }
 
+    /// A follower `id` of `names` on one end of a socket pair: the other end, to read.
+    fn add(f: &mut Followers, epoll: &Epoll, id: u32, names: &[&str]) -> UnixStream {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        epoll.add(ours.as_raw_fd(), id as u64).unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        f.add(id, ours, id as u64, &names, std::iter::empty(), epoll);
+        theirs
+    }
+
+    /// What came on `s` until now.
+    fn read(s: &mut UnixStream) -> String {
+        crate::log::tests::drain(s)
+    }
+
     #[test]
     fn the_registry_is_bounded_and_routes_lines_by_name() {
+        let epoll = Epoll::new().unwrap();
         let mut f = Followers::default();
-        assert_eq!(f.add(1, &["web"]), Ok(()));
-        assert_eq!(f.add(2, &["web", "db", "web"]), Ok(()));
-        assert_eq!(f.add(3, &["db"]), Ok(()));
-        assert_eq!(f.add(4, &["cache"]), Ok(()));
-        assert_eq!(f.add(5, &["web"]), Err(Full));
-        assert_eq!(f.len(), FOLLOWERS);
-        let mut woken = Vec::new();
-        f.line("web", "GET /", |id, _| woken.push(id));
-        f.line("db", "ready", |id, _| woken.push(id));
-        f.line("nobody follows", "lost", |id, _| woken.push(id));
-        assert_eq!(woken, [1, 2, 2, 3]);
-        assert_eq!(take(f.queue(1).unwrap()), " GET /\n");
-        assert_eq!(take(f.queue(2).unwrap()), " web: GET /\n db: ready\n");
-        assert_eq!(take(f.queue(3).unwrap()), " ready\n");
-        assert_eq!(take(f.queue(4).unwrap()), "");
+        let mut web = add(&mut f, &epoll, 1, &["web"]);
+        let mut both = add(&mut f, &epoll, 2, &["web", "db"]);
+        let mut db = add(&mut f, &epoll, 3, &["db"]);
+        let mut cache = add(&mut f, &epoll, 4, &["cache"]);
+        assert!(f.is_full());
+        for s in [&mut web, &mut both, &mut db, &mut cache] {
+            assert_eq!(read(s), "0\n", "the stream starts with its code");
+        }
+        f.line("web", "GET /", &epoll);
+        f.line("db", "ready", &epoll);
+        f.line("nobody follows", "lost", &epoll);
+        f.feed(&epoll);
+        assert_eq!(read(&mut web), " GET /\n");
+        assert_eq!(read(&mut both), " web: GET /\n db: ready\n");
+        assert_eq!(read(&mut db), " ready\n");
+        assert_eq!(read(&mut cache), "");
         // A file goes: who followed only it is done, who followed more is told.
-        woken.clear();
-        f.gone("web", |id, _| woken.push(id));
-        assert_eq!(woken, [1, 2]);
-        assert_eq!(
-            take(f.queue(1).unwrap()),
-            ".0 going: web: its file is gone\n"
-        );
-        assert!(f.queue(1).unwrap().is_done());
-        assert_eq!(take(f.queue(2).unwrap()), "!going: web: its file is gone\n");
-        assert!(!f.queue(2).unwrap().is_ended());
-        // Room again once one leaves.
-        assert!(f.remove(1) && !f.remove(1));
-        assert_eq!(f.add(5, &["web"]), Ok(()));
-        woken.clear();
-        f.end_all(0, "going: stopping", |id, _| woken.push(id));
-        assert_eq!(woken, [2, 3, 4, 5]);
-        assert_eq!(take(f.queue(5).unwrap()), ".0 going: stopping\n");
-        assert!(f.queue(2).unwrap().is_ended());
+        f.gone(|name| name != "web");
+        f.feed(&epoll);
+        assert_eq!(read(&mut web), ".0 going: web: its file is gone\n");
+        assert_eq!(read(&mut both), "!going: web: its file is gone\n");
+        assert!(!f.is_full(), "a stream that ended is dropped");
+        f.line("web", "after it went", &epoll);
+        f.feed(&epoll);
+        assert_eq!(read(&mut both), "");
+        // A reader that leaves is dropped when its socket says so.
+        drop(db);
+        f.woken(3, &epoll);
+        assert_eq!(f.list.len(), 2);
+        f.end_all(0, "going: stopping", &epoll);
+        assert_eq!(read(&mut both), ".0 going: stopping\n");
+        assert_eq!(read(&mut cache), ".0 going: stopping\n");
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn a_burst_goes_to_the_socket_not_to_the_floor() {
+        // A service wrote far more than a queue holds in one read of its pipe: what the
+        // socket takes is written as the queue fills, and nothing is dropped.
+        let epoll = Epoll::new().unwrap();
+        let mut f = Followers::default();
+        let mut s = add(&mut f, &epoll, 1, &["web"]);
+        for i in 0..5000 {
+            f.line("web", &format!("{i}"), &epoll);
+        }
+        f.feed(&epoll);
+        let got = read(&mut s);
+        assert_eq!(got.lines().count(), 5001, "{}", &got[got.len() - 60..]);
+        assert!(got.ends_with(" 4999\n"));
+    }
+
+    #[test]
+    fn held_lines_beyond_the_queue_are_written_first_not_dropped() {
+        let epoll = Epoll::new().unwrap();
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        epoll.add(ours.as_raw_fd(), 7).unwrap();
+        let mut f = Followers::default();
+        let line = "h".repeat(100);
+        let held = (0..1000).map(|_| (Some("web"), line.as_str()));
+        let names = ["web".to_string(), "db".to_string()];
+        f.add(7, ours, 7, &names, held, &epoll);
+        let text = read(&mut theirs);
+        assert_eq!(text.lines().count(), 1001);
+        assert!(text.starts_with("0\n web: hhh"));
+        assert!(!f.is_empty());
     }
 }

@@ -1,7 +1,7 @@
 //! going's own JSON writer, for `going status --json`: objects, arrays, keys, strings,
-//! integers, booleans and null, appended to a `String` as they are called. No floats:
-//! durations are integer milliseconds (`uptime_ms`) and sizes integer bytes, which are
-//! exact and leave float formatting out of the binary.
+//! unsigned integers, booleans and null, appended to a `String` as they are called. No
+//! floats: durations are integer milliseconds (`uptime_ms`) and sizes integer bytes,
+//! which are exact and leave float formatting out of the binary.
 //!
 //! Invariant: whatever is asked, the text written is valid UTF-8 with every string escaped
 //! as RFC 8259 wants; a well-nested sequence of calls (a key before each value in an
@@ -12,9 +12,6 @@
 //! same everywhere, and the byte's value is kept, where U+FFFD would lose it (the price:
 //! a service that prints the four characters `\xff` looks the same as one that prints
 //! the byte, as in syslog).
-
-// The observability issue wires this into `going status --json`.
-#![allow(dead_code)]
 
 use std::fmt::Write;
 
@@ -140,11 +137,20 @@ impl<'a> Json<'a> {
         self
     }
 
-    pub fn int(&mut self, n: i64) -> &mut Self {
-        self.value();
-        let _ = write!(self.out, "{n}");
-        self.comma = true;
-        self
+    /// A string, or null for None (a text not said).
+    pub fn opt_str(&mut self, s: Option<&str>) -> &mut Self {
+        match s {
+            Some(s) => self.str(s),
+            None => self.null(),
+        }
+    }
+
+    /// A boolean, or null for None (a question that does not apply).
+    pub fn opt_bool(&mut self, b: Option<bool>) -> &mut Self {
+        match b {
+            Some(b) => self.bool(b),
+            None => self.null(),
+        }
     }
 
     /// A number, or null for None (a pid that is not there, say).
@@ -232,7 +238,13 @@ mod tests {
                 j.key("usage").object().end_object().end_object();
             }
             j.end_array().key("ok").bool(true).key("no").bool(false);
-            j.key("n").int(-3).key("nested").array().array().end_array();
+            j.key("s")
+                .opt_str(None)
+                .key("t")
+                .opt_str(Some("x"))
+                .key("b")
+                .opt_bool(None);
+            j.key("nested").array().array().end_array();
             j.array()
                 .uint(1)
                 .null()
@@ -242,7 +254,7 @@ mod tests {
         });
         assert_eq!(
             s,
-            r#"{"version":1,"services":[{"name":"web","pid":42,"exits":[],"usage":{}},{"name":"db","pid":null,"exits":[],"usage":{}}],"ok":true,"no":false,"n":-3,"nested":[[],[1,null]]}"#
+            r#"{"version":1,"services":[{"name":"web","pid":42,"exits":[],"usage":{}},{"name":"db","pid":null,"exits":[],"usage":{}}],"ok":true,"no":false,"s":null,"t":"x","b":null,"nested":[[],[1,null]]}"#
         );
     }
 
@@ -287,10 +299,10 @@ mod tests {
     #[test]
     fn integers_at_their_limits() {
         let s = doc(|j| {
-            j.array().uint(0).uint(u64::MAX).int(i64::MIN).int(-1);
+            j.array().uint(0).uint(u64::MAX).opt_uint(None);
             j.end_array();
         });
-        assert_eq!(s, "[0,18446744073709551615,-9223372036854775808,-1]");
+        assert_eq!(s, "[0,18446744073709551615,null]");
     }
 
     /// What `bytes` should make of `b`, decoded: valid UTF-8 as it is, each invalid byte
@@ -351,7 +363,7 @@ mod tests {
         let mut text = String::new();
         let mut j = Json::new(&mut text);
         j.object().key("ints").array();
-        j.uint(u64::MAX).int(i64::MIN).uint(0).end_array();
+        j.uint(u64::MAX).opt_bool(Some(false)).uint(0).end_array();
         j.key("cases").array();
         for (i, c) in cases.iter().enumerate() {
             j.object().key("b").bytes(c);
@@ -368,7 +380,7 @@ mod tests {
         let script = r#"
 import json, sys
 d = json.loads(sys.stdin.buffer.read())
-assert d["ints"] == [18446744073709551615, -9223372036854775808, 0], d["ints"]
+assert d["ints"] == [18446744073709551615, False, 0], d["ints"]
 assert d["t"] is True and d["n"] is None
 for c in d["cases"]:
     print(c["i"], c["b"].encode("utf-8").hex(), c["s"].encode("utf-8").hex())

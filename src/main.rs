@@ -17,6 +17,7 @@ mod rundir;
 mod service;
 mod spawn;
 mod state;
+mod status;
 mod supervisor;
 mod sys;
 mod upgrade;

@@ -666,6 +666,14 @@ pub fn getegid() -> u32 {
     unsafe { libc::getegid() }
 }
 
+/// The width in columns of the terminal on `fd`; None when `fd` is no terminal.
+pub fn terminal_columns(fd: RawFd) -> Option<usize> {
+    // SAFETY: winsize is plain data; TIOCGWINSZ writes one into the live local.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let done = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) };
+    (done == 0 && size.ws_col > 0).then_some(size.ws_col as usize)
+}
+
 /// An fd that becomes readable when process `pid` exits, for processes going did not fork
 /// (adopted after a restart of going), which it cannot wait for.
 pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {

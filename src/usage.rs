@@ -19,12 +19,9 @@
 //!   it: earlier runs of the service, processes that left the group (setsid), and
 //!   orphans that going reaps as subreaper (their time goes to going's own cutime).
 //!
-//! With a cgroup per service, [`processes`] takes the cgroup's list of pids in place of
-//! the process group; a cgroup's own counters (memory.current, cpu.stat) would be filled
-//! into a [`Usage`] with [`MemoryKind::Cgroup`].
-
-// The observability issue wires this into `going status`.
-#![allow(dead_code)]
+//! With a cgroup per service, the cgroup's list of pids would take the place of the
+//! process group, and its own counters (memory.current, cpu.stat) would come as a
+//! [`MemoryKind`] of their own, which the JSON's `memory_kind` already names.
 
 use std::fmt;
 use std::io;
@@ -47,8 +44,6 @@ pub enum MemoryKind {
     /// Resident set sizes, summed over the processes.
     #[default]
     Rss,
-    /// A cgroup's memory.current: page cache and kernel memory included.
-    Cgroup,
 }
 
 impl MemoryKind {
@@ -56,7 +51,6 @@ impl MemoryKind {
     pub fn label(self) -> &'static str {
         match self {
             MemoryKind::Rss => "rss",
-            MemoryKind::Cgroup => "cgroup",
         }
     }
 }
@@ -73,32 +67,22 @@ impl Usage {
 /// process left reads all zeros, and so does a pgid below 2, which is no service's (0 is
 /// the kernel threads'); Err only when /proc cannot be read at all.
 pub fn groups(pgids: &[Pid]) -> io::Result<Vec<Usage>> {
-    let mut order: Vec<(Pid, usize)> = (pgids.iter().copied().zip(0..))
-        .filter(|&(g, _)| g > 1)
-        .collect();
-    order.sort_unstable();
     let mut tally = vec![Tally::default(); pgids.len()];
+    if pgids.iter().all(|&g| g <= 1) {
+        return Ok(tally.into_iter().map(|t| t.usage(1, 1)).collect()); // nothing runs
+    }
     sys::each_pid(|pid| {
-        let Some(s) = stat(pid) else {
-            return; // gone since readdir: it costs nothing any more
+        let Some(s) = stat(pid).filter(|s| s.pgrp > 1) else {
+            return; // gone since readdir (it costs nothing any more), or no service's
         };
-        let from = order.partition_point(|&(g, _)| g < s.pgrp);
-        for &(_, i) in order[from..].iter().take_while(|&&(g, _)| g == s.pgrp) {
-            tally[i].add(&s);
+        // A scan of the groups for each process: next to the read of its stat file it
+        // costs nothing, and it needs no sort (3 kB of code) or map.
+        for (t, _) in tally.iter_mut().zip(pgids).filter(|(_, &g)| g == s.pgrp) {
+            t.add(&s);
         }
     })?;
     let (page, hz) = (sys::page_size(), sys::clock_ticks());
     Ok(tally.into_iter().map(|t| t.usage(page, hz)).collect())
-}
-
-/// The usage of these processes: the seam for cgroups, whose cgroup.procs lists the
-/// processes in place of the process group. Pids that are gone are skipped.
-pub fn processes(pids: impl IntoIterator<Item = Pid>) -> Usage {
-    let mut t = Tally::default();
-    for s in pids.into_iter().filter_map(stat) {
-        t.add(&s);
-    }
-    t.usage(sys::page_size(), sys::clock_ticks())
 }
 
 /// Sums in the units of /proc, made into a [`Usage`] once at the end.
@@ -292,7 +276,6 @@ mod tests {
         assert_eq!(u.processes, 1);
         assert_eq!(u.memory_kind, MemoryKind::Rss);
         assert!(u.memory >= 50 * MB && u.memory < 200 * MB, "{u:?}");
-        assert_eq!(processes([g.pgid()]), u, "the cgroup seam agrees");
     }
 
     #[test]
@@ -326,6 +309,5 @@ mod tests {
         assert_eq!(counts, [4, 1, 4, 0, 0, 0]);
         assert!(u[0].memory > u[1].memory && u[1].memory > 0, "{u:?}");
         assert_eq!((u[3], u[4]), (Usage::default(), Usage::default()));
-        assert_eq!(processes([one.pgid(), i32::MAX]).processes, 1);
     }
 }
