@@ -74,7 +74,7 @@ impl Table {
                 fx.log(Level::Err, format_args!("{name}: {how}"));
                 svc.history.exited(history::Exit {
                     at: now,
-                    how: how.clone(),
+                    how: history::How::Unable(how.as_str().into()),
                     ran: None,
                 });
                 // As a shell says of a command it could not run: 127 not found, 126 else.
@@ -151,10 +151,9 @@ impl Table {
     fn record(&mut self, name: &str, exit: Exit, ran: Duration, now: Instant) {
         let svc = self.svc(name);
         svc.last = Some(exit);
-        let how = Ended(exit).to_string();
         (svc.history).exited(history::Exit {
             at: now,
-            how,
+            how: history::How::Ended(exit),
             ran: Some(ran),
         });
     }
