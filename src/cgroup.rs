@@ -669,7 +669,7 @@ pub enum Killed {
 }
 
 /// What `going status` shows of a service's cgroup: whatever its files say.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
     /// `memory.current`, bytes (memory controller).
     pub memory: Option<u64>,
@@ -677,8 +677,8 @@ pub struct Usage {
     pub cpu_usec: Option<u64>,
     /// `pids.current` (pids controller): tasks, threads included.
     pub tasks: Option<u64>,
-    /// Processes in `cgroup.procs`, its sub-cgroups' included.
-    pub procs: Option<usize>,
+    /// The processes of `cgroup.procs`, its sub-cgroups' included (none if unreadable).
+    pub pids: Vec<Pid>,
 }
 
 /// One service's cgroup, `B/svc/NAME`, held open.
@@ -939,7 +939,7 @@ impl Group {
             memory: num("memory.current", None),
             cpu_usec: num("cpu.stat", Some("usage_usec")),
             tasks: num("pids.current", None),
-            procs: self.pids().ok().map(|p| p.len()),
+            pids: self.pids().unwrap_or_default(),
         }
     }
 }
@@ -1561,7 +1561,7 @@ mod tests {
                 memory: None,
                 cpu_usec: Some(0),
                 tasks: None,
-                procs: Some(0)
+                pids: vec![]
             }
         );
         let web = g.path();
@@ -1577,7 +1577,7 @@ mod tests {
                 memory: Some(1 << 20),
                 cpu_usec: Some(1234),
                 tasks: Some(3),
-                procs: Some(3)
+                pids: vec![10, 11, 12]
             }
         );
         assert_eq!(g.pids().unwrap(), [10, 11, 12]);

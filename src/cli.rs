@@ -1,6 +1,7 @@
 //! The command line, getopt style: `going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f]
-//! [-c NAME|off]` supervises, `going check [-d CONFDIR] [-c NAME|off]` checks the service
-//! files. Exit codes follow sysexits(3): 64 for a usage error.
+//! [-n LINES] [-c NAME|off]` supervises, `going check [-d CONFDIR] [-c NAME|off]` checks
+//! the service files, the other commands make a request to a running going (client.rs).
+//! Exit codes follow sysexits(3): 64 for a usage error.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -8,12 +9,18 @@ use std::process::ExitCode;
 
 use crate::config;
 use crate::exit::EX_USAGE;
+use crate::service::Held;
 use crate::supervisor::{self, Options};
 
+/// The options of `going` itself (getopt's spec), also read back from a running going's
+/// command line by `going check`.
+const SUPERVISE: &str = "d:r:l:fn:c:hV";
+
 const USAGE: &str = "\
-usage: going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f] [-c NAME|off]
+usage: going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f] [-n LINES] [-c NAME|off]
        going check [-d CONFDIR] [-c NAME|off]
-       going status [-r RUNDIR] [NAME...]
+       going status [-r RUNDIR] [-j] [NAME...]
+       going log [-r RUNDIR] [-f] [-n LINES] NAME...
        going start|stop|restart [-r RUNDIR] [-w SECONDS] NAME...
        going signal [-r RUNDIR] SIGNAL NAME...
        going reload [-r RUNDIR]
@@ -23,9 +30,12 @@ usage: going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f] [-c NAME|off]
   -r RUNDIR   run-time state and lock (default /run/going; not root:
               $XDG_RUNTIME_DIR/going, else /tmp/going-UID)
   -l SOCKET   syslog socket (default /dev/log)
-  -f          log to stderr instead of syslog
+  -f          log to stderr instead of syslog;  log -f: follow new lines
+  -n LINES    lines of output held per service (default 10, at most 1000);
+              log -n: show the last LINES of them
   -c NAME     the services' cgroups go in NAME below going's cgroup (default going);
               -c off: no cgroups, process groups alone
+  -j, --json  status as one JSON document
   -w SECONDS  wait until the services are up (ready) or stopped, SECONDS at most
   -h, --help  this help;  -V, --version  the version
 ";
@@ -70,6 +80,8 @@ fn getopt(args: &[String], spec: &str) -> Result<(Opts, Vec<String>), String> {
             "--" => return Ok((Opts(out), it.cloned().collect())),
             "--help" => out.push(('h', None)),
             "--version" => out.push(('V', None)),
+            "--json" if spec.contains('j') => out.push(('j', None)),
+            a if a.starts_with("--") => return Err(format!("unknown option {a}")),
             a if a.starts_with('-') && a.len() > 1 => {
                 let letters = a[1..].char_indices();
                 for (i, c) in letters {
@@ -119,10 +131,12 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         _ => ("", &args[..]),
     };
     let spec = match command {
-        "" => "d:r:l:fc:hV",
+        "" => SUPERVISE,
         "check" => "d:c:h",
         "start" | "stop" | "restart" => "r:w:h",
-        "status" | "signal" | "reload" => "r:h",
+        "status" => "r:jh",
+        "log" => "r:fn:h",
+        "signal" | "reload" => "r:h",
         other => return usage(&format!("unknown command \"{other}\"")),
     };
     let (opts, operands) = match getopt(rest, spec) {
@@ -143,7 +157,25 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             Ok(w) => w,
             Err(e) => return usage(&e),
         };
-        return match request(command, wait, &operands) {
+        let lines = match opts
+            .get('n')
+            .map(|n| number(n, "-n", usize::MAX))
+            .transpose()
+        {
+            Ok(n) => n,
+            Err(e) => return usage(&e),
+        };
+        let mut words = Vec::new();
+        words.extend(wait.map(|w| format!("wait={w}")));
+        words.extend(opts.has('j').then(|| "format=json".to_string()));
+        words.extend(lines.map(|n| format!("lines={n}")));
+        words.extend(opts.has('f').then(|| "follow=1".to_string()));
+        // The table shows what services cost where the terminal has room for it.
+        if command == "status" && operands.is_empty() && words.is_empty() {
+            words.extend(crate::client::columns().map(|c| format!("width={c}")));
+        }
+        return match request(command, &words, &operands) {
+            Ok(req) if command == "log" => crate::client::log(&rundir, &req, opts.has('f')),
             Ok(req) => crate::client::run(&rundir, &req, wait),
             Err(e) => usage(&e),
         };
@@ -182,10 +214,19 @@ fn supervise(opts: &Opts, confdir: PathBuf, rundir: PathBuf, cgroup: Option<Stri
         return usage("-f and -l exclude each other");
     }
     let syslog = (!opts.has('f')).then(|| PathBuf::from(opts.get('l').unwrap_or("/dev/log")));
+    let held = match opts
+        .get('n')
+        .map(|n| number(n, "-n", Held::MAX))
+        .transpose()
+    {
+        Ok(n) => n.map_or_else(Held::default, Held),
+        Err(e) => return usage(&e),
+    };
     match supervisor::run(Options {
         confdir,
         rundir,
         syslog,
+        held,
         cgroup,
     }) {
         Ok(code) => ExitCode::from(code),
@@ -196,8 +237,6 @@ fn supervise(opts: &Opts, confdir: PathBuf, rundir: PathBuf, cgroup: Option<Stri
     }
 }
 
-/// The request line for a command to a running going, checked here so that a typo is a
-/// usage error before anything is sent.
 /// The SECONDS of `-w`: whole, 1 to 86400.
 fn seconds(v: &str) -> Result<u64, String> {
     (v.parse::<u64>().ok())
@@ -205,7 +244,20 @@ fn seconds(v: &str) -> Result<u64, String> {
         .ok_or(format!("-w takes whole seconds, 1 to 86400, not \"{v}\""))
 }
 
-fn request(command: &str, wait: Option<u64>, operands: &[String]) -> Result<String, String> {
+/// The argument of `option`: a whole number, 0 to `max`.
+fn number(v: &str, option: &str, max: usize) -> Result<usize, String> {
+    (v.parse::<usize>().ok())
+        .filter(|n| *n <= max)
+        .ok_or(match max {
+            usize::MAX => format!("{option} takes a whole number, not \"{v}\""),
+            _ => format!("{option} takes a whole number, 0 to {max}, not \"{v}\""),
+        })
+}
+
+/// The request line for a command to a running going, checked here so that a typo is a
+/// usage error before anything is sent: the command, its `key=value` option words, the
+/// operands.
+fn request(command: &str, options: &[String], operands: &[String]) -> Result<String, String> {
     let names = match (command, operands) {
         ("reload", []) => return Ok("reload".into()),
         ("reload", [extra, ..]) => return Err(format!("unexpected argument \"{extra}\"")),
@@ -221,9 +273,8 @@ fn request(command: &str, wait: Option<u64>, operands: &[String]) -> Result<Stri
     if let Some(bad) = names.iter().find(|n| !config::valid_name(n)) {
         return Err(format!("\"{bad}\" is not a service name"));
     }
-    let wait = wait.map(|w| format!("wait={w}"));
     Ok(std::iter::once(command)
-        .chain(wait.as_deref())
+        .chain(options.iter().map(String::as_str))
         .chain(operands.iter().map(String::as_str))
         .collect::<Vec<_>>()
         .join(" "))
@@ -286,7 +337,7 @@ fn available(dir: &std::path::Path, cgroup: Option<&str>) -> crate::cgroup::Avai
             .skip(1)
             .filter(|a| !a.is_empty())
             .collect();
-        let (opts, _) = getopt(&args, "d:r:l:fc:hV").ok()?;
+        let (opts, _) = getopt(&args, SUPERVISE).ok()?;
         cgroup_name(opts.get('c')).ok()
     });
     let name = match theirs.unwrap_or_else(|| cgroup.map(String::from)) {
@@ -345,7 +396,7 @@ mod tests {
         let r = |c: &str, ops: &[&str]| {
             request(
                 c,
-                None,
+                &[],
                 &ops.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
             )
         };
@@ -360,7 +411,12 @@ mod tests {
         assert!(r("stop", &["../etc"]).is_err());
         assert!(r("reload", &["x"]).is_err());
         let ops = ["10".to_string()];
-        assert_eq!(request("start", Some(5), &ops).unwrap(), "start wait=5 10");
+        let wait = ["wait=5".to_string()];
+        assert_eq!(request("start", &wait, &ops).unwrap(), "start wait=5 10");
         assert!(seconds("0").is_err() && seconds("1.5").is_err() && seconds("10").is_ok());
+        assert!(r("log", &[]).is_err());
+        assert_eq!(r("log", &["web", "db"]).unwrap(), "log web db");
+        assert_eq!(number("1000", "-n", 1000), Ok(1000));
+        assert!(number("1001", "-n", 1000).is_err() && number("-1", "-n", 9).is_err());
     }
 }

@@ -603,7 +603,13 @@ const KEYS: &[Key] = &[
             }
             let mut names = Vec::new();
             for name in v.split_whitespace() {
-                names.push(env_var(name, "")?.0);
+                let name = env_var(name, "")?.0;
+                if goings_own(&name) {
+                    return Err(format!(
+                        "pass_env: {name} is going's own, not the service's"
+                    ));
+                }
+                names.push(name);
             }
             if names.is_empty() {
                 return Err("pass_env needs NAME... or *".into());
@@ -698,6 +704,23 @@ fn absolute(key: &str, v: &str) -> Result<PathBuf, String> {
 }
 
 /// An environment variable: the name is letters, digits and `_`, not starting with a digit.
+/// Whether `k` is a variable of going's own, which `pass_env` never passes: its own
+/// (`GOING_*`), and what a service manager above going set for going itself (sd_notify,
+/// socket activation, watchdog, journal, credentials).
+pub fn goings_own(k: &str) -> bool {
+    const OWN: &[&str] = &[
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "JOURNAL_STREAM",
+        "INVOCATION_ID",
+        "MANAGERPID",
+        "SYSTEMD_EXEC_PID",
+        "CREDENTIALS_DIRECTORY",
+    ];
+    k.starts_with("GOING_") || k.starts_with("LISTEN_") || OWN.contains(&k)
+}
+
 /// Whether `k` is a name `env=` takes: letters, digits and `_`, not starting with a digit.
 pub fn env_name(k: &str) -> bool {
     let valid = k
@@ -1048,8 +1071,18 @@ impl Reading {
         let mut errors = Vec::new();
         let needs =
             |what: String| format!("{what} needs going to run as root (it runs as uid {uid})");
-        if let Some((_, u, _)) = d.user.as_ref().filter(|u| u.1 != uid) {
-            errors.push(("user", needs(format!("user={u}"))));
+        if let Some((pw, u, by_name)) = &d.user {
+            let name = match (pw, by_name) {
+                (Some(p), true) => p.name.clone(),
+                _ => u.to_string(),
+            };
+            let primary = pw.as_ref().map_or(gid, |p| p.gid);
+            if *u != uid {
+                errors.push(("user", needs(format!("user={name}"))));
+            } else if d.group.is_none() && primary != gid {
+                let what = format!("user={name} with its group {primary}, not going's {gid},");
+                errors.push(("user", needs(what)));
+            }
         }
         if let Some(g) = d.group.filter(|&g| g != gid) {
             errors.push(("group", needs(format!("group={g}"))));
@@ -1057,8 +1090,18 @@ impl Reading {
         if d.s.chroot.is_some() {
             errors.push(("chroot", needs("chroot".into())));
         }
-        if d.s.nice.is_some_and(|n| n < 0) {
-            errors.push(("nice", needs("a nice below 0".into())));
+        let nice = crate::sys::nice_now();
+        if let Some(n) = d.s.nice.filter(|&n| n < nice) {
+            errors.push(("nice", needs(format!("nice={n}, below going's {nice},"))));
+        }
+        for &(res, _, hard) in &d.s.limits {
+            let going = crate::sys::hard_limit(res);
+            if let Some((key, _)) = LIMITS.iter().find(|l| l.1 == res).filter(|_| hard > going) {
+                errors.push((
+                    key,
+                    needs(format!("{key} above going's hard limit ({going})")),
+                ));
+            }
         }
         if errors.is_empty() {
             // Going's own ids (HOME, USER and LOGNAME stay): nothing to set, and
@@ -1396,6 +1439,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn pass_env_names_variables_and_never_goings_own() {
+        let e = |text: &str| p(text).unwrap_err()[0].clone();
+        assert_eq!(
+            e("cmd=/x\npass_env=A NOTIFY_SOCKET"),
+            "d/web:2: pass_env: NOTIFY_SOCKET is going's own, not the service's"
+        );
+        assert_eq!(
+            e("cmd=/x\npass_env=A-B"),
+            "d/web:2: invalid environment variable name \"A-B\""
+        );
+        let s = p("cmd=/x\npass_env=A B\npass_env=B C").unwrap();
+        assert_eq!(
+            s.life().pass_env,
+            Some(PassEnv::Names(vec!["A".into(), "B".into(), "C".into()]))
+        );
+        assert_eq!(
+            p("cmd=/x\npass_env=*").unwrap().life().pass_env,
+            Some(PassEnv::All)
+        );
+    }
+
+    #[test]
     fn a_going_that_is_not_root_refuses_what_only_root_can_do_and_drops_its_own_ids() {
         let errors = |text: &str| match parse_as(Path::new("d/web"), text.as_bytes(), 1000, 1000) {
             Ok(_) => vec![],
@@ -1410,8 +1475,22 @@ pub(crate) mod tests {
                 needs(2, "user=0"),
                 needs(3, "group=0"),
                 needs(4, "chroot"),
-                needs(5, "a nice below 0")
+                needs(5, "nice=-5, below going's 0,")
             ]
+        );
+        let too_many = format!(
+            "cmd=/x\nlimit_nofile=1:{}",
+            crate::sys::hard_limit(libc::RLIMIT_NOFILE as i32) + 1
+        );
+        assert_eq!(
+            errors(&too_many)[0],
+            needs(
+                2,
+                &format!(
+                    "limit_nofile above going's hard limit ({})",
+                    crate::sys::hard_limit(libc::RLIMIT_NOFILE as i32)
+                )
+            )
         );
         let own = parse_as(
             Path::new("d/web"),

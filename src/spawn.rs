@@ -93,12 +93,12 @@ impl Plan {
         let (words, what) = match launch {
             Launch::Service => {
                 if let (Some(Ready::Notify), Some(socket)) = (s.life().ready, ready.notify) {
-                    env.push(("NOTIFY_SOCKET".into(), socket.into()));
+                    put(&mut env, "NOTIFY_SOCKET", socket);
                 }
                 (s.cmd.clone(), "cmd")
             }
             Launch::Finish { code, signal } => {
-                env.push(("GOING_SERVICE".into(), name.into()));
+                put(&mut env, "GOING_SERVICE", name);
                 let mut words = s.life().finish.clone();
                 words.extend([code.to_string(), signal.to_string()]);
                 (words, "finish")
@@ -151,24 +151,28 @@ pub fn environment(s: &Settings) -> Result<Vec<(String, String)>, SpawnError> {
         env.extend(config::read_env_file(file).map_err(SpawnError::EnvFile)?);
     }
     env.extend(s.env.iter().cloned());
+    // By name, so that a large passed environment costs n log n, not n².
+    let mut at: std::collections::BTreeMap<String, usize> = Default::default();
     let mut out: Vec<(String, String)> = Vec::with_capacity(env.len());
     for (k, v) in env {
-        match out.iter_mut().find(|e| e.0 == k) {
-            Some(e) => e.1 = v,
-            None => out.push((k, v)),
+        match at.get(&k) {
+            Some(&i) => out[i].1 = v,
+            None => {
+                at.insert(k.clone(), out.len());
+                out.push((k, v));
+            }
         }
     }
     Ok(out)
 }
 
-/// Variables of going's own, never passed by `pass_env=*`: its upgrade handover, and what
-/// a service manager above going set for going itself (sd_notify, socket activation).
-const OWN: &[&str] = &[
-    "NOTIFY_SOCKET",
-    "LISTEN_FDS",
-    "LISTEN_PID",
-    "LISTEN_FDNAMES",
-];
+/// `k=v` in `env`, in the place of an earlier `k` if there is one.
+fn put(env: &mut Vec<(String, String)>, k: &str, v: &str) {
+    match env.iter_mut().find(|e| e.0 == k) {
+        Some(e) => e.1 = v.to_string(),
+        None => env.push((k.to_string(), v.to_string())),
+    }
+}
 
 /// What `pass` takes of `vars` (going's environment). A variable that is not text, or
 /// whose name no `env=` could set, is skipped: it could not be passed as it is.
@@ -181,7 +185,7 @@ fn passed(
     };
     let wanted = |k: &str| match pass {
         PassEnv::Names(names) => names.iter().any(|n| n == k),
-        PassEnv::All => !k.starts_with("GOING_") && !OWN.contains(&k) && config::env_name(k),
+        PassEnv::All => !config::goings_own(k) && config::env_name(k),
     };
     vars.filter_map(text).filter(|(k, _)| wanted(k)).collect()
 }
@@ -280,8 +284,8 @@ mod tests {
             .into_iter()
         };
         let names = |v: Vec<(String, String)>| v.into_iter().map(|e| e.0).collect::<Vec<_>>();
-        let named = PassEnv::Names(vec!["TERM".into(), "UNSET".into(), "NOTIFY_SOCKET".into()]);
-        assert_eq!(names(passed(&named, vars())), ["TERM", "NOTIFY_SOCKET"]);
+        let named = PassEnv::Names(vec!["TERM".into(), "UNSET".into()]);
+        assert_eq!(names(passed(&named, vars())), ["TERM"]);
         assert_eq!(
             names(passed(&PassEnv::All, vars())),
             ["DATABASE_URL", "TERM"]
@@ -291,12 +295,12 @@ mod tests {
     #[test]
     fn passed_variables_come_after_path_and_before_the_files_own() {
         // No other test of this binary reads or sets this variable.
-        std::env::set_var("GOING_TEST_PASSED_A", "from-going");
-        let text = "cmd=/x\npass_env=GOING_TEST_PASSED_A PATH\nenv=GOING_TEST_PASSED_A=file";
+        std::env::set_var("TEST_PASSED_TO_SERVICE", "from-going");
+        let text = "cmd=/x\npass_env=TEST_PASSED_TO_SERVICE PATH\nenv=TEST_PASSED_TO_SERVICE=file";
         let env = environment(&settings(text)).unwrap();
         let get = |k: &str| env.iter().find(|e| e.0 == k).map(|e| e.1.clone());
         assert_eq!(
-            get("GOING_TEST_PASSED_A").as_deref(),
+            get("TEST_PASSED_TO_SERVICE").as_deref(),
             Some("file"),
             "env= wins"
         );
@@ -305,8 +309,8 @@ mod tests {
             std::env::var("PATH").ok(),
             "passed PATH wins over going's"
         );
-        let env = environment(&settings("cmd=/x\npass_env=GOING_TEST_PASSED_A")).unwrap();
-        assert!(env.contains(&("GOING_TEST_PASSED_A".into(), "from-going".into())));
+        let env = environment(&settings("cmd=/x\npass_env=TEST_PASSED_TO_SERVICE")).unwrap();
+        assert!(env.contains(&("TEST_PASSED_TO_SERVICE".into(), "from-going".into())));
         assert_eq!(
             environment(&settings("cmd=/x")).unwrap().len(),
             1,

@@ -640,3 +640,36 @@ fn an_essential_service_stopped_on_request_ends_nothing_and_one_that_cannot_run_
     assert_eq!((e.name.as_str(), e.code), ("app", 127));
     assert!(e.how.starts_with("unable to exec /bin/app"), "{}", e.how);
 }
+
+#[test]
+fn an_essential_service_that_ends_is_not_started_again_nor_quarantined() {
+    let mut fx = Fake::default();
+    let (mut t, t0) = table(&[("app", "cmd=/bin/app\nessential=yes")], &mut fx);
+    let app = pid_of(&t, "app");
+    t.exec_ok(app, &mut fx, t0);
+    t.exited(app, Exit::Code(3), &mut fx, t0 + secs(10));
+    assert_eq!(
+        spawned(&fx, "/bin/app"),
+        [app],
+        "no new copy before going stops"
+    );
+    assert_eq!(fx.last_log(), format!("app[{app}]: exited 3 after 10s"));
+    assert_eq!(t.essential_ended().map(|e| e.code), Some(3));
+}
+
+#[test]
+fn an_essential_service_that_cannot_be_started_ends_going_and_a_one_shot_fails_for_good() {
+    let mut fx = Fake::default();
+    fx.refuse = true;
+    let (mut t, t0) = table(
+        &[
+            ("app", "cmd=/bin/app\nessential=yes"),
+            ("once", "cmd=/bin/once\nrestart=never"),
+        ],
+        &mut fx,
+    );
+    let e = t.essential_ended().unwrap();
+    assert_eq!((e.name.as_str(), e.code), ("app", 126));
+    assert_eq!(state(&t, "once", t0), "failed");
+    assert_eq!(t.next_deadline(), None, "nothing retried");
+}

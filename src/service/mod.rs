@@ -18,7 +18,7 @@
 //! (when a service counts as up), `order` (start after, stop before), `history` and `view`
 //! (what `going status` shows).
 
-mod history;
+pub mod history;
 mod order;
 mod ready;
 mod reload;
@@ -36,6 +36,7 @@ use crate::log::Level;
 use crate::spawn::SpawnError;
 use crate::sys::{self, ChildError, Pid};
 
+pub use history::{Held, How};
 pub use view::{Ended, View};
 
 /// A run shorter than this is a fast failure; a longer one resets the count.
@@ -382,6 +383,8 @@ pub struct Table {
     changes: Vec<Change>,
     /// An essential service ended without being asked to: what going exits with.
     ended: Option<Essential>,
+    /// How many lines of output are held per service (`going -n`).
+    pub held: Held,
 }
 
 /// The end of an essential service (`essential=yes`) that nobody asked for, which ends

@@ -53,7 +53,7 @@ impl Table {
             }
             Err(e) => {
                 fx.log(Level::Err, format_args!("{name}: {e}"));
-                self.fail(name, fx, now);
+                self.unable(name, e.to_string(), 126, fx, now);
             }
         }
     }
@@ -74,26 +74,20 @@ impl Table {
                 fx.log(Level::Err, format_args!("{name}: {how}"));
                 svc.history.exited(history::Exit {
                     at: now,
-                    how: how.clone(),
+                    how: history::How::Unable(how.as_str().into()),
                     ran: None,
                 });
                 // As a shell says of a command it could not run: 127 not found, 126 else.
                 let code = if e.errno == libc::ENOENT { 127 } else { 126 };
-                let restart = svc.settings.life().restart;
-                self.essential(&name, how, code, restart != Restart::OnFailure);
-                match restart {
-                    // A one-shot that could not start failed; it is not tried again.
-                    Restart::Never => self.after(&name, Next::Done { ok: false }, fx, now),
-                    _ => self.fail(&name, fx, now),
-                }
+                self.unable(&name, how, code, fx, now);
             }
             State::Running { since, ready, .. } => {
                 let ran = now.saturating_duration_since(since);
                 self.record(&name, exit, ran, now);
                 let next = self.next_after(&name, pid, exit, ran, ready.is_some(), fx, now);
-                let ends = matches!(next, Next::Done { .. })
-                    || self.services[&name].settings.life().restart == Restart::Always;
-                self.essential(&name, Ended(exit).to_string(), status(exit), ends);
+                if matches!(next, Next::Done { .. }) {
+                    self.essential(&name, Ended(exit).to_string(), status(exit));
+                }
                 self.leftovers(&name, pid, since, next, "its run", fx, now);
             }
             State::Stopping { stop, kill_at } => {
@@ -131,13 +125,32 @@ impl Table {
         true
     }
 
-    /// An essential service's end that nobody asked for (`ends`: one its policy does not
-    /// start again, or any with `restart=always`) ends going, with `code`: kept for the
-    /// loop, which stops everything. Once: the first such end is what going exits with.
-    fn essential(&mut self, name: &str, how: String, code: u8, ends: bool) {
+    /// The service could not be started (`how`; `code` what a shell would exit with): a
+    /// one-shot has failed for good, an essential service (but one restarted on failure)
+    /// ends going, anything else waits out a quarantine.
+    fn unable(&mut self, name: &str, how: String, code: u8, fx: &mut impl Effects, now: Instant) {
+        let life = self.services[name].settings.life();
+        let ends = life.restart != Restart::OnFailure && self.ends_going(name);
+        if ends || life.restart == Restart::Never {
+            self.essential(name, how, code);
+            return self.after(name, Next::Done { ok: false }, fx, now);
+        }
+        self.fail(name, fx, now)
+    }
+
+    /// Whether an end of `name` that nobody asked for ends going: it is essential, still
+    /// wanted up, and going is not stopping already.
+    fn ends_going(&self, name: &str) -> bool {
         let svc = &self.services[name];
-        let wanted = svc.want == Want::Up && !self.shutting_down;
-        if ends && wanted && svc.settings.life().essential && self.ended.is_none() {
+        let wanted = svc.want == Want::Up && !self.shutting_down && self.ended.is_none();
+        wanted && svc.settings.life().essential
+    }
+
+    /// An essential service's end that its policy does not follow with a start (any end,
+    /// with `restart=always`) ends going, with `code`: kept for the loop, which stops
+    /// everything. Once: the first such end is what going exits with.
+    fn essential(&mut self, name: &str, how: String, code: u8) {
+        if self.ends_going(name) {
             let name = name.to_string();
             self.ended = Some(super::Essential { name, how, code });
         }
@@ -147,10 +160,9 @@ impl Table {
     fn record(&mut self, name: &str, exit: Exit, ran: Duration, now: Instant) {
         let svc = self.svc(name);
         svc.last = Some(exit);
-        let how = Ended(exit).to_string();
         (svc.history).exited(history::Exit {
             at: now,
-            how,
+            how: history::How::Ended(exit),
             ran: Some(ran),
         });
     }
@@ -178,6 +190,12 @@ impl Table {
             Exit::Unknown => restart == Restart::Never,
         };
         let (how, ran_text) = (Ended(exit), Age(ran));
+        // Essential: the end of going, not a restart, nor a quarantine to announce.
+        if restart == Restart::Always && self.ends_going(name) {
+            let msg = format_args!("{name}[{pid}]: {how} after {ran_text}");
+            fx.log(Level::Warning, msg);
+            return Next::Done { ok };
+        }
         match restart {
             Restart::Never | Restart::OnFailure if ok => {
                 let msg = format_args!("{name}[{pid}]: {how} after {ran_text}: done");
@@ -279,7 +297,8 @@ impl Table {
                 }
                 Next::Done { ok } => {
                     self.set(name, State::Done { ok });
-                    if ok {
+                    // An essential service's end starts nothing: going stops.
+                    if ok && self.ended.as_ref().is_none_or(|e| e.name != name) {
                         self.up(name, fx, now);
                     }
                 }

@@ -1,7 +1,7 @@
 //! The supervisor: one thread, one epoll loop, absolute deadlines. Each turn waits for the
 //! earliest deadline or an event, hands each event to the part that owns its source, then
 //! takes the named steps in order: reap, signals, a reload when one is due, deadlines,
-//! the state file.
+//! held clients (commands that wait, followers of output), the state file.
 //!
 //! Invariants: signals are only flags plus a byte on a pipe; the pipe is drained before the
 //! flags are read, so none is lost. The loop sleeps until the earliest deadline, or forever:
@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use crate::admin::{self, Answer};
 use crate::config;
 use crate::control::{self, Control};
-use crate::exit::FAILED;
+use crate::exit::{EX_TEMPFAIL, FAILED};
+use crate::follow::FOLLOWERS;
 use crate::log::{Errno, Level};
 use crate::service::{Summary, Table};
 use crate::state;
@@ -45,6 +46,8 @@ pub struct Options {
     pub rundir: PathBuf,
     /// The syslog socket; None logs to stderr.
     pub syslog: Option<PathBuf>,
+    /// How many lines of output are held per service (`-n`).
+    pub held: crate::service::Held,
     /// The name of going's cgroup subtree; None: no cgroups (`-c off`).
     pub cgroup: Option<String>,
 }
@@ -102,6 +105,7 @@ pub fn run(opts: Options) -> Result<u8, Fatal> {
         sup.reload_if_due(now);
         sup.on_deadlines(Instant::now());
         sup.answer_waiters(Instant::now());
+        sup.feed_followers();
         sup.save_state(false);
         if sup.stopping && sup.table.is_empty() {
             let code = sup.code;
@@ -150,6 +154,7 @@ impl Supervisor {
                     .accept(epoll, |id| Source::Client(id).token(), now)
             }
             Some(Source::Client(id)) => self.client(id, now),
+            Some(Source::Follower(id)) => self.sys.followers.woken(id, &self.sys.epoll),
             Some(Source::Output(pid)) => self.sys.relay_output(pid, false, &mut self.table),
             Some(Source::ExecReport(pid)) => match self.sys.child_report(pid) {
                 Some(Ok(())) => self.table.exec_ok(pid, &mut self.sys, now),
@@ -184,9 +189,14 @@ impl Supervisor {
     /// A control client can be read or written: its request, answered.
     fn client(&mut self, id: u32, now: Instant) {
         let token = Source::Client(id).token();
-        let control::Event::Request(id, line) = self.control.ready(id, &self.sys.epoll, token)
-        else {
-            return;
+        let line = match self.control.ready(id, &self.sys.epoll, token) {
+            control::Event::Request(_, line) => line,
+            control::Event::Gone(id) => {
+                // A command that waited, interrupted (^C): there is no one to answer.
+                self.waiters.retain(|w| w.0 != id);
+                return;
+            }
+            control::Event::Nothing => return,
         };
         let answer = admin::handle(&line, &mut self.table, &mut self.sys, now, &self.confdir);
         let reply = match answer {
@@ -204,8 +214,42 @@ impl Supervisor {
                     return;
                 }
             },
+            Answer::Follow(f) if !self.sys.followers.is_full() => {
+                return self.follow(id, f, now);
+            }
+            Answer::Follow(_) => {
+                format!("{EX_TEMPFAIL}\n!going: {FOLLOWERS} followers already: try again later\n")
+            }
         };
         self.control.reply(id, reply, &self.sys.epoll, token);
+    }
+
+    /// `log -f`: the client `id` is sent the held lines of the services, then their new
+    /// lines as they come, for as long as it stays: its connection is the follower's.
+    fn follow(&mut self, id: u32, f: admin::Follow, now: Instant) {
+        let Some(stream) = self.control.take(id) else {
+            return;
+        };
+        let names: Vec<&str> = f.names.iter().map(String::as_str).collect();
+        let held = admin::held(&self.table, &names, f.lines, now);
+        let token = Source::Follower(id).token();
+        let (followers, epoll) = (&mut self.sys.followers, &self.sys.epoll);
+        followers.add(id, stream, token, &f.names, held, epoll);
+    }
+
+    /// Followers: those whose services are gone with their files are told so (not while
+    /// going stops: every service goes then, and the streams end as going exits), and
+    /// what waits for each is written, but to a socket that is full. Nothing to do
+    /// (nothing done) while none follows.
+    fn feed_followers(&mut self) {
+        if self.sys.followers.is_empty() {
+            return;
+        }
+        if !self.stopping {
+            let table = &self.table;
+            self.sys.followers.gone(|name| table.knows(name));
+        }
+        self.sys.followers.feed(&self.sys.epoll);
     }
 
     /// Commands that wait: answered once their services got there, failed, or the time is
@@ -477,6 +521,8 @@ impl Supervisor {
         );
         self.sys.log.log(Level::Notice, msg);
         self.sys.log.flush();
+        let text = "going: upgrading to a new binary: follow again";
+        (self.sys.followers).end_all(EX_TEMPFAIL, text, &self.sys.epoll);
         let err = check.exec(&kept, &procs);
         let msg = format_args!(
             "going: unable to upgrade: exec {}: {}; carrying on",
@@ -490,6 +536,8 @@ impl Supervisor {
     fn exit(mut self) {
         let msg = format_args!("going: all services stopped, exiting");
         self.sys.log.log(Level::Notice, msg);
+        let text = "going: all services stopped, exiting";
+        (self.sys.followers).end_all(0, text, &self.sys.epoll);
         if let Some(Err(e)) = self.sys.cgroups.take().map(|g| g.close()) {
             self.sys.log.log(Level::Err, format_args!("going: {e}"));
         }

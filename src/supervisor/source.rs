@@ -29,6 +29,8 @@ pub enum Source {
     Notify,
     /// The readiness pipe of a service process (`ready=fd:N`).
     ReadyFd(Pid),
+    /// A client following services' output (`going log -f`), by its number.
+    Follower(u32),
     /// The `cgroup.events` of a service's cgroup, by its number: populated or empty.
     Cgroup(u32),
     /// The `memory.events` of a service's cgroup, by its number: the OOM killer's kills.
@@ -48,8 +50,9 @@ impl Source {
             Source::Pidfd(pid) => (8, pid as u32),
             Source::Notify => (9, 0),
             Source::ReadyFd(pid) => (10, pid as u32),
-            Source::Cgroup(id) => (11, id),
-            Source::Oom(id) => (12, id),
+            Source::Follower(id) => (11, id),
+            Source::Cgroup(id) => (12, id),
+            Source::Oom(id) => (13, id),
         };
         (kind as u64) << 32 | id as u64
     }
@@ -68,8 +71,9 @@ impl Source {
             (8, _) if pid > 0 => Source::Pidfd(pid),
             (9, 0) => Source::Notify,
             (10, _) if pid > 0 => Source::ReadyFd(pid),
-            (11, id) => Source::Cgroup(id),
-            (12, id) => Source::Oom(id),
+            (11, id) => Source::Follower(id),
+            (12, id) => Source::Cgroup(id),
+            (13, id) => Source::Oom(id),
             _ => return None,
         })
     }
@@ -94,6 +98,8 @@ mod tests {
             Source::Pidfd(42),
             Source::Notify,
             Source::ReadyFd(42),
+            Source::Follower(0),
+            Source::Follower(u32::MAX),
             Source::Cgroup(0),
             Source::Cgroup(u32::MAX),
             Source::Oom(7),
@@ -103,7 +109,7 @@ mod tests {
         }
         let tokens: std::collections::BTreeSet<u64> = all.iter().map(|s| s.token()).collect();
         assert_eq!(tokens.len(), all.len());
-        for junk in [0, 1, 13 << 32, 1 << 32 | 5, 6 << 32, 9 << 32 | 1, u64::MAX] {
+        for junk in [0, 1, 14 << 32, 1 << 32 | 5, 6 << 32, 9 << 32 | 1, u64::MAX] {
             assert_eq!(Source::from_token(junk), None, "{junk:#x}");
         }
     }

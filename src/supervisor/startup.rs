@@ -81,6 +81,7 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
     }
     watch.request(Instant::now());
     let mut table = Table::default();
+    table.held = opts.held;
     table.down_marks = adopt::down_marks(&sys);
     let mut journal = Journal::new(sys::boot_id());
     if let Some(fd) = h.notify.take() {

@@ -268,7 +268,8 @@ fn the_finish_hook_runs_in_the_services_cgroup_and_status_shows_it() {
         "{text}"
     );
     assert!(text.contains("  processes  2\n"), "{text}");
-    assert!(text.contains("  cpu time   "), "{text}");
+    assert!(text.contains("  cpu        "), "{text}");
+    assert!(text.contains("  memory     "), "{text}");
     // SAFETY: kill has no memory effects; the pid is web's, alive (checked above).
     unsafe { libc::kill(main, libc::SIGTERM) };
     g.next_msg("web: stopping what its run left behind");

@@ -177,6 +177,10 @@ fn a_going_that_is_not_root_takes_roots_files_and_refuses_ones_others_may_write(
         String::from_utf8_lossy(&out.stdout).contains("web"),
         "{out:?}"
     );
+    // Root believes no going of another user's (one could forge its socket): ask as its
+    // user, as going(8) says.
+    let (code, _, err) = run(&["status", "-r", path_str(&xdg.join("going")), "web"]);
+    assert_eq!(code, 78, "{err}");
     drop(going);
 }
 
@@ -218,6 +222,8 @@ struct Image {
     uid: u32,
     env: Vec<(String, String)>,
     copy: (String, String),
+    /// Whether a RUN line takes group and others' write permission off the service files.
+    chmod: bool,
 }
 
 /// `["a", "b"]`, the exec form, as words (no commas or quotes inside words here).
@@ -237,6 +243,7 @@ fn image() -> Image {
     let (mut entrypoint, mut healthcheck, mut user, mut env, mut copy) =
         (vec![], vec![], String::new(), vec![], None);
     let mut uids = std::collections::BTreeMap::new();
+    let mut chmod = false;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
         match word {
@@ -251,6 +258,7 @@ fn image() -> Image {
                 let (src, dst) = rest.trim().split_once(' ').unwrap();
                 copy = Some((src.to_string(), dst.to_string()));
             }
+            "RUN" if rest.trim() == "chmod -R go-w /etc/going.d" => chmod = true,
             "RUN" if rest.contains("adduser") => {
                 // adduser -D -u UID NAME
                 let w: Vec<&str> = rest.split_whitespace().collect();
@@ -266,7 +274,25 @@ fn image() -> Image {
         uid: uids[&user],
         env,
         copy: copy.expect("a COPY of the service files"),
+        chmod,
     }
+}
+
+#[test]
+fn the_readme_shows_the_example_dockerfile_as_it_is() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let file = fs::read_to_string(format!("{root}/examples/container/Dockerfile")).unwrap();
+    let readme = fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let shown = (readme.split("```dockerfile\n").nth(1))
+        .and_then(|b| b.split("```").next())
+        .expect("a dockerfile block in README.md");
+    let code = |t: &str| -> Vec<String> {
+        (t.lines())
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(code(shown), code(&file));
 }
 
 #[test]
@@ -277,8 +303,20 @@ fn the_example_image_runs_as_pid_1_and_ends_with_its_essential_service() {
     assert_eq!(img.copy.1, "/etc/going.d/", "the default CONFDIR");
     assert_eq!(img.healthcheck[..2], ["/usr/sbin/going", "status"]);
     assert!(img.uid != 0, "a non-root image");
-    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join(&img.copy.0);
+    // COPY: root's files with the checkout's modes, group-writable under umask 002;
+    // then what the Dockerfile does about that.
     let dir = TempDir::new();
+    open_dir(&dir.0);
+    let conf = dir.0.join("going.d");
+    fs::create_dir(&conf).unwrap();
+    open_dir(&conf);
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join(&img.copy.0);
+    for f in fs::read_dir(&example).unwrap().flatten() {
+        let to = conf.join(f.file_name());
+        fs::copy(f.path(), &to).unwrap();
+        let mode = if img.chmod { 0o644 } else { 0o664 };
+        fs::set_permissions(&to, fs::Permissions::from_mode(mode)).unwrap();
+    }
     let log = dir.0.join("container.log");
     // The runtime's part: namespaces, a private /tmp, the image's /srv/www, its user, an
     // environment of its ENV lines and a `docker run -e`; then the entrypoint as PID 1.
@@ -286,10 +324,12 @@ fn the_example_image_runs_as_pid_1_and_ends_with_its_essential_service() {
     env.extend(img.env.iter().map(|(k, v)| format!("{k}={v}")));
     env.push("APP_ENV=staging".into());
     let entry = [&[BIN.to_string()][..], &img.entrypoint[1..]].concat();
+    // The image's files on a tmpfs of its own (/srv), before /tmp becomes one too.
     let script = format!(
-        "mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /srv && mkdir /srv/www && \
-         echo served > /srv/www/index.html && \
-         exec setpriv --reuid={uid} --regid={uid} --clear-groups env -i {env} {entry} -d {conf}",
+        "mount -t tmpfs tmpfs /srv && mkdir /srv/www /srv/going.d && \
+         echo served > /srv/www/index.html && cp -p {conf}/* /srv/going.d/ && \
+         mount -t tmpfs tmpfs /tmp && \
+         exec setpriv --reuid={uid} --regid={uid} --clear-groups env -i {env} {entry} -d /srv/going.d",
         uid = img.uid,
         env = env.join(" "),
         entry = entry.join(" "),
@@ -300,17 +340,17 @@ fn the_example_image_runs_as_pid_1_and_ends_with_its_essential_service() {
         .args([
             "--pid",
             "--fork",
+            "--kill-child",
             "--net",
             "--mount",
             "--mount-proc",
-            "/bin/sh",
-            "-c",
         ])
+        .args(["/bin/sh", "-c"])
         .arg(&script)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(fs::File::create(&log).unwrap());
-    let mut container = Stopped(spawn(&mut runtime));
+    let mut container = Runtime(spawn(&mut runtime));
     let read = || fs::read_to_string(&log).unwrap_or_default();
     wait_until("the worker with the run's environment", || {
         read().contains("]: worker up for staging")
@@ -330,8 +370,15 @@ fn the_example_image_runs_as_pid_1_and_ends_with_its_essential_service() {
             .map(|c| c.0)
     });
     // The HEALTHCHECK, run inside as the image's user: healthy.
+    // As docker runs it: the image's environment, not this test's (XDG_RUNTIME_DIR!).
     let mut check = Command::new("nsenter");
     check
+        .env_clear()
+        .envs(img.env.iter().map(|(k, v)| (k, v)))
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .args(["-t", &going.to_string(), "--pid", "--mount", "--net", "--"])
         .args([
             "setpriv",
@@ -354,4 +401,23 @@ fn the_example_image_runs_as_pid_1_and_ends_with_its_essential_service() {
     );
     assert!(read.contains("]: worker["), "{read}");
     assert!(read.contains("stopped: killed by SIGTERM"), "{read}");
+}
+
+/// The container runtime (unshare), killed if the test ends before it does: it does not
+/// pass SIGTERM on, and --kill-child takes the namespace's PID 1 with it.
+struct Runtime(std::process::Child);
+
+impl Runtime {
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill(); // not reaped yet: its pid is its own
+            let _ = self.0.wait();
+        }
+    }
 }

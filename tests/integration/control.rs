@@ -502,3 +502,54 @@ fn a_stop_right_after_a_start_is_not_lost() {
         g.dump()
     );
 }
+
+#[test]
+fn a_command_that_waits_is_answered_after_its_client_shuts_down_its_side_and_forgotten_if_it_left()
+{
+    use std::net::Shutdown;
+    let mut g = Going::start(&[]);
+    let go = fifo(&g, "go");
+    g.write(
+        "slow",
+        &format!(
+            "cmd=/bin/sh -c 'read x < {}; echo >&3; exec sleep 1000'\nready=fd:3\n",
+            go.display()
+        ),
+    );
+    g.started("slow");
+    let restarts = |g: &Going| {
+        let (_, out, _) = cmd(g, "status", &["slow"]);
+        let n = (out.lines()).find_map(|l| l.trim().strip_prefix("restarts"));
+        n.unwrap_or_else(|| panic!("{out}")).trim().to_string()
+    };
+    // A restart that waits, interrupted (^C) while slow is not up yet: done once, and
+    // the client forgotten, never taken to ask again.
+    let run = rundir(&g);
+    let mut waiting = Stopped(spawn(Command::new(BIN).args([
+        "restart",
+        "-w",
+        "30",
+        "-r",
+        path_str(&run),
+        "slow",
+    ])));
+    wait_until("the restart", || restarts(&g) == "1");
+    // SAFETY: kill has no memory effects; the client is not reaped yet.
+    unsafe { libc::kill(waiting.pid(), libc::SIGINT) };
+    waiting.0.wait().unwrap();
+    assert_eq!((restarts(&g), restarts(&g)), ("1".into(), "1".into()));
+    // As `nc -N` does: the request, then shutdown(SHUT_WR); the answer still comes, once
+    // slow is up.
+    let mut s = UnixStream::connect(run.join("control")).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(b"start wait=30 slow").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(restarts(&g), "1");
+    release(&go);
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(
+        reply.starts_with("0\nslow: already running\nslow: up after "),
+        "{reply:?}"
+    );
+}

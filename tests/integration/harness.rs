@@ -707,8 +707,12 @@ pub fn cmd(g: &Going, command: &str, args: &[&str]) -> (i32, String, String) {
     run(&all)
 }
 
+/// `going ARGS…`: exit code, stdout, stderr. Without `COLUMNS`, as the table then is the
+/// same wherever the tests run.
 pub fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let out = (Command::new(BIN).args(args).env_remove("COLUMNS"))
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -718,6 +722,29 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// A FIFO in the test's directory: a service blocks reading it until the test writes.
+pub fn fifo(g: &Going, name: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let p = g.dir.0.join(name);
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    p
+}
+
+/// Lets the service blocked on `fifo` go on.
+pub fn release(fifo: &Path) {
+    fs::write(fifo, "go\n").unwrap();
+}
+
+/// The python3 the tests run: Debian's (CI installs it), else the PATH's.
+pub fn python() -> &'static str {
+    match Path::new("/usr/bin/python3").exists() {
+        true => "/usr/bin/python3",
+        false => "python3",
+    }
 }
 
 /// A cgroup of one test's own on the machine's cgroup2 hierarchy, below the test process's

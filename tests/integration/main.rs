@@ -14,6 +14,7 @@ mod going;
 mod intake;
 mod life;
 mod links;
+mod observe;
 mod output;
 mod rundir;
 mod settings;
