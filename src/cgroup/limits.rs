@@ -414,12 +414,6 @@ impl Limits {
             })
             .collect()
     }
-
-    /// Stable `key` and text records, one per key set, in a fixed order: for the settings
-    /// fingerprint (nothing when no key is set).
-    pub fn records(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
-        self.iter().map(|(k, v)| (k.name(), k.text(v)))
-    }
 }
 
 /// What going can give its services: no cgroups at all (and why), or these controllers.
@@ -675,9 +669,6 @@ mod tests {
             "cpu io memory pids",
             "each controller once"
         );
-        let records: Vec<_> = l.records().collect();
-        assert_eq!(records[0], ("memory_max", "104857600".to_string()));
-        assert_eq!(records.len(), 7);
     }
 
     #[test]
@@ -686,7 +677,6 @@ mod tests {
         assert!(l.is_empty());
         assert!(l.controllers().is_empty());
         assert_eq!(l.changes(&Limits::default()), []);
-        assert_eq!(l.records().count(), 0);
         let off = Available::Off("no cgroup2 filesystem is mounted".into());
         assert_eq!(l.check(&off), []);
     }
