@@ -682,17 +682,20 @@ pub struct Usage {
 }
 
 /// One service's cgroup, `B/svc/NAME`, held open.
+///
+/// Kept for every service, so kept small: its path in one allocation of its own size, what
+/// only a memory limit needs boxed apart.
 pub struct Group {
-    path: PathBuf,
+    path: Box<Path>,
     dir: Dir,
     /// `cgroup.events`, open for the loop to watch and for `populated`.
     events: File,
     /// `memory.events`, open while the OOM killer's kills are watched.
-    memory_events: Option<File>,
+    memory_events: Option<Box<File>>,
     features: Features,
     fresh: bool,
-    /// `oom_kill` of `memory.events` when last read.
-    oom_kills: u64,
+    /// `oom_kill` of `memory.events` when last read; None: 0, never read.
+    oom_kills: Option<Box<u64>>,
 }
 
 impl Group {
@@ -700,13 +703,13 @@ impl Group {
         let events = (dir.open_at("cgroup.events", libc::O_RDONLY, 0))
             .map_err(|e| Error::new("open", path.join("cgroup.events"), e))?;
         let g = Group {
-            path,
+            path: path.into_boxed_path(),
             dir,
             events,
             memory_events: None,
             features,
             fresh,
-            oom_kills: 0,
+            oom_kills: None,
         };
         // A fresh open reports a change until it is read: read it once, so that a watch
         // added now wakes for the next change only.
@@ -740,7 +743,7 @@ impl Group {
     /// without cgroups, when it is adopted.
     pub fn attach(&self, pid: Pid) -> Result<(), Error> {
         write(&self.dir, "cgroup.procs", &pid.to_string())
-            .map_err(|e| Error::new(format!("move process {pid} into"), &self.path, e))
+            .map_err(|e| Error::new(format!("move process {pid} into"), &*self.path, e))
     }
 
     /// `cgroup.events`, for the loop's epoll (EPOLLPRI: see [`sys::Epoll::add_priority`]).
@@ -797,7 +800,7 @@ impl Group {
                 Err(e) => {
                     return Err(Error::new(
                         format!("signal process {pid} of"),
-                        &self.path,
+                        &*self.path,
                         e,
                     ))
                 }
@@ -834,7 +837,7 @@ impl Group {
             for pid in new {
                 match sys::kill(pid, libc::SIGKILL) {
                     Err(e) if e.raw_os_error() != Some(libc::ESRCH) => {
-                        return Err(Error::new(format!("kill process {pid} of"), &self.path, e))
+                        return Err(Error::new(format!("kill process {pid} of"), &*self.path, e))
                     }
                     _ => seen.push(pid),
                 }
@@ -886,7 +889,7 @@ impl Group {
         if self.memory_events.is_none() {
             let path = self.path.join("memory.events");
             match self.dir.open_at("memory.events", libc::O_RDONLY, 0) {
-                Ok(f) => self.memory_events = Some(f),
+                Ok(f) => self.memory_events = Some(Box::new(f)),
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
                 Err(e) => return Err(Error::new("open", path, e)),
             }
@@ -897,7 +900,7 @@ impl Group {
 
     /// Closes `memory.events`; returns its fd, for the loop to stop watching first.
     pub fn unwatch_oom(&mut self) -> Option<File> {
-        self.memory_events.take()
+        self.memory_events.take().map(|f| *f)
     }
 
     /// How many OOM kills happened in the cgroup since the last call (0 without the
@@ -921,8 +924,10 @@ impl Group {
         };
         let count = limits::oom_kills(&text).unwrap_or(0);
         // A controller disabled and enabled again starts from 0.
-        let new = count.saturating_sub(self.oom_kills);
-        self.oom_kills = count;
+        let new = count.saturating_sub(self.oom_kills.as_deref().map_or(0, |n| *n));
+        if count != 0 || self.oom_kills.is_some() {
+            self.oom_kills = Some(Box::new(count));
+        }
         Ok(new)
     }
 

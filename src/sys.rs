@@ -1342,3 +1342,70 @@ mod tests {
         assert_eq!(super::uptime_ms("x.1"), None);
     }
 }
+
+/// The unwinder's entry points, as going's release binary has them: nothing unwinds in a
+/// panic=abort build, and the linker script (link/no-unwind-tables.ld) drops the tables an
+/// unwinder would read, so the backtrace of a panic message finds no frame whatever
+/// unwinder answers. Defined here, they keep the linker from pulling in musl's libunwind
+/// for std's backtrace and personality code that never runs: 48 kB of code, and the
+/// stdio it logs with, that VmPeak counted.
+#[cfg(all(target_env = "musl", panic = "abort", not(test)))]
+mod no_unwinder {
+    use std::ffi::{c_int, c_void};
+
+    /// `_URC_END_OF_STACK`: no frame to walk, no handler found.
+    const END_OF_STACK: c_int = 5;
+
+    // SAFETY (all of them): they touch no memory; callers get "no frame" or a zero.
+    #[no_mangle]
+    extern "C" fn _Unwind_Backtrace(_: *mut c_void, _: *mut c_void) -> c_int {
+        END_OF_STACK
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_RaiseException(_: *mut c_void) -> c_int {
+        END_OF_STACK
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_Resume(_: *mut c_void) -> ! {
+        std::process::abort()
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_DeleteException(_: *mut c_void) {}
+    #[no_mangle]
+    extern "C" fn _Unwind_GetIP(_: *mut c_void) -> usize {
+        0
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_GetIPInfo(_: *mut c_void, before: *mut c_int) -> usize {
+        let _ = before;
+        0
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_GetCFA(_: *mut c_void) -> usize {
+        0
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_FindEnclosingFunction(_: *mut c_void) -> *mut c_void {
+        std::ptr::null_mut()
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_GetLanguageSpecificData(_: *mut c_void) -> *mut c_void {
+        std::ptr::null_mut()
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_GetRegionStart(_: *mut c_void) -> usize {
+        0
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_GetTextRelBase(_: *mut c_void) -> usize {
+        0
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_GetDataRelBase(_: *mut c_void) -> usize {
+        0
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_SetGR(_: *mut c_void, _: c_int, _: usize) {}
+    #[no_mangle]
+    extern "C" fn _Unwind_SetIP(_: *mut c_void, _: usize) {}
+}

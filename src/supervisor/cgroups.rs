@@ -11,7 +11,6 @@
 //! [`Source::Cgroup`] and [`Source::Oom`] exactly while it is here; the controllers of the
 //! services' cgroups are the union of what the limits written need.
 
-use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
@@ -20,7 +19,7 @@ use crate::cgroup::{self, Available, Cgroups, Controller, Controllers, Group, Ki
 use crate::spawn::SpawnError;
 use crate::sys::{self, Epoll, Pid};
 
-/// One service's cgroup, watched.
+/// One service's cgroup, watched; its name is the last part of its path.
 struct Kept {
     group: Group,
     /// The number of its event sources.
@@ -31,6 +30,12 @@ struct Kept {
 }
 
 impl Kept {
+    fn name(&self) -> &str {
+        (self.group.path().file_name())
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+    }
+
     fn limits(&self) -> &Limits {
         match &self.written {
             Some(Some(l)) => l,
@@ -39,10 +44,13 @@ impl Kept {
     }
 }
 
-/// going's subtree and its services' cgroups.
+/// going's subtree and its services' cgroups: a list, not a map, searched by name (a few
+/// hundred at most; a map's nodes, half full, cost going twice the memory), of boxes (the
+/// allocator serves many small blocks from pages it has, where one growing array takes a
+/// new mapping of several of its size: 36 kB of VmPeak at 100 services).
 pub struct Groups {
     tree: Cgroups,
-    kept: BTreeMap<String, Kept>,
+    kept: Vec<Box<Kept>>,
     next_id: u32,
 }
 
@@ -50,9 +58,17 @@ impl Groups {
     pub fn new(tree: Cgroups) -> Groups {
         Groups {
             tree,
-            kept: BTreeMap::new(),
+            kept: Vec::new(),
             next_id: 0,
         }
+    }
+
+    fn get(&self, name: &str) -> Option<&Kept> {
+        self.kept.iter().find(|k| k.name() == name).map(|k| &**k)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Kept> {
+        self.kept.iter_mut().find(|k| k.name() == name).map(|k| &mut **k)
     }
 
     /// going's subtree, for the start-up line.
@@ -82,7 +98,7 @@ impl Groups {
 
     /// The cgroup of `name`, made and watched if it is not yet.
     fn ensure(&mut self, name: &str, epoll: &Epoll) -> Result<&mut Kept, cgroup::Error> {
-        if !self.kept.contains_key(name) {
+        if self.get(name).is_none() {
             let group = self.tree.group(name)?;
             let id = self.next_id;
             let token = Source::Cgroup(id).token();
@@ -91,10 +107,9 @@ impl Groups {
             }
             self.next_id = self.next_id.wrapping_add(1);
             let written = group.fresh().then_some(None);
-            self.kept
-                .insert(name.to_string(), Kept { group, id, written });
+            self.kept.push(Box::new(Kept { group, id, written }));
         }
-        Ok(self.kept.get_mut(name).expect("just kept"))
+        Ok(self.get_mut(name).expect("just kept"))
     }
 
     /// Before a process of `name` starts: its cgroup made, the controllers its `limits`
@@ -117,17 +132,17 @@ impl Groups {
         })?;
         self.write_limits(name, limits, epoll)
             .map_err(SpawnError::Cgroup)?;
-        Ok(self.kept[name].group.dir_fd())
+        Ok(self.get(name).expect("kept").group.dir_fd())
     }
 
     /// Writes `limits` to the cgroup of `name` (kept), what differs from what it holds;
     /// the controllers they need enabled first, and those no service needs any more
     /// disabled after. Every failure is in the message.
     fn write_limits(&mut self, name: &str, limits: &Limits, epoll: &Epoll) -> Result<(), String> {
-        let kept = &self.kept[name];
+        let kept = self.get(name).expect("kept");
         let nothing = limits.is_empty() && self.tree.enabled().is_empty();
         if kept.written.is_some() && kept.limits() == limits || kept.written.is_none() && nothing {
-            self.kept.get_mut(name).expect("kept").written = Some(None);
+            self.get_mut(name).expect("kept").written = Some(None);
             return Ok(());
         }
         let wanted = self.wanted(Some(name)).union(limits.controllers());
@@ -135,7 +150,7 @@ impl Groups {
         if let Err(e) = self.tree.set_controllers(wanted) {
             problems.push(e.to_string());
         }
-        let kept = self.kept.get_mut(name).expect("kept");
+        let kept = self.get_mut(name).expect("kept");
         let old = kept.written.as_ref().map(|_| kept.limits());
         problems.extend(kept.group.apply(old, limits).iter().map(|e| e.to_string()));
         kept.written = Some((!limits.is_empty()).then(|| Box::new(*limits)));
@@ -153,7 +168,7 @@ impl Groups {
     /// The settings of `name` changed what its cgroup holds: written in place, if it has
     /// one (else at its next start). Err: the message.
     pub fn changed(&mut self, name: &str, limits: &Limits, epoll: &Epoll) -> Result<(), String> {
-        if !self.kept.contains_key(name) {
+        if self.get(name).is_none() {
             return Ok(());
         }
         self.write_limits(name, limits, epoll)
@@ -162,15 +177,13 @@ impl Groups {
     /// The controllers the limits written need, but those of `except`.
     fn wanted(&self, except: Option<&str>) -> Controllers {
         (self.kept.iter())
-            .filter(|(n, _)| Some(n.as_str()) != except)
-            .fold(Controllers::NONE, |c, (_, k)| {
-                c.union(k.limits().controllers())
-            })
+            .filter(|k| Some(k.name()) != except)
+            .fold(Controllers::NONE, |c, k| c.union(k.limits().controllers()))
     }
 
     /// Watches (or stops watching) the `memory.events` of `name`, for its OOM kills.
     fn watch_oom(&mut self, name: &str, on: bool, epoll: &Epoll) {
-        let Some(kept) = self.kept.get_mut(name) else {
+        let Some(kept) = self.get_mut(name) else {
             return;
         };
         if !on {
@@ -193,7 +206,7 @@ impl Groups {
 
     /// Whether a process of `name` is in its cgroup; None when it has none.
     pub fn populated(&self, name: &str) -> Option<Result<bool, cgroup::Error>> {
-        self.kept.get(name).map(|k| k.group.populated())
+        self.get(name).map(|k| k.group.populated())
     }
 
     /// `sig` to every process of `name`'s cgroup but those of group `but`; None when it
@@ -204,30 +217,28 @@ impl Groups {
         sig: libc::c_int,
         but: Option<Pid>,
     ) -> Option<Result<usize, cgroup::Error>> {
-        self.kept.get(name).map(|k| k.group.signal_each(sig, but))
+        self.get(name).map(|k| k.group.signal_each(sig, but))
     }
 
     /// SIGKILL to everything in `name`'s cgroup; None when it has none.
     pub fn kill(&self, name: &str) -> Option<Result<Killed, cgroup::Error>> {
-        self.kept.get(name).map(|k| k.group.kill())
+        self.get(name).map(|k| k.group.kill())
     }
 
     /// The services that have a cgroup.
     pub fn names(&self) -> Vec<String> {
-        self.kept.keys().cloned().collect()
+        self.kept.iter().map(|k| k.name().to_string()).collect()
     }
 
     /// The service whose cgroup's events have number `id`.
     pub fn by_id(&self, id: u32) -> Option<&str> {
-        (self.kept.iter())
-            .find(|(_, k)| k.id == id)
-            .map(|(n, _)| n.as_str())
+        self.kept.iter().find(|k| k.id == id).map(|k| k.name())
     }
 
     /// The OOM kills in `name`'s cgroup since the last look, with the memory limits that
     /// brought them (`memory_max=100M`); 0 when there were none.
     pub fn oom_kills(&mut self, name: &str) -> Result<(u64, String), cgroup::Error> {
-        let Some(kept) = self.kept.get_mut(name) else {
+        let Some(kept) = self.get_mut(name) else {
             return Ok((0, String::new()));
         };
         let n = kept.group.new_oom_kills()?;
@@ -242,7 +253,7 @@ impl Groups {
 
     /// Where the cgroup of `name` is, and what its files say, for `going status`.
     pub fn usage(&self, name: &str) -> Option<(PathBuf, cgroup::Usage)> {
-        let kept = self.kept.get(name)?;
+        let kept = self.get(name)?;
         Some((kept.group.path().to_path_buf(), kept.group.usage()))
     }
 
@@ -250,8 +261,8 @@ impl Groups {
     /// a run left, or a run whose main process is gone, to stop before they start.
     pub fn leftovers(&self, adopted: impl Fn(&str) -> bool) -> Vec<String> {
         (self.kept.iter())
-            .filter(|(name, k)| !adopted(name) && k.group.populated().unwrap_or(true))
-            .map(|(name, _)| name.clone())
+            .filter(|k| !adopted(k.name()) && k.group.populated().unwrap_or(true))
+            .map(|k| k.name().to_string())
             .collect()
     }
 
@@ -286,12 +297,13 @@ impl Groups {
 
     /// Stops watching the cgroup of `name` and forgets it, leaving it where it is.
     fn forget(&mut self, name: &str, epoll: &Epoll) -> Option<Kept> {
-        let mut kept = self.kept.remove(name)?;
+        let at = self.kept.iter().position(|k| k.name() == name)?;
+        let mut kept = self.kept.swap_remove(at);
         epoll.delete(kept.group.events_fd());
         if let Some(f) = kept.group.unwatch_oom() {
             epoll.delete(f.as_raw_fd());
         }
-        Some(kept)
+        Some(*kept)
     }
 
     /// The service `name` is gone: its cgroup is removed, with the controllers only it
