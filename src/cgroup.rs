@@ -2,8 +2,8 @@
 //! subtree is (found from /proc, never assumed at /sys/fs/cgroup), the layout kept there,
 //! and one cgroup per service — created before its first exec, known to be empty from its
 //! `cgroup.events`, killed as a whole, removed once empty — with its limits
-//! ([`limits`]), its OOM kills and its usage. Wired into the supervisor by the cgroups
-//! issue (#16); until then nothing calls it.
+//! ([`limits`]), its OOM kills and its usage. src/supervisor/cgroups.rs keeps them for
+//! the loop.
 //!
 //! Layout. C is the cgroup going starts in; going's subtree B is `C/NAME` (`going` unless
 //! the admin names another); each service is `B/svc/SERVICE`; going itself moves to
@@ -18,7 +18,6 @@
 //! and disabled again only below B (C's may be others' too). One going per B: a flock on
 //! B. A service's cgroup is removed only when empty; a busy one is left for a later try.
 //! Nothing here waits, sleeps or polls: emptiness is learnt from `cgroup.events`.
-#![allow(dead_code)] // wired in by the cgroups issue (#16)
 
 mod limits;
 
@@ -27,7 +26,7 @@ pub use limits::{Available, Controller, Controllers, Key, Limits};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -43,6 +42,7 @@ const SUPERVISOR: &str = "supervisor";
 /// The services' parent in B.
 const SERVICES: &str = "svc";
 /// statfs(2) magic of cgroup2 (linux/magic.h).
+#[cfg(test)]
 pub const CGROUP2_MAGIC: u32 = 0x6367_7270;
 /// How many times the fallback kill lists a cgroup again for processes forked meanwhile.
 const KILL_ROUNDS: usize = 16;
@@ -68,10 +68,6 @@ impl Error {
 
     pub fn errno(&self) -> Option<i32> {
         self.err.raw_os_error()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
@@ -486,6 +482,7 @@ impl Cgroups {
         self.enabled
     }
 
+    #[cfg(test)]
     pub fn features(&self) -> Features {
         self.features
     }
@@ -729,14 +726,6 @@ impl Group {
     /// The cgroup's directory, for `clone3(CLONE_INTO_CGROUP)`.
     pub fn dir_fd(&self) -> RawFd {
         self.dir.fd()
-    }
-
-    /// `cgroup.procs`, open for writing and close-on-exec: opened before the fork, the
-    /// child writes `0` to it (itself) before anything else, and it closes at exec.
-    pub fn procs_for_child(&self) -> Result<OwnedFd, Error> {
-        let f = (self.dir.open_at("cgroup.procs", libc::O_WRONLY, 0))
-            .map_err(|e| Error::new("open", self.path.join("cgroup.procs"), e))?;
-        Ok(f.into())
     }
 
     /// Moves process `pid` (all its threads) into the cgroup: what an older going started
@@ -1413,7 +1402,16 @@ mod tests {
             )
         );
         drop(held);
-        assert!(found.open().is_ok(), "released with the directory");
+        // Released with the directory: once a child another test forked meanwhile, which
+        // shares the open directory until its exec, has exec'd too.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while found.open().is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "released with the directory"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// A service's cgroup in a scratch tree, with the files of every limit.
@@ -1803,14 +1801,10 @@ mod tests {
         assert_eq!(web.pids().unwrap(), [], "the helper too");
         assert!(web.usage().cpu_usec.is_some());
 
-        // The fallback for kernels before 5.14, and the fd a child writes "0" to before
-        // its exec (here the parent writes the child's pid to it).
+        // The fallback for kernels before 5.14; a process moved in as an adopted one is.
         let old = cg.group("old").unwrap();
         let mut sleep = Command::new("sleep").arg("1000").spawn().unwrap();
-        let procs = File::from(old.procs_for_child().unwrap());
-        (&procs)
-            .write_all(sleep.id().to_string().as_bytes())
-            .unwrap();
+        old.attach(sleep.id() as Pid).unwrap();
         epoll.add_priority(old.events_fd(), 3).unwrap();
         assert!(old.populated().unwrap());
         let killed = old.kill_each().unwrap();

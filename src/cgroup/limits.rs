@@ -195,6 +195,7 @@ impl Key {
         KEYS[self as usize].1
     }
 
+    #[cfg(test)]
     pub fn by_name(name: &str) -> Option<Key> {
         KEYS.iter().find(|k| k.1 == name).map(|k| k.0)
     }
