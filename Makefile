@@ -38,7 +38,7 @@ all: build
 
 # The musl build is what keeps VmPeak under 1024 kB; the target is added when missing.
 # SMALL leaves out the unwind tables, which panic=abort never reads (link/*.ld says more).
-SMALL := -C link-arg=-Wl,--no-eh-frame-hdr -C link-arg=-Wl,-T,$(CURDIR)/link/no-unwind-tables.ld
+SMALL := -C link-arg=-Wl,-z,pack-relative-relocs -C link-arg=-Wl,--no-eh-frame-hdr -C link-arg=-Wl,-T,$(CURDIR)/link/no-unwind-tables.ld
 # STD builds the standard library with going's own profile (opt-level z, LTO across it)
 # and without its backtrace symbolizer, which panic=abort never runs: 210 kB less binary,
 # and as much less VmPeak. It needs the rust-src component (added when missing) and two

@@ -229,9 +229,13 @@ impl Groups {
         self.get(name).map(|k| k.group.kill())
     }
 
-    /// The services that have a cgroup.
-    pub fn names(&self) -> Vec<String> {
-        self.kept.iter().map(|k| k.name().to_string()).collect()
+    /// The services that have a cgroup, but those `keep` says: none, mostly, so nothing
+    /// is allocated for every service.
+    pub fn names_but(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        (self.kept.iter())
+            .filter(|k| !keep(k.name()))
+            .map(|k| k.name().to_string())
+            .collect()
     }
 
     /// The service whose cgroup's events have number `id`.

@@ -130,7 +130,7 @@ impl System {
         let Some(groups) = self.cgroups.as_mut() else {
             return;
         };
-        for name in groups.names().into_iter().filter(|n| !keep(n)) {
+        for name in groups.names_but(keep) {
             if let Err(e) = groups.remove(&name, &self.epoll) {
                 self.log.log(Level::Err, format_args!("going: {e}"));
             }
