@@ -33,8 +33,7 @@ usage: going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f] [-n LINES] [-c NAME|off]
   -f          log to stderr instead of syslog;  log -f: follow new lines
   -n LINES    lines of output held per service (default 10, at most 1000);
               log -n: show the last LINES of them
-  -c NAME     the services' cgroups go in NAME below going's cgroup (default going);
-              -c off: no cgroups, process groups alone
+  -c NAME     going's cgroup subtree (default going);  -c off: no cgroups
   -j, --json  status as one JSON document
   -w SECONDS  wait until the services are up (ready) or stopped, SECONDS at most
   -h, --help  this help;  -V, --version  the version

@@ -100,9 +100,16 @@ impl Groups {
         problems
     }
 
-    /// The cgroup of `name`, made and watched if it is not yet.
-    fn ensure(&mut self, name: &str, epoll: &Epoll) -> Result<&mut Kept, cgroup::Error> {
-        if self.get(name).is_none() {
+    fn index(&self, name: &str) -> Option<usize> {
+        self.kept.iter().position(|k| k.name() == name)
+    }
+
+    /// The cgroup of `name`, made and watched if it is not yet: its index in `kept`.
+    fn ensure(&mut self, name: &str, epoll: &Epoll) -> Result<usize, cgroup::Error> {
+        if let Some(i) = self.index(name) {
+            return Ok(i);
+        }
+        {
             let group = self.tree.group(name)?;
             let id = self.next_id;
             let token = Source::Cgroup(id).token();
@@ -113,7 +120,7 @@ impl Groups {
             let written = group.fresh().then_some(None);
             self.kept.push(Box::new(Kept { group, id, written }));
         }
-        Ok(self.get_mut(name).expect("just kept"))
+        Ok(self.kept.len() - 1)
     }
 
     /// Before a process of `name` starts: its cgroup made, the controllers its `limits`
@@ -125,7 +132,7 @@ impl Groups {
         limits: &Limits,
         epoll: &Epoll,
     ) -> Result<RawFd, SpawnError> {
-        self.ensure(name, epoll).map_err(|e| match e.errno() {
+        let i = self.ensure(name, epoll).map_err(|e| match e.errno() {
             // Said as a fork or a pipe that ran out of them is.
             Some(libc::EMFILE | libc::ENFILE) => SpawnError::Unable {
                 what: "open its cgroup",
@@ -134,32 +141,32 @@ impl Groups {
             },
             _ => SpawnError::Cgroup(e.to_string()),
         })?;
-        self.write_limits(name, limits, epoll)
+        self.write_limits(i, limits, epoll)
             .map_err(SpawnError::Cgroup)?;
-        Ok(self.get(name).expect("kept").group.dir_fd())
+        Ok(self.kept[i].group.dir_fd())
     }
 
-    /// Writes `limits` to the cgroup of `name` (kept), what differs from what it holds;
-    /// the controllers they need enabled first, and those no service needs any more
-    /// disabled after. Every failure is in the message.
-    fn write_limits(&mut self, name: &str, limits: &Limits, epoll: &Epoll) -> Result<(), String> {
-        let kept = self.get(name).expect("kept");
+    /// Writes `limits` to the cgroup `i` of `kept`, what differs from what it holds; the
+    /// controllers they need enabled first, and those no service needs any more disabled
+    /// after. Every failure is in the message.
+    fn write_limits(&mut self, i: usize, limits: &Limits, epoll: &Epoll) -> Result<(), String> {
+        let kept = &self.kept[i];
         let nothing = limits.is_empty() && self.tree.enabled().is_empty();
         if kept.written.is_some() && kept.limits() == limits || kept.written.is_none() && nothing {
-            self.get_mut(name).expect("kept").written = Some(None);
+            self.kept[i].written = Some(None);
             return Ok(());
         }
-        let wanted = self.wanted(Some(name)).union(limits.controllers());
+        let wanted = self.wanted(Some(i)).union(limits.controllers());
         let mut problems = Vec::new();
         if let Err(e) = self.tree.set_controllers(wanted) {
             problems.push(e.to_string());
         }
-        let kept = self.get_mut(name).expect("kept");
+        let kept = &mut self.kept[i];
         let old = kept.written.as_ref().map(|_| kept.limits());
         problems.extend(kept.group.apply(old, limits).iter().map(|e| e.to_string()));
         kept.written = Some((!limits.is_empty()).then(|| Box::new(*limits)));
         let oom = limits.controllers().contains(Controller::Memory);
-        self.watch_oom(name, oom, epoll);
+        self.watch_oom(i, oom, epoll);
         if let Err(e) = self.tree.set_controllers(self.wanted(None)) {
             problems.push(e.to_string());
         }
@@ -172,24 +179,24 @@ impl Groups {
     /// The settings of `name` changed what its cgroup holds: written in place, if it has
     /// one (else at its next start). Err: the message.
     pub fn changed(&mut self, name: &str, limits: &Limits, epoll: &Epoll) -> Result<(), String> {
-        if self.get(name).is_none() {
-            return Ok(());
+        match self.index(name) {
+            Some(i) => self.write_limits(i, limits, epoll),
+            None => Ok(()),
         }
-        self.write_limits(name, limits, epoll)
     }
 
-    /// The controllers the limits written need, but those of `except`.
-    fn wanted(&self, except: Option<&str>) -> Controllers {
-        (self.kept.iter())
-            .filter(|k| Some(k.name()) != except)
-            .fold(Controllers::NONE, |c, k| c.union(k.limits().controllers()))
+    /// The controllers the limits written need, but those of cgroup `except`.
+    fn wanted(&self, except: Option<usize>) -> Controllers {
+        (self.kept.iter().enumerate())
+            .filter(|(i, _)| Some(*i) != except)
+            .fold(Controllers::NONE, |c, (_, k)| {
+                c.union(k.limits().controllers())
+            })
     }
 
-    /// Watches (or stops watching) the `memory.events` of `name`, for its OOM kills.
-    fn watch_oom(&mut self, name: &str, on: bool, epoll: &Epoll) {
-        let Some(kept) = self.get_mut(name) else {
-            return;
-        };
+    /// Watches (or stops watching) the `memory.events` of cgroup `i`, for its OOM kills.
+    fn watch_oom(&mut self, i: usize, on: bool, epoll: &Epoll) {
+        let kept = &mut self.kept[i];
         if !on {
             if let Some(f) = kept.group.unwatch_oom() {
                 epoll.delete(f.as_raw_fd());
@@ -279,7 +286,8 @@ impl Groups {
     /// going, or with `-c off`). Err: why not, and the service goes on without a cgroup
     /// until its next start.
     pub fn adopt(&mut self, name: &str, pid: Pid, epoll: &Epoll) -> Result<bool, String> {
-        let kept = self.ensure(name, epoll).map_err(|e| e.to_string())?;
+        let i = self.ensure(name, epoll).map_err(|e| e.to_string())?;
+        let kept = &self.kept[i];
         let pids = kept.group.pids().map_err(|e| e.to_string())?;
         if pids.contains(&pid) {
             return Ok(false);

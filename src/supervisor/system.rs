@@ -633,12 +633,7 @@ fn oom_message(name: &str, main: Option<Pid>, n: u64, limits: &str) -> String {
     let dead = |pid: Pid| sys::proc_identity(pid).is_none();
     match main.filter(|&p| dead(p)) {
         Some(pid) if n == 1 => format!("{name}[{pid}]: killed by the OOM killer ({limits})"),
-        Some(pid) => {
-            let others = n - 1;
-            format!("{name}[{pid}]: killed by the OOM killer, and {others} other processes of it ({limits})")
-        }
-        None if n == 1 => format!("{name}: a process of it killed by the OOM killer ({limits})"),
-        None => format!("{name}: {n} processes of it killed by the OOM killer ({limits})"),
+        _ => format!("{name}: {n} of its processes killed by the OOM killer ({limits})"),
     }
 }
 
