@@ -175,10 +175,16 @@ fn an_adopted_service_output_is_read_again_and_a_write_while_no_going_ran_kills_
 
 #[test]
 fn what_a_crashed_service_left_in_its_group_is_stopped_before_it_starts_again() {
-    let mut g = Going::start(&[(
+    let mut g = Going::start(&[]);
+    // The first run ends once the test has seen its helper, however loaded the machine.
+    let go = fifo(&g, "go");
+    g.write(
         "leaky",
-        "cmd=/bin/sh -c 'sleep 5004 & sleep 1; exit 1'\nlog=null\n",
-    )]);
+        &format!(
+            "cmd=/bin/sh -c 'sleep 5004 & read x < {}; exit 1'\nlog=null\n",
+            go.display()
+        ),
+    );
     let first = g.started("leaky");
     // The helper of this first run: in its process group.
     let mut helper = 0;
@@ -188,6 +194,7 @@ fn what_a_crashed_service_left_in_its_group_is_stopped_before_it_starts_again() 
         helper = of_first.unwrap_or(0);
         helper != 0
     });
+    release(&go);
     g.next_msg(&format!("leaky[{first}]: exited 1"));
     g.next_msg("leaky: stopping what its run left behind");
     g.started("leaky");
