@@ -561,6 +561,12 @@ fn going_cmd(binary: &Path, dir: &Path, cgroup: Option<&TestCgroup>, current: bo
         // kernel (a grace period, some 15 ms), which a child must not do between its fork
         // and its exec, when it holds what the test's other threads have open.
         Some(cg) => {
+            // The shell's exec would fail on a copy of going still open for writing in a
+            // child another test thread forked: run it once first, as `spawn` waits that
+            // out (once it ran, nothing can hold it open for writing any more).
+            let mut probe = Command::new(binary);
+            probe.arg("-V").stdout(std::process::Stdio::null());
+            let _ = spawn(&mut probe).wait();
             let mut sh = Command::new("/bin/sh");
             sh.args(["-c", "echo 0 > \"$0\" && exec \"$@\""])
                 .arg(cg.path.join("cgroup.procs"))
