@@ -457,7 +457,15 @@ impl Table {
                 self.stop(name, fx, now);
                 "restarting"
             }
-            (_, State::Stopping { .. } | State::Finishing { .. }) => "starts once stopped",
+            (_, State::Stopping { .. } | State::Finishing { .. }) => {
+                // Whatever was to follow (a quarantine, done): the admin asked for a start.
+                match &mut svc.state {
+                    State::Stopping { stop, .. } => stop.next = Next::Start(None),
+                    State::Finishing { next, .. } => *next = Next::Start(None),
+                    _ => {}
+                }
+                "starts once stopped"
+            }
             (_, State::Blocked) => "waits for what it starts after",
             (_, State::Waiting { .. } | State::Idle | State::Done { .. }) => {
                 match self.begin(name, fx, now) {

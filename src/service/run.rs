@@ -316,6 +316,11 @@ impl Table {
                 break;
             }
             match self.services[&name].state {
+                // A quarantine over while going stops (kept for what starts after it):
+                // nothing starts any more.
+                State::Waiting { .. } if self.services[&name].want != Want::Up => {
+                    self.set(&name, State::Idle)
+                }
                 State::Waiting { .. } => {
                     self.begin(&name, fx, now);
                 }
@@ -366,12 +371,19 @@ impl Table {
                 secs.as_secs()
             ),
         );
-        let until = self.quarantine(name, fx, now);
+        // A one-shot is not tried again: it has failed, as if it had exited so.
+        let next = match self.services[name].settings.life().restart {
+            Restart::Never => {
+                self.essential(name, format!("not ready after {}s", secs.as_secs()), 1);
+                Next::Done { ok: false }
+            }
+            _ => Next::Start(Some(self.quarantine(name, fx, now))),
+        };
         let stop = Stop {
             pid: Some(pid),
             pgid: pid,
             since,
-            next: Next::Start(Some(until)),
+            next,
         };
         self.signal_stop(name, stop, fx, now);
     }

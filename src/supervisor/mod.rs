@@ -352,7 +352,9 @@ impl Supervisor {
             mut unchanged,
             ..
         } = scan;
-        table.cycles(&self.confdir, &mut files, &mut unchanged);
+        for name in table.cycles(&self.confdir, &mut files, &mut unchanged) {
+            self.watch.stamps.remove(&name);
+        }
         let problems = files.values().filter_map(|p| p.as_ref().err()).flatten();
         if problems.clone().any(|e| e.is_transient()) {
             self.watch.retry(Instant::now() + RETRY);
@@ -473,6 +475,18 @@ impl Supervisor {
             .collect();
         // Should the new binary die after taking over, the next going adopts from this.
         self.save_state(true);
+        // Commands that wait lose their connection with the exec: told so, not left to
+        // guess from an end without a word.
+        let (table, control, epoll, now) = (
+            &self.table,
+            &mut self.control,
+            &self.sys.epoll,
+            Instant::now(),
+        );
+        for (id, wait) in std::mem::take(&mut self.waiters) {
+            let reply = wait.cut(table, now, "going is upgrading; ask again");
+            control.reply(id, reply, epoll, Source::Client(id).token());
+        }
         let kept = upgrade::Kept {
             lock: self.lock.as_raw_fd(),
             control: self.control.fd(),

@@ -215,3 +215,42 @@ int main(int argc, char **argv) {
     );
     assert_eq!(g.stop(), 0);
 }
+
+/// How many sockets the process `pid` holds: one more for each client of its control
+/// socket.
+fn sockets(pid: i32) -> usize {
+    (fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten())
+        .filter(|e| {
+            fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
+#[test]
+fn a_command_that_waits_through_an_upgrade_is_told_to_ask_again() {
+    let bin_dir = TempDir::new();
+    let binary = copy_of_going(&bin_dir);
+    let mut g = Going::with(Setup {
+        files: vec![("web".into(), "cmd=sleep 7000\nafter=db\n".into())],
+        binary: Some(binary.clone()),
+        ..Setup::default()
+    });
+    g.next_msg("web: waiting for db");
+    let rundir = g.dir.0.join("run");
+    let before = sockets(g.pid());
+    let waiter = std::thread::spawn({
+        let rundir = rundir.clone();
+        move || run(&["start", "-r", path_str(&rundir), "-w", "60", "web"])
+    });
+    wait_until("the waiter is connected", || sockets(g.pid()) > before);
+    let l = g.upgrade();
+    assert!(l.msg.starts_with("going: upgrading: exec"), "{}", l.msg);
+    let (code, out, err) = waiter.join().unwrap();
+    assert_eq!(code, 75, "{out}{err}");
+    assert!(
+        err.contains("web: still waiting for db: going is upgrading; ask again"),
+        "{err}"
+    );
+    g.next_msg("web: waiting for db"); // the new binary's word: it took over
+    assert_eq!(g.stop(), 0);
+}
