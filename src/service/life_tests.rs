@@ -782,3 +782,23 @@ fn an_edit_of_a_done_one_shot_that_needs_no_run_keeps_it_done_under_its_new_prin
         [t.services["m"].fingerprint]
     );
 }
+
+#[test]
+fn what_a_finish_hook_leaves_in_its_group_is_killed_when_it_ends() {
+    let mut fx = Fake::default();
+    let (mut t, t0) = table(&[("web", "cmd=/bin/web\nfinish=/bin/f")], &mut fx);
+    t.exited(pid_of(&t, "web"), Exit::Code(1), &mut fx, t0 + secs(10));
+    let f = fx.last_pid();
+    assert_eq!(spawned(&fx, "/bin/f"), [f]);
+    fx.alive_groups.insert(f);
+    t.exited(f, Exit::Code(0), &mut fx, t0 + secs(11));
+    assert!(fx.signals.contains(&(f, KILL)), "{:?}", fx.signals);
+    assert!(fx
+        .logs
+        .contains(&format!("web: finish[{f}]: killing what it left")));
+    assert_eq!(
+        spawned(&fx, "/bin/web").len(),
+        2,
+        "and the service starts again"
+    );
+}

@@ -109,6 +109,13 @@ impl Table {
                     let how = Ended(exit);
                     fx.log(Level::Warning, format_args!("{name}: finish[{pid}]: {how}"));
                 }
+                // A hook's work ends with it: what it left behind in its group would
+                // outlive the service, unseen.
+                if fx.group_alive(pid) {
+                    let msg = format_args!("{name}: finish[{pid}]: killing what it left");
+                    fx.log(Level::Notice, msg);
+                    fx.signal(pid, false, libc::SIGKILL);
+                }
                 self.after(&name, next, fx, now);
             }
             _ => return false, // no live pid: not in `pids`
