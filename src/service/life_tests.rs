@@ -802,3 +802,39 @@ fn what_a_finish_hook_leaves_in_its_group_is_killed_when_it_ends() {
         "and the service starts again"
     );
 }
+
+#[test]
+fn adoption_keeps_an_unchanged_service_and_stops_a_changed_or_removed_one() {
+    let (mut t, mut fx, t0) = (Table::default(), Fake::default(), Instant::now());
+    let files = scan(&[("same", "cmd=/bin/same"), ("edited", "cmd=/bin/new")]);
+    let old = scan(&[("x", "cmd=/bin/old")]);
+    let fp = |p: &crate::config::Parsed| match p {
+        Ok(s) => crate::fingerprint::Fingerprint::V2(crate::fingerprint::of(s)),
+        Err(_) => unreachable!(),
+    };
+    let one = |pid, fingerprint| Adoptable {
+        pid,
+        since: t0 - secs(60),
+        fingerprint,
+        ready: false,
+    };
+    let adopt = BTreeMap::from([
+        ("same".to_string(), one(60, fp(&files["same"]))),
+        ("edited".to_string(), one(61, fp(&old["x"]))),
+        ("removed".to_string(), one(62, fp(&old["x"]))),
+    ]);
+    t.adopt(&files, adopt, BTreeMap::new(), &mut fx, t0);
+    assert!(
+        fx.logs
+            .contains(&"same[60]: adopted, running for 1m0s".to_string()),
+        "{:?}",
+        fx.logs
+    );
+    assert_eq!(pid_of(&t, "same"), 60);
+    assert!(fx.signals.contains(&(61, TERM)) && fx.signals.contains(&(62, TERM)));
+    assert!(
+        !fx.signals.iter().any(|s| s.0 == 60),
+        "the unchanged one runs on"
+    );
+    assert!(fx.spawned.is_empty(), "nothing started twice");
+}
