@@ -9,7 +9,8 @@
 //! ended. Reading replays them in order. So a respawn among 10,000 services appends one
 //! line instead of rewriting 600 kB; the snapshot is rewritten once the changes outnumber
 //! the live processes. A file without the header is going 0.1.0's: its fingerprints are of
-//! version 1, and it names no boot.
+//! version 1, and it names no boot. A header of a later version is believed for its boot,
+//! and the lines of shapes this going knows are read; the others are skipped.
 //!
 //! Invariants: a snapshot replaces the file atomically; changes are appended with one
 //! write(2), so that a killed going leaves all or none of them; after a failed append the
@@ -123,8 +124,8 @@ pub struct Read {
 }
 
 /// The entries of the state file; none when there is no file. Err when it is not to be
-/// believed as a whole (not a regular file of going's own, another boot's, an unknown
-/// version), with the reason.
+/// believed as a whole (not a regular file of going's own, another boot's), with the
+/// reason.
 pub fn read(rundir: &RunDir, boot: Option<&str>) -> Result<Read, String> {
     let path = rundir.path().join(FILE);
     let bytes = match rundir.read(FILE, READ_MAX) {
@@ -139,7 +140,10 @@ pub fn read(rundir: &RunDir, boot: Option<&str>) -> Result<Read, String> {
 }
 
 /// The live processes the snapshot and changes of `bytes` leave, the last entry of each
-/// pid winning; in the order they were last written.
+/// pid winning; in the order they were last written. A header of a version this going
+/// does not know costs nothing but its fingerprints: the lines of shapes it knows are
+/// read (an entry's process is verified by /proc all the same, and a fingerprint of
+/// another encoding matches nothing, so the worst is a restart), the others skipped.
 fn replay(bytes: &[u8], boot: Option<&str>) -> Result<Read, String> {
     let mut version = 1;
     let mut live = std::collections::BTreeMap::new();
@@ -147,21 +151,20 @@ fn replay(bytes: &[u8], boot: Option<&str>) -> Result<Read, String> {
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     for (seq, raw) in body.split(|&b| b == b'\n').enumerate() {
         let l = std::str::from_utf8(raw).unwrap_or("\u{fffd}");
-        if seq == 0 {
-            if let Some(rest) = l.strip_prefix(HEADER).and_then(|r| r.strip_prefix(' ')) {
-                let mut w = rest.split(' ');
-                version = w.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-                if version != VERSION {
-                    return Err(format!("format {:?} is not one this going reads", rest));
-                }
-                match (w.next().filter(|b| *b != "-"), boot) {
-                    (Some(theirs), Some(ours)) if theirs != ours => {
-                        return Err("written during another boot".into())
-                    }
-                    _ => {}
-                }
-                continue;
+        if let Some((v, theirs)) = header(l).filter(|_| seq == 0) {
+            version = v.max(VERSION); // a header's fingerprints are never 0.1.0's
+            if v != VERSION {
+                let msg =
+                    format!("format {v} is not this going's ({VERSION}): reading what it can");
+                out.problems.push(msg);
             }
+            match (theirs, boot) {
+                (Some(theirs), Some(ours)) if theirs != ours => {
+                    return Err("written during another boot".into())
+                }
+                _ => {}
+            }
+            continue;
         }
         if let Some(pid) = l.strip_prefix('-').and_then(|p| p.parse::<Pid>().ok()) {
             live.remove(&pid);
@@ -183,6 +186,22 @@ fn replay(bytes: &[u8], boot: Option<&str>) -> Result<Read, String> {
     entries.sort_by_key(|(seq, _)| *seq);
     out.entries = entries.into_iter().map(|(_, e)| e).collect();
     Ok(out)
+}
+
+/// The version and boot id (None: `-`) of a header line `going-state VERSION BOOT_ID`
+/// (words a later version adds after it are its own). None for any other line, such as
+/// an entry of going 0.1.0's for a service named `going-state`: its third word is a
+/// process group, a decimal number, which no boot id is.
+fn header(line: &str) -> Option<(u32, Option<&str>)> {
+    let mut w = line.split(' ');
+    if w.next() != Some(HEADER) {
+        return None;
+    }
+    let version = w.next()?.parse().ok()?;
+    let boot = w
+        .next()
+        .filter(|b| !b.is_empty() && !b.bytes().all(|c| c.is_ascii_digit()))?;
+    Some((version, (boot != "-").then_some(boot)))
 }
 
 /// A line of a mark: `+ready PID`, `+done NAME FP OK`, `-done NAME`; false when it is none.
@@ -346,7 +365,35 @@ mod tests {
         ] {
             assert_eq!(parse(junk, 2), None, "{junk:?}");
         }
-        assert!(replay(b"going-state 3 b\n", None).is_err());
+    }
+
+    #[test]
+    fn a_later_format_is_read_as_far_as_known_and_its_boot_believed() {
+        let r = replay(
+            b"going-state 3 b more words\nweb 42 42 1 7 0\n+new thing\n~other\n",
+            Some("b"),
+        )
+        .unwrap();
+        assert_eq!(r.entries.len(), 1);
+        assert_eq!(r.entries[0].fingerprint, Fingerprint::V2(7));
+        assert!(r.problems[0].starts_with("format 3 is not this going's (2)"));
+        assert_eq!(r.problems.len(), 3, "{:?}", r.problems);
+        let err = replay(b"going-state 3 b\nweb 42 42 1 7 0\n", Some("c")).unwrap_err();
+        assert_eq!(err, "written during another boot");
+    }
+
+    #[test]
+    fn a_service_named_going_state_is_no_header() {
+        // going 0.1.0 wrote no header: its first line may be an entry of that service.
+        let r = replay(b"going-state 42 42 1234 99 7\nweb 50 50 1 5\n", Some("b")).unwrap();
+        let names: Vec<&str> = r.entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["going-state", "web"]);
+        assert_eq!(r.entries[0].fingerprint, Fingerprint::V1(99));
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(header("going-state 2 -"), Some((2, None)));
+        assert_eq!(header("going-state 2 5e0c-a1"), Some((2, Some("5e0c-a1"))));
+        assert_eq!(header("going-state 2 42 1 5"), None);
+        assert_eq!(header("going-state x b"), None);
     }
 
     #[test]

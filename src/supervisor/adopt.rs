@@ -157,7 +157,8 @@ pub fn from_handover(sys: &mut System, h: Handover, now: Instant) -> (Adopted, D
 }
 
 /// The services the admin left stopped, from RUNDIR/down: name and settings fingerprint
-/// (`v2 FP`, or going 0.1.0's bare `FP`).
+/// (`v2 FP`, or going 0.1.0's bare `FP`; a later `vN FP` is read as `v2`, which at worst
+/// matches nothing, as for the state file).
 pub fn down_marks(sys: &System) -> BTreeMap<String, Fingerprint> {
     let Some(down) = sys.rundir.existing_subdir("down") else {
         return BTreeMap::new();
@@ -166,8 +167,9 @@ pub fn down_marks(sys: &System) -> BTreeMap<String, Fingerprint> {
         .filter_map(|name| {
             let bytes = down.read(&name, 64).ok()??;
             let text = std::str::from_utf8(&bytes).ok()?.trim();
-            let fp = match text.strip_prefix("v2 ") {
-                Some(fp) => Fingerprint::V2(fp.parse().ok()?),
+            let versioned = text.strip_prefix('v').and_then(|t| t.split_once(' '));
+            let fp = match versioned.filter(|(v, _)| v.parse::<u32>().is_ok_and(|v| v >= 2)) {
+                Some((_, fp)) => Fingerprint::V2(fp.parse().ok()?),
                 None => Fingerprint::V1(text.parse().ok()?),
             };
             Some((name, fp))

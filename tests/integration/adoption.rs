@@ -302,3 +302,52 @@ fn a_clean_stop_leaves_nothing_to_adopt_and_a_bad_line_costs_that_line_only() {
         assert!(running(&cmd).is_empty());
     }
 }
+
+#[test]
+fn a_state_file_of_a_later_format_or_of_a_service_named_going_state_still_adopts() {
+    let mut g = Going::start(&[
+        ("going-state", "cmd=sleep 4021\nlog=null\n"),
+        ("web", "cmd=sleep 4022\nlog=null\n"),
+    ]);
+    let first = g.exec_of("going-state", "sleep");
+    g.rewind();
+    let web = g.exec_of("web", "sleep");
+    let state = g.dir.0.join("run/state");
+    wait_until("the state file", || {
+        let text = fs::read_to_string(&state).unwrap_or_default();
+        text.contains(&format!("going-state {first} ")) && text.contains(&format!("web {web} "))
+    });
+    // A later going wrote it (then this one was put back, and the later one killed): the
+    // lines of known shape are read, nothing is started twice.
+    g.kill9();
+    let text = fs::read_to_string(&state).unwrap();
+    let later = text.replacen("going-state 2 ", "going-state 3 ", 1);
+    assert_ne!(later, text);
+    fs::write(&state, format!("{later}+a-line-of-the-future 1\n")).unwrap();
+    g.start_again();
+    g.next_msg("format 3 is not this going's (2): reading what it can");
+    g.next_msg(&format!("going-state[{first}]: adopted, running for"));
+    g.rewind();
+    g.next_msg(&format!("web[{web}]: adopted, running for"));
+    assert_eq!(running("sleep 4021"), [first]);
+    assert_eq!(running("sleep 4022"), [web]);
+    // going 0.1.0's file has no header: a first line of a service named going-state is
+    // an entry (of a version 1 fingerprint, so the process is replaced, not duplicated).
+    g.kill9();
+    let start = start_time(first).unwrap();
+    fs::write(&state, format!("going-state {first} {first} {start} 1\n")).unwrap();
+    g.start_again();
+    g.next_msg(&format!(
+        "going-state[{first}]: adopted, but its file changed since it started: stopping it"
+    ));
+    let again = g.exec_of("going-state", "sleep");
+    wait_until("the old copy to go", || running("sleep 4021") == [again]);
+    assert!(
+        !g.lines
+            .iter()
+            .any(|l| l.msg.contains("not adopting anything")),
+        "{}",
+        g.dump()
+    );
+    assert_eq!(g.stop(), 0);
+}
