@@ -21,6 +21,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -234,10 +235,17 @@ pub struct Check {
 
 /// Runs `path --handover-check` in a child, its output into a pipe; Err says what failed.
 pub fn start_check(path: PathBuf, nofile: libc::rlimit, now: Instant) -> Result<Check, String> {
+    // Without waiting: a FIFO put at the path would block the open until a writer came.
     let binary = std::fs::OpenOptions::new()
         .read(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open(&path)
         .map_err(|e| format!("open {}: {}", path.display(), crate::log::Errno(&e)))?;
+    match binary.metadata() {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(format!("{} is not a regular file", path.display())),
+        Err(e) => return Err(format!("{}: {}", path.display(), crate::log::Errno(&e))),
+    }
     // A script is run by its path: its interpreter could not open a close-on-exec fd.
     let mut magic = [0u8; 2];
     let script = (&binary).read(&mut magic).is_ok_and(|n| n == 2) && &magic == b"#!";

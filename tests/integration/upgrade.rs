@@ -215,3 +215,31 @@ int main(int argc, char **argv) {
     );
     assert_eq!(g.stop(), 0);
 }
+
+#[test]
+fn a_fifo_at_the_binary_path_is_refused_without_blocking() {
+    let bin_dir = TempDir::new();
+    let binary = copy_of_going(&bin_dir);
+    let mut g = Going::with(Setup {
+        files: vec![("quiet".into(), "cmd=sleep 7007\nlog=null\n".into())],
+        binary: Some(binary.clone()),
+        ..Setup::default()
+    });
+    let quiet = g.exec_of("quiet", "sleep");
+    fs::remove_file(&binary).unwrap();
+    let c = std::ffi::CString::new(path_str(&binary)).unwrap();
+    // SAFETY: mkfifo reads a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o755) }, 0);
+    let l = g.upgrade();
+    assert!(
+        l.msg.ends_with("is not a regular file; carrying on"),
+        "{}",
+        l.msg
+    );
+    // Still supervising, and still answering.
+    g.write("other", "cmd=sleep 7008\nlog=null\n");
+    g.started("other");
+    assert_eq!(running("sleep 7007"), [quiet]);
+    assert_eq!(cmd(&g, "status", &["quiet"]).0, 0);
+    assert_eq!(g.stop(), 0);
+}
