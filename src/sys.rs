@@ -443,7 +443,8 @@ pub fn sanitize_fds() {
 }
 
 /// Empties the signal mask (raw, as libc keeps its reserved signals out of reach). going
-/// calls it at start-up too: a SIGCHLD blocked by whoever started going would blind it.
+/// calls it at start-up too, once its handlers are in place: a SIGCHLD blocked by whoever
+/// started going would blind it.
 pub fn unblock_all() {
     let empty = 0u64;
     // SAFETY: rt_sigprocmask reads an 8-byte mask and writes nothing (old set is null).
@@ -452,6 +453,33 @@ pub fn unblock_all() {
             libc::SYS_rt_sigprocmask,
             libc::SIG_SETMASK,
             &empty,
+            ptr::null_mut::<u64>(),
+            8,
+        )
+    };
+}
+
+/// A signal mask as the kernel keeps it: bit N-1 for signal N.
+pub type SigMask = u64;
+
+/// Blocks `sigs` as well; returns the mask as it was. A signal that comes while it is
+/// blocked waits, pending, even across an exec: for the handlers of the new binary.
+pub fn block_signals(sigs: &[c_int]) -> SigMask {
+    let set = sigs.iter().fold(0u64, |m, &s| m | 1 << (s - 1));
+    let mut old = 0u64;
+    // SAFETY: rt_sigprocmask reads one 8-byte mask and writes another, both live locals.
+    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_BLOCK, &set, &mut old, 8) };
+    old
+}
+
+/// Sets the signal mask back to what [`block_signals`] returned.
+pub fn set_signal_mask(mask: SigMask) {
+    // SAFETY: rt_sigprocmask reads an 8-byte mask and writes nothing (old set is null).
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &mask,
             ptr::null_mut::<u64>(),
             8,
         )

@@ -305,16 +305,37 @@ impl Check {
     /// Its time is up: killed (with its process group, it runs in a session of its own),
     /// and what to say of it.
     pub fn give_up(&mut self) -> String {
-        self.deadline = None;
-        let killed = match sys::kill_group(self.pid, libc::SIGKILL) {
-            Ok(()) => String::new(),
-            Err(e) => format!(" (and could not be killed: {})", crate::log::Errno(&e)),
+        let killed = match self.kill() {
+            None => String::new(),
+            Some(e) => format!(" (and could not be killed: {})", crate::log::Errno(&e)),
         };
         format!(
             "{} did not answer within {}s{killed}; carrying on",
             self.path.display(),
             CHECK_TIMEOUT.as_secs()
         )
+    }
+
+    /// going is stopping: the check is killed (with its process group), and its end is no
+    /// answer. What to add to the message saying so: nothing, or why it could not be.
+    pub fn abandon(&mut self) -> String {
+        match self.kill() {
+            None => String::new(),
+            Some(e) => format!(
+                " ({} could not be killed: {})",
+                self.path.display(),
+                crate::log::Errno(&e)
+            ),
+        }
+    }
+
+    /// SIGKILL to its process group, whose end is then no answer; the error, if any.
+    fn kill(&mut self) -> Option<std::io::Error> {
+        self.deadline = None;
+        match sys::kill_group(self.pid, libc::SIGKILL) {
+            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => Some(e),
+            _ => None,
+        }
     }
 
     /// The checked binary ended with `status`: Ok when it said it reads this handover,

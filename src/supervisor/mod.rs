@@ -57,6 +57,17 @@ static HUP: AtomicBool = AtomicBool::new(false);
 static TERM: AtomicBool = AtomicBool::new(false);
 static UPGRADE: AtomicBool = AtomicBool::new(false);
 
+/// The signals going acts on, and the flag each sets. All but SIGCHLD are blocked across
+/// an upgrade's exec, until the new binary's handlers are in place (see `finish_upgrade`).
+static HANDLED: [(libc::c_int, &AtomicBool); 6] = [
+    (libc::SIGCHLD, &CHLD),
+    (libc::SIGHUP, &HUP),
+    (libc::SIGTERM, &TERM),
+    (libc::SIGINT, &TERM),
+    (libc::SIGQUIT, &TERM),
+    (libc::SIGUSR2, &UPGRADE),
+];
+
 /// A file or the directory unreadable for want of fds or memory: another try after this.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -209,24 +220,36 @@ impl Supervisor {
     }
 
     /// Reaps every child that ended (SIGCHLDs merge): services, orphans, an upgrade's check.
+    /// The check's answer is acted on once every other child is reaped: an upgrade hands
+    /// over only processes that are still there.
     fn reap(&mut self, now: Instant) {
         if !CHLD.swap(false, Ordering::SeqCst) {
             return;
         }
+        let mut answered = None;
         while let Some((pid, status)) = sys::reap() {
             if self.sys.check.as_ref().is_some_and(|c| c.pid == pid) {
-                self.finish_upgrade(status);
+                answered = Some(status);
             } else {
                 self.sys.child_ended(pid, status, &mut self.table, now);
             }
         }
         self.table.check_groups(&mut self.sys, now);
+        if let Some(status) = answered {
+            self.finish_upgrade(status);
+        }
     }
 
     /// SIGTERM (INT, QUIT): stop everything; SIGHUP: reload; SIGUSR2: upgrade.
     fn on_signals(&mut self, now: Instant) {
         if TERM.swap(false, Ordering::SeqCst) && !self.stopping {
             self.stopping = true;
+            if let Some(check) = self.sys.check.as_mut() {
+                // No exec while stopping, and no check left behind when going exits.
+                let msg = check.abandon();
+                let msg = format_args!("going: not upgrading: stopping{msg}");
+                self.sys.log.log(Level::Notice, msg);
+            }
             let n = self.table.len();
             self.sys
                 .log
@@ -375,7 +398,7 @@ impl Supervisor {
     /// runs. Returns only if that failed; going then carries on as it was.
     fn finish_upgrade(&mut self, status: libc::c_int) {
         let Some(check) = self.sys.check.take().filter(|c| c.due().is_some()) else {
-            return; // killed when its time was up, and said so then
+            return; // killed when its time was up or going began to stop, and said so then
         };
         let said = match check.verdict(status) {
             Ok(said) => said,
@@ -384,6 +407,21 @@ impl Supervisor {
                 return self.sys.log.log(Level::Err, msg);
             }
         };
+        // From here a signal waits, blocked, for the new binary's handlers: its default
+        // action would end going. SIGCHLD's is to be ignored, and the new binary looks
+        // for ended children anyway; blocked, it would hang a shell script that runs a
+        // command before it execs going. One that came before and is not acted on yet
+        // would be lost with this binary's flags: a SIGTERM is acted on here instead, and
+        // the upgrade given up.
+        let sigs: Vec<libc::c_int> = (HANDLED.iter().map(|h| h.0))
+            .filter(|&s| s != libc::SIGCHLD)
+            .collect();
+        let mask = sys::block_signals(&sigs);
+        if self.stopping || TERM.load(Ordering::SeqCst) {
+            sys::set_signal_mask(mask);
+            let msg = format_args!("going: not upgrading: stopping");
+            return self.sys.log.log(Level::Notice, msg);
+        }
         let (sys, journal) = (&self.sys, &self.journal);
         let procs: Vec<upgrade::Leaving> = (self.table.live())
             .map(|l| upgrade::Leaving {
@@ -426,6 +464,7 @@ impl Supervisor {
         self.sys.log.log(Level::Notice, msg);
         self.sys.log.flush();
         let err = check.exec(&kept, &procs);
+        sys::set_signal_mask(mask);
         let msg = format_args!(
             "going: unable to upgrade: exec {}: {}; carrying on",
             path.display(),

@@ -17,7 +17,7 @@ use super::confdir::{held_by, ConfLock};
 use super::journal::Journal;
 use super::source::Source;
 use super::system::System;
-use super::{adopt, Fatal, Options, Supervisor, CHLD, HUP, TERM, UPGRADE};
+use super::{adopt, Fatal, Options, Supervisor, CHLD, HANDLED};
 use crate::control::Control;
 use crate::exit::{EX_CANTCREAT, EX_CONFIG, EX_OSERR, EX_TEMPFAIL};
 use crate::log::{Errno, Level, Logger};
@@ -41,7 +41,6 @@ fn os(what: &str, e: io::Error) -> Fatal {
 
 pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
     sys::sanitize_fds();
-    sys::unblock_all();
     let nofile = sys::nofile_limit();
     sys::raise_nofile(nofile);
     sys::become_subreaper();
@@ -51,7 +50,11 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
     let mut h = upgrade::take().unwrap_or_default();
     let upgraded = h.lock.is_some();
     let (rundir, lock, conf_lock) = dirs(&opts, &mut h)?;
+    // Only now is the mask emptied: an upgrade blocks the signals going acts on across
+    // its exec, so that one that comes meanwhile waits for these handlers instead of
+    // killing going with its default action.
     let wake = signals()?;
+    sys::unblock_all();
 
     let stdio = (File::options().read(true).write(true).open("/dev/null"))
         .map_err(|e| os("open /dev/null", e))?;
@@ -144,14 +147,7 @@ fn signals() -> Result<UnixStream, Fatal> {
     let (wake, wake_w) = UnixStream::pair().map_err(|e| os("create the signal pipe", e))?;
     wake.set_nonblocking(true)
         .map_err(|e| os("create the signal pipe", e))?;
-    for (sig, flag) in [
-        (libc::SIGCHLD, &CHLD),
-        (libc::SIGHUP, &HUP),
-        (libc::SIGTERM, &TERM),
-        (libc::SIGINT, &TERM),
-        (libc::SIGQUIT, &TERM),
-        (libc::SIGUSR2, &UPGRADE),
-    ] {
+    for &(sig, flag) in &HANDLED {
         // The flag first: by the time the byte wakes the loop, the flag is set.
         signal_hook::flag::register(sig, flag).map_err(|e| os("set a signal handler", e))?;
         let w = (wake_w.try_clone()).map_err(|e| os("set a signal handler", e))?;

@@ -243,3 +243,116 @@ fn a_fifo_at_the_binary_path_is_refused_without_blocking() {
     assert_eq!(cmd(&g, "status", &["quiet"]).0, 0);
     assert_eq!(g.stop(), 0);
 }
+
+/// Installs, as the new binary, a stand-in for a going whose start takes a while: built
+/// in C, as a shell would change the signal mask it inherits. When asked
+/// `--handover-check` (with `check`), or exec'd in going's place (with `start`), it
+/// writes its pid to a file of `bin_dir` named after the step (`asked`, `running`) and
+/// waits for the test to create `go-on`; then it execs the real going, `real`, with the
+/// same arguments.
+fn slow_going(bin_dir: &TempDir, real: &std::path::Path, check: bool, start: bool) {
+    let source = format!(
+        r#"#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+static void step(const char *name) {{
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/%s", "{dir}", name);
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    FILE *f = fopen(tmp, "w");
+    fprintf(f, "%d\n", (int)getpid());
+    fclose(f);
+    rename(tmp, path);
+    snprintf(path, sizeof path, "%s/go-on", "{dir}");
+    while (access(path, F_OK) != 0) usleep(10000);
+}}
+int main(int argc, char **argv) {{
+    int asked = argc > 1 && strcmp(argv[1], "--handover-check") == 0;
+    if (asked ? {check} : {start}) step(asked ? "asked" : "running");
+    execv("{real}", argv);
+    return 127;
+}}
+"#,
+        dir = path_str(&bin_dir.0),
+        real = path_str(real),
+        check = check as u8,
+        start = start as u8,
+    );
+    let slow = cc(bin_dir, "slow", &source, &[]);
+    install(&slow, &bin_dir.0.join("going"));
+}
+
+/// The pid a step of [`slow_going`] wrote, once it did.
+fn step_pid(bin_dir: &TempDir, step: &str) -> i32 {
+    let path = bin_dir.0.join(step);
+    wait_until(&format!("the new binary's {step}"), || path.exists());
+    fs::read_to_string(&path).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn signals_that_come_while_the_new_binary_starts_wait_for_its_handlers() {
+    let bin_dir = TempDir::new();
+    let binary = copy_of_going(&bin_dir);
+    let real = bin_dir.0.join("real");
+    fs::copy(BIN, &real).unwrap();
+    let mut g = Going::with(Setup {
+        files: vec![("quiet".into(), "cmd=sleep 7009\nlog=null\n".into())],
+        binary: Some(binary),
+        ..Setup::default()
+    });
+    let quiet = g.exec_of("quiet", "sleep");
+    slow_going(&bin_dir, &real, false, true);
+    let l = g.upgrade();
+    assert!(l.msg.starts_with("going: upgrading: exec"), "{}", l.msg);
+    // Exec'd, not yet the new going: a SIGHUP or a SIGUSR2 now would kill a process of
+    // default dispositions (init would start going again, and duplicate every service).
+    assert_eq!(step_pid(&bin_dir, "running"), g.pid());
+    g.signal(libc::SIGHUP);
+    g.signal(libc::SIGUSR2);
+    fs::write(bin_dir.0.join("go-on"), "").unwrap();
+    // The new going acts on both once its handlers are in place: it reloads, and it
+    // upgrades again (to the real binary, as it was started by that path).
+    g.next_msg(&format!("quiet[{quiet}]: adopted"));
+    let l = g.next("the second upgrade", |l| {
+        l.msg.starts_with("going: upgrading: exec") || l.msg.starts_with("going: unable to upgrade")
+    });
+    assert!(l.msg.starts_with("going: upgrading: exec"), "{}", l.msg);
+    g.next_msg(&format!("quiet[{quiet}]: adopted"));
+    assert!(alive(g.pid()), "going was not killed");
+    assert_eq!(running("sleep 7009"), [quiet]);
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
+fn sigterm_while_the_new_binary_is_asked_stops_going_and_kills_the_check() {
+    let bin_dir = TempDir::new();
+    let binary = copy_of_going(&bin_dir);
+    let real = bin_dir.0.join("real");
+    fs::copy(BIN, &real).unwrap();
+    let mut g = Going::with(Setup {
+        files: vec![(
+            "stubborn".into(),
+            "cmd=sh -c 'trap \"\" TERM; exec sleep 7010'\nlog=null\nstop_timeout=1\n".into(),
+        )],
+        binary: Some(binary),
+        ..Setup::default()
+    });
+    let stubborn = g.exec_of("stubborn", "sleep");
+    slow_going(&bin_dir, &real, true, false);
+    g.signal(libc::SIGUSR2);
+    let check = step_pid(&bin_dir, "asked");
+    g.signal(libc::SIGTERM);
+    // The check is given up at once (killed with its group, so that it outlives nothing),
+    // and it may answer no more: going must not exec in the middle of its shutdown,
+    // which would lose the SIGTERM.
+    g.next_msg("going: not upgrading: stopping");
+    wait_until("the check to be killed", || !alive(check));
+    fs::write(bin_dir.0.join("go-on"), "").unwrap();
+    g.next_msg(&format!("stubborn[{stubborn}]: stopped"));
+    assert_eq!(g.wait_exit(), 0);
+    assert!(!g
+        .lines
+        .iter()
+        .any(|l| l.msg.starts_with("going: upgrading")));
+    assert!(running("sleep 7010").is_empty());
+}
