@@ -996,6 +996,19 @@ pub fn writable_now(fd: RawFd) -> io::Result<bool> {
     }
 }
 
+/// Whether `fd` can be read now (poll(2) without waiting): a pidfd is, once its process
+/// ended. False when that cannot be told.
+pub fn readable_now(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes the one pollfd it is given.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & libc::POLLIN != 0
+}
+
 /// How many bytes wait unread on the socket `fd` (FIONREAD); 0 when that cannot be told.
 pub fn unread(fd: RawFd) -> usize {
     let mut n: c_int = 0;

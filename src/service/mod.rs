@@ -65,6 +65,9 @@ pub trait Effects {
     /// process of the service, which may not have made its group yet (just forked).
     fn signal(&mut self, pgid: Pid, leader: bool, sig: c_int);
     fn group_alive(&mut self, pgid: Pid) -> bool;
+    /// Whether the process `pid`, a service's whose end the table waits for, is known to be
+    /// gone: its end was missed. False while it is there, or cannot be told.
+    fn gone(&mut self, pid: Pid) -> bool;
     fn log(&mut self, level: Level, msg: fmt::Arguments);
 }
 
@@ -99,6 +102,28 @@ struct Stop {
     next: Next,
 }
 
+/// What is due at the deadline of a stop or a finish hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    /// SIGKILL, to whatever is left of it.
+    Kill(Instant),
+    /// SIGKILL was sent, and the end of the process is not seen yet: a look whether it is
+    /// still there (stuck in the kernel) or gone (its end missed), so that no stop waits
+    /// for good.
+    Look(Instant),
+}
+
+impl Due {
+    fn at(self) -> Instant {
+        match self {
+            Due::Kill(at) | Due::Look(at) => at,
+        }
+    }
+}
+
+/// How long after a SIGKILL a process whose end is not seen is looked for, and again.
+pub const AFTER_KILL: Duration = Duration::from_secs(5);
+
 /// Where a service is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -117,17 +142,10 @@ enum State {
     Waiting { until: Instant },
     /// Waiting for the services it starts after (`after=`) to be up.
     Blocked,
-    /// The stop signal sent; `kill_at` is None once SIGKILL has been sent too.
-    Stopping {
-        stop: Stop,
-        kill_at: Option<Instant>,
-    },
-    /// Its finish hook runs (process `pid`, its own group), at most until `kill_at`.
-    Finishing {
-        pid: Pid,
-        next: Next,
-        kill_at: Option<Instant>,
-    },
+    /// The stop signal sent; what is due next, and when.
+    Stopping { stop: Stop, due: Due },
+    /// Its finish hook runs (process `pid`, its own group), at most until its SIGKILL.
+    Finishing { pid: Pid, next: Next, due: Due },
     /// Nothing runs and nothing is due (down).
     Idle,
     /// A one-shot, or an `on-failure` service, that finished; `ok`: successfully.
@@ -143,7 +161,7 @@ impl State {
                 ready_by,
                 ..
             } => ready_by,
-            State::Stopping { kill_at, .. } | State::Finishing { kill_at, .. } => kill_at,
+            State::Stopping { due, .. } | State::Finishing { due, .. } => Some(due.at()),
             _ => None,
         }
     }

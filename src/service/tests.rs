@@ -15,6 +15,8 @@ pub(super) struct Fake {
     pub logs: Vec<String>,
     pub refuse: bool,
     marks: Vec<(String, Option<u64>)>,
+    /// Processes whose end the table was never told of.
+    pub gone: BTreeSet<Pid>,
 }
 
 impl Effects for Fake {
@@ -47,6 +49,9 @@ impl Effects for Fake {
     }
     fn group_alive(&mut self, pgid: Pid) -> bool {
         self.alive_groups.contains(&pgid)
+    }
+    fn gone(&mut self, pid: Pid) -> bool {
+        self.gone.contains(&pid)
     }
     fn log(&mut self, _: Level, msg: fmt::Arguments) {
         self.logs.push(msg.to_string());
@@ -292,6 +297,52 @@ fn stop_escalates_to_sigkill_after_the_timeout() {
         t0 + Duration::from_secs(10),
     );
     assert!(t.is_empty());
+}
+
+#[test]
+fn a_stop_whose_end_is_never_seen_is_looked_for_after_sigkill() {
+    let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+    t.reconcile(scan(&[("web", "cmd=/web")]), &[], &mut ops, t0);
+    let pid = ops.last_pid();
+    t.shutdown(&mut ops, t0);
+    let killed = t0 + secs(10);
+    t.tick(&mut ops, killed);
+    assert_eq!(ops.signals.last(), Some(&(pid, libc::SIGKILL)));
+    // Still a deadline after SIGKILL: stuck in the kernel, the process is looked at again.
+    assert_eq!(t.next_deadline(), Some(killed + AFTER_KILL));
+    t.tick(&mut ops, killed + AFTER_KILL);
+    assert_eq!(
+        ops.last_log(),
+        format!("web[{pid}]: still there 5s after SIGKILL")
+    );
+    assert_eq!(t.next_deadline(), Some(killed + AFTER_KILL * 2));
+    // Gone, its end missed: taken to have ended, and going can exit.
+    ops.gone.insert(pid);
+    t.tick(&mut ops, killed + AFTER_KILL * 2);
+    assert!(ops
+        .logs
+        .contains(&format!("web[{pid}]: gone, though its end was not seen")));
+    assert!(t.is_empty());
+    assert_eq!(t.next_deadline(), None);
+    // A finish hook too.
+    t.reconcile(
+        scan(&[("job", "cmd=/job\nfinish=/tidy")]),
+        &[],
+        &mut ops,
+        t0,
+    );
+    let job = ops.last_pid();
+    t.exited(job, DIED, &mut ops, t0 + secs(60));
+    let hook = ops.last_pid();
+    assert_ne!(hook, job);
+    t.tick(&mut ops, t0 + secs(70));
+    assert_eq!(ops.signals.last(), Some(&(hook, libc::SIGKILL)));
+    ops.gone.insert(hook);
+    t.tick(&mut ops, t0 + secs(70) + AFTER_KILL);
+    assert!(ops
+        .logs
+        .contains(&format!("job[{hook}]: gone, though its end was not seen")));
+    assert!(!t.pids.contains_key(&hook));
 }
 
 #[test]

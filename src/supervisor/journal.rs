@@ -200,6 +200,9 @@ mod tests {
         fn group_alive(&mut self, _: Pid) -> bool {
             false
         }
+        fn gone(&mut self, _: Pid) -> bool {
+            false
+        }
         fn log(&mut self, _: Level, _: std::fmt::Arguments) {}
     }
 

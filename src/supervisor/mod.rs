@@ -71,6 +71,14 @@ static HANDLED: [(libc::c_int, &AtomicBool); 6] = [
 /// A file or the directory unreadable for want of fds or memory: another try after this.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// What a scan of CONFDIR gives a reload: the files read, the names of those unchanged
+/// (not read again), and every problem of every invalid file.
+type Scanned = (
+    std::collections::BTreeMap<String, config::Parsed>,
+    Vec<String>,
+    Vec<String>,
+);
+
 pub struct Supervisor {
     confdir: PathBuf,
     table: Table,
@@ -103,6 +111,7 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
         sup.reap(now);
         sup.on_signals(now);
         sup.reload_if_due(now);
+        sup.upgrade_if_asked(now);
         sup.on_deadlines(Instant::now());
         sup.answer_waiters(Instant::now());
         sup.save_state(false);
@@ -162,7 +171,9 @@ impl Supervisor {
                 // An adopted process ended; init, its parent now, reaps it.
                 if self.sys.adopted_ended(pid) {
                     self.sys.relay_output(pid, true, &mut self.table);
-                    self.table.exited(pid, Exit::Unknown, &mut self.sys, now);
+                    if !(self.table).exited(pid, Exit::Unknown, &mut self.sys, now) {
+                        self.not_taken_over(pid);
+                    }
                     self.table.check_groups(&mut self.sys, now);
                 }
             }
@@ -230,8 +241,8 @@ impl Supervisor {
         while let Some((pid, status)) = sys::reap() {
             if self.sys.check.as_ref().is_some_and(|c| c.pid == pid) {
                 answered = Some(status);
-            } else {
-                self.sys.child_ended(pid, status, &mut self.table, now);
+            } else if !self.sys.child_ended(pid, status, &mut self.table, now) {
+                self.not_taken_over(pid);
             }
         }
         self.table.check_groups(&mut self.sys, now);
@@ -240,10 +251,17 @@ impl Supervisor {
         }
     }
 
-    /// SIGTERM (INT, QUIT): stop everything; SIGHUP: reload; SIGUSR2: upgrade.
+    /// SIGTERM (INT, QUIT): stop everything; SIGHUP: reload. (SIGUSR2: `upgrade_if_asked`.)
     fn on_signals(&mut self, now: Instant) {
         if TERM.swap(false, Ordering::SeqCst) && !self.stopping {
             self.stopping = true;
+            if self.adopt.is_some() {
+                // Not taken over yet, what a previous going left would be left behind, and
+                // started a second time by the next going: taken over now, with the files
+                // as they are (as far as they can be read), and stopped with the rest.
+                let files = self.read_confdir(false).map(|s| s.0).unwrap_or_default();
+                self.take_over(&files);
+            }
             if let Some(check) = self.sys.check.as_mut() {
                 // No exec while stopping, and no check left behind when going exits.
                 let msg = check.abandon();
@@ -259,9 +277,24 @@ impl Supervisor {
         if HUP.swap(false, Ordering::SeqCst) {
             self.watch.request(now);
         }
-        if UPGRADE.swap(false, Ordering::SeqCst) && !self.stopping {
-            self.start_upgrade(now);
+    }
+
+    /// SIGUSR2: an upgrade, unless going stops. What a previous going left is handed over
+    /// only once taken over: until then the upgrade waits for the reload that is due, or,
+    /// none being due (CONFDIR cannot be read), is refused.
+    fn upgrade_if_asked(&mut self, now: Instant) {
+        if self.stopping || !UPGRADE.load(Ordering::SeqCst) {
+            return;
         }
+        if self.adopt.is_some() && self.watch.due().is_some() {
+            return;
+        }
+        UPGRADE.store(false, Ordering::SeqCst);
+        if self.adopt.is_some() {
+            let msg = "going: unable to upgrade: what the previous going left is not taken over yet (CONFDIR unread); carrying on";
+            return self.sys.log.log(Level::Err, format_args!("{msg}"));
+        }
+        self.start_upgrade(now);
     }
 
     fn reload_if_due(&mut self, now: Instant) {
@@ -274,6 +307,27 @@ impl Supervisor {
     /// Rescans CONFDIR and applies it: the summary and every problem of every invalid file.
     /// The first one that can read CONFDIR also takes over what a previous going left.
     fn reload(&mut self, full: bool) -> Result<(Summary, Vec<String>), String> {
+        let (files, mut unchanged, problems) = self.read_confdir(full)?;
+        let (sys, table) = (&mut self.sys, &mut self.table);
+        let notify = |p: &config::Parsed| {
+            p.as_ref()
+                .is_ok_and(|s| s.life().ready == Some(config::Ready::Notify))
+        };
+        if files.values().any(notify) || table.uses_notify() {
+            sys.ensure_notify();
+        }
+        self.take_over(&files);
+        unchanged.sort_unstable();
+        let (sys, table) = (&mut self.sys, &mut self.table);
+        let sum = table.reconcile(files, &unchanged, sys, Instant::now());
+        sys.log.log(Level::Notice, format_args!("reload: {sum}"));
+        Ok((sum, problems))
+    }
+
+    /// CONFDIR, locked and scanned: the files read (valid or not), the names of those not
+    /// read again as unchanged, and every problem of every invalid file. Err says why
+    /// nothing could be read; it is logged, and a retry set when one may help.
+    fn read_confdir(&mut self, full: bool) -> Result<Scanned, String> {
         if self.watch.begin_reload() || full {
             self.watch.stamps.clear();
         }
@@ -308,29 +362,41 @@ impl Supervisor {
             self.watch.retry(Instant::now() + RETRY);
         }
         let problems = problems.map(|e| e.to_string()).collect();
-        let notify = |p: &config::Parsed| {
-            p.as_ref()
-                .is_ok_and(|s| s.life().ready == Some(config::Ready::Notify))
+        Ok((files, unchanged, problems))
+    }
+
+    /// What a previous going left, taken over once CONFDIR was read (`files`): the table
+    /// decides, file by file, which of its processes run on.
+    fn take_over(&mut self, files: &std::collections::BTreeMap<String, config::Parsed>) {
+        let Some((adopt, done)) = self.adopt.take() else {
+            return;
         };
-        if files.values().any(notify) || table.uses_notify() {
-            sys.ensure_notify();
-        }
-        if let Some((adopt, done)) = self.adopt.take() {
-            table.adopt(&files, adopt, done, sys, Instant::now());
-            for (pid, n) in table.not_ready_fds() {
-                if !sys.reopen_ready_fd(pid, n) {
-                    let msg = format_args!(
-                        "going: pid {pid} holds no readiness pipe at fd {n}: taken for ready"
-                    );
-                    sys.log.log(Level::Notice, msg);
-                    table.fd_ready(pid, sys, Instant::now());
-                }
+        let (sys, table) = (&mut self.sys, &mut self.table);
+        table.adopt(files, adopt, done, sys, Instant::now());
+        for (pid, n) in table.not_ready_fds() {
+            if !sys.reopen_ready_fd(pid, n) {
+                let msg = format_args!(
+                    "going: pid {pid} holds no readiness pipe at fd {n}: taken for ready"
+                );
+                sys.log.log(Level::Notice, msg);
+                table.fd_ready(pid, sys, Instant::now());
             }
         }
-        unchanged.sort_unstable();
-        let sum = table.reconcile(files, &unchanged, sys, Instant::now());
-        sys.log.log(Level::Notice, format_args!("reload: {sum}"));
-        Ok((sum, problems))
+    }
+
+    /// An end the table did not know of: an orphan's, or that of a process a previous
+    /// going left that is not taken over yet (CONFDIR not read). That one is taken over
+    /// no more: its service starts anew once its file is read.
+    fn not_taken_over(&mut self, pid: sys::Pid) {
+        let Some((adopt, _)) = self.adopt.as_mut() else {
+            return;
+        };
+        let Some(name) = (adopt.iter()).find_map(|(n, a)| (a.pid == pid).then(|| n.clone())) else {
+            return;
+        };
+        adopt.remove(&name);
+        let msg = format_args!("{name}[{pid}]: ended before going could take it over");
+        self.sys.log.log(Level::Notice, msg);
     }
 
     /// Quarantines that end and stops that time out; clients whose time is up; a new

@@ -311,13 +311,20 @@ impl System {
     }
 
     /// A child ended: what it reported, its last output, then its exit, to the table.
-    pub fn child_ended(&mut self, pid: Pid, status: libc::c_int, table: &mut Table, now: Instant) {
+    /// False when the table knew no such process (an orphan, say).
+    pub fn child_ended(
+        &mut self,
+        pid: Pid,
+        status: libc::c_int,
+        table: &mut Table,
+        now: Instant,
+    ) -> bool {
         if let Some(Err(err)) = self.child_report(pid) {
             table.child_failed(pid, err, self);
         }
         self.unwatch_ready_fd(pid);
         self.relay_output(pid, true, table);
-        table.exited(pid, Exit::from_status(status), self, now);
+        table.exited(pid, Exit::from_status(status), self, now)
     }
 }
 
@@ -410,6 +417,15 @@ impl Effects for System {
             sys::group_has_live(pgid)
         } else {
             sys::group_alive(pgid)
+        }
+    }
+
+    fn gone(&mut self, pid: Pid) -> bool {
+        match self.pidfds.get(&pid) {
+            // Adopted: its pidfd is readable once it ended.
+            Some(fd) => sys::readable_now(fd.as_raw_fd()),
+            // going's child is there until reaped, as a zombie too: then its pid is free.
+            None => matches!(sys::kill(pid, 0), Err(e) if e.raw_os_error() == Some(libc::ESRCH)),
         }
     }
 

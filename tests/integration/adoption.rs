@@ -351,3 +351,62 @@ fn a_state_file_of_a_later_format_or_of_a_service_named_going_state_still_adopts
     );
     assert_eq!(g.stop(), 0);
 }
+
+/// `start_three`, then going killed and started again while its CONFDIR is not there: it
+/// cannot take over what the killed one left until it can read the files.
+fn killed_then_started_without_confdir(base: u32) -> (Going, Vec<(i32, u64)>) {
+    let (mut g, ids) = start_three(base);
+    g.kill9();
+    fs::rename(g.conf(), g.dir.0.join("away")).unwrap();
+    g.start_again();
+    g.next_msg("going 0.1.0 started");
+    g.next_msg("reload: unable to read");
+    (g, ids)
+}
+
+#[test]
+fn sigterm_before_confdir_is_read_stops_what_the_killed_going_left() {
+    let (mut g, ids) = killed_then_started_without_confdir(3100);
+    // Left running, they would be started a second time by the next going.
+    assert_eq!(g.stop(), 0);
+    for (pid, _) in &ids {
+        g.rewind();
+        g.next_msg(&format!(
+            "[{pid}]: adopted, but its file is gone or invalid"
+        ));
+    }
+    g.next_msg("going: stopping 3 services");
+    for (_, cmd) in services(3100) {
+        assert!(running(&cmd).is_empty(), "{cmd} left behind");
+    }
+}
+
+#[test]
+fn a_process_that_ends_before_it_is_taken_over_is_started_anew() {
+    let (mut g, ids) = killed_then_started_without_confdir(3200);
+    let (a, _) = ids[0];
+    // SAFETY: kill has no memory effects; a is a service process of this test.
+    unsafe { libc::kill(a, libc::SIGKILL) };
+    g.next_msg(&format!("a[{a}]: ended before going could take it over"));
+    // An upgrade would hand over only what was taken over: it waits for CONFDIR.
+    let l = g.upgrade();
+    assert!(
+        l.msg
+            .contains("what the previous going left is not taken over yet"),
+        "{}",
+        l.msg
+    );
+    fs::rename(g.dir.0.join("away"), g.conf()).unwrap();
+    g.signal(libc::SIGHUP);
+    let again = g.exec_of("a", "sleep");
+    assert_ne!(again, a);
+    g.rewind();
+    g.next_msg(&format!("b[{}]: adopted, running for", ids[1].0));
+    assert_eq!(running("sleep 3200"), [again]);
+    assert_eq!(running("sleep 3201"), [ids[1].0]);
+    // Nothing waits for a process that is gone: going stops at once.
+    assert_eq!(g.stop(), 0);
+    for (_, cmd) in services(3200) {
+        assert!(running(&cmd).is_empty(), "{cmd} left behind");
+    }
+}

@@ -356,3 +356,32 @@ fn sigterm_while_the_new_binary_is_asked_stops_going_and_kills_the_check() {
         .any(|l| l.msg.starts_with("going: upgrading")));
     assert!(running("sleep 7010").is_empty());
 }
+
+#[test]
+fn sigterm_while_the_new_binary_starts_stops_every_service() {
+    let bin_dir = TempDir::new();
+    let binary = copy_of_going(&bin_dir);
+    let real = bin_dir.0.join("real");
+    fs::copy(BIN, &real).unwrap();
+    let mut g = Going::with(Setup {
+        files: vec![
+            ("one".into(), "cmd=sleep 7011\nlog=null\n".into()),
+            ("two".into(), "cmd=sleep 7012\n".into()),
+        ],
+        binary: Some(binary),
+        ..Setup::default()
+    });
+    g.exec_of("one", "sleep");
+    g.rewind();
+    g.exec_of("two", "sleep");
+    slow_going(&bin_dir, &real, false, true);
+    let l = g.upgrade();
+    assert!(l.msg.starts_with("going: upgrading: exec"), "{}", l.msg);
+    step_pid(&bin_dir, "running");
+    g.signal(libc::SIGTERM);
+    fs::write(bin_dir.0.join("go-on"), "").unwrap();
+    // The new going takes over what was handed over before it stops: nothing is left.
+    g.next_msg("going: stopping 2 services");
+    assert_eq!(g.wait_exit(), 0);
+    assert!(running("sleep 7011").is_empty() && running("sleep 7012").is_empty());
+}
