@@ -448,6 +448,22 @@ fn stop_signal_and_timeout_are_the_services_own_and_need_no_restart() {
 }
 
 #[test]
+fn a_change_that_needs_no_restart_moves_the_admins_stop_mark_along() {
+    let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+    t.reconcile(scan(&[("web", "cmd=/web")]), &[], &mut ops, t0);
+    t.admin("web", Admin::Stop, &mut ops, t0).unwrap();
+    let before = ops.marks.last().cloned().unwrap();
+    assert!(before.1.is_some());
+    let edited = scan(&[("web", "cmd=/web\nstop_timeout=3")]);
+    let fp = edited["web"].as_ref().unwrap().fingerprint();
+    t.reconcile(edited, &[], &mut ops, t0);
+    // The mark holds the fingerprint of the file as it is now: a going started after
+    // this one was killed keeps it down.
+    assert_eq!(ops.marks.last(), Some(&("web".to_string(), Some(fp))));
+    assert_ne!(before.1, Some(fp));
+}
+
+#[test]
 fn child_failures_say_what_failed_on_what() {
     let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
     let file = "cmd=/x\nchroot=/jail\ncwd=/srv\nlimit_nofile=10\nnice=5\nuser=4000000";

@@ -410,3 +410,48 @@ fn a_process_that_ends_before_it_is_taken_over_is_started_anew() {
         assert!(running(&cmd).is_empty(), "{cmd} left behind");
     }
 }
+
+#[test]
+fn a_stop_under_way_goes_on_after_an_upgrade_or_kill_9() {
+    let bin_dir = TempDir::new();
+    let binary = bin_dir.0.join("going");
+    fs::copy(BIN, &binary).unwrap();
+    let done = bin_dir.0.join("done");
+    // It takes its time to stop: until the test says so.
+    let slow = format!(
+        "cmd=sh -c 'trap \"while [ ! -e {} ]; do sleep 0.01; done; exit 0\" TERM; sleep 3301 & wait'\nlog=null\n",
+        path_str(&done)
+    );
+    let mut g = Going::with(Setup {
+        files: vec![("web".into(), slow)],
+        binary: Some(binary),
+        ..Setup::default()
+    });
+    for how in ["an upgrade", "kill -9"] {
+        let pid = g.started("web");
+        wait_until("its trap", || !running("sleep 3301").is_empty());
+        let (code, out, _) = cmd(&g, "stop", &["web"]);
+        assert_eq!((code, out.as_str()), (0, "web: stopping\n"), "{how}");
+        wait_until("the TERM to reach it", || running("sleep 3301").is_empty());
+        if how == "kill -9" {
+            g.kill9_restart();
+        } else {
+            let l = g.upgrade();
+            assert!(l.msg.starts_with("going: upgrading: exec"), "{}", l.msg);
+        }
+        g.next_msg(&format!(
+            "web[{pid}]: adopted, still stopping as the admin asked"
+        ));
+        fs::write(&done, "").unwrap();
+        g.next_msg(&format!("web[{pid}]: stopped"));
+        // Down, as the admin left it, and still so for the next going.
+        let (_, out, _) = cmd(&g, "status", &["web"]);
+        assert!(out.contains("down"), "{how}: {out}");
+        assert!(g.dir.0.join("run/down/web").exists(), "{how}");
+        fs::remove_file(&done).unwrap();
+        assert_eq!(cmd(&g, "start", &["web"]).0, 0);
+    }
+    g.started("web");
+    fs::write(&done, "").unwrap();
+    assert_eq!(g.stop(), 0);
+}
