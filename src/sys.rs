@@ -728,6 +728,26 @@ fn proc_stat(pid: Pid) -> Option<(u8, Pid, u64)> {
     Some((state, pgid, fields.nth(16)?.parse().ok()?))
 }
 
+/// The monotonic clock (CLOCK_MONOTONIC, as `Instant` reads it) in milliseconds: a time
+/// that means the same to every process of this boot, for deadlines that outlive going.
+pub fn monotonic_ms() -> u64 {
+    // SAFETY: timespec is plain data; clock_gettime writes only to it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// A deadline as [`monotonic_ms`] reads it, told from `now` (`Instant::now()`, read with
+/// `clock` = `monotonic_ms()`), and back.
+pub fn deadline_ms(at: std::time::Instant, now: std::time::Instant, clock: u64) -> u64 {
+    clock + at.saturating_duration_since(now).as_millis() as u64
+}
+
+/// See [`deadline_ms`].
+pub fn deadline_at(ms: u64, now: std::time::Instant, clock: u64) -> std::time::Instant {
+    now + std::time::Duration::from_millis(ms.saturating_sub(clock))
+}
+
 /// How long ago a process with this start time (clock ticks since boot) started.
 pub fn age(start_ticks: u64) -> Option<std::time::Duration> {
     // SAFETY: sysconf has no memory effects.

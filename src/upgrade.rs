@@ -2,7 +2,8 @@
 //! the path it was started from — keeping its pid (init sees nothing), its children, their
 //! output pipes, its lock, RUNDIR, CONFDIR's lock and its control socket. What the new
 //! binary needs travels in one environment variable: a version, the fds to take back, and
-//! each live process's name, pid, settings fingerprint and age. The new binary adopts them
+//! each live process's name, pid, settings fingerprint and age (and each process group
+//! being stopped whose leader is gone). The new binary adopts them
 //! as a restart after `kill -9` would, but they are still its children (or, for processes
 //! adopted before, watched by pidfd).
 //!
@@ -72,6 +73,9 @@ pub struct Handover {
     pub ready_fds: Vec<(Pid, OwnedFd)>,
     /// One-shots that had finished: fingerprint of their settings, and success.
     pub done: std::collections::BTreeMap<String, (Fingerprint, bool)>,
+    /// Process groups being stopped whose leaders were gone, and whether their members
+    /// are going's children.
+    pub groups: Vec<(crate::state::Group, bool)>,
 }
 
 /// The handover, when this going was exec'd by an upgrade; the variable is removed.
@@ -114,6 +118,21 @@ fn parse(text: &str, mut fd: impl FnMut(RawFd) -> Option<OwnedFd>) -> Handover {
                     }
                 }
             }
+            Some(("group", g)) => {
+                let f: Vec<&str> = g.split(',').collect();
+                let [name, pgid, kill_at, child @ ("0" | "1")] = f[..] else {
+                    continue;
+                };
+                if let (Ok(pgid), Ok(kill_at)) = (pgid.parse(), kill_at.parse()) {
+                    let name = name.to_string();
+                    let g = crate::state::Group {
+                        name,
+                        pgid,
+                        kill_at,
+                    };
+                    h.groups.push((g, child == "1"));
+                }
+            }
             Some(("proc", p)) => {
                 let f: Vec<&str> = p.split(',').collect();
                 let [name, pid, fp, age, child, out] = f[..] else {
@@ -153,6 +172,9 @@ pub struct Kept {
     pub ready_fds: Vec<(Pid, RawFd)>,
     /// Finished one-shots: name, fingerprint, success.
     pub done: Vec<(String, u64, bool)>,
+    /// Process groups being stopped whose leaders are gone (when their SIGKILL is due, in
+    /// the monotonic clock's milliseconds), and whether their members are going's children.
+    pub groups: Vec<(crate::state::Group, bool)>,
 }
 
 fn format(kept: &Kept, procs: &[Leaving]) -> String {
@@ -174,6 +196,10 @@ fn format(kept: &Kept, procs: &[Leaving]) -> String {
     }
     for (name, fp, ok) in &kept.done {
         text.push_str(&format!(" done={name},{fp},{}", *ok as u8));
+    }
+    for (g, child) in &kept.groups {
+        let (name, pgid, at) = (&g.name, g.pgid, g.kill_at);
+        text.push_str(&format!(" group={name},{pgid},{at},{}", *child as u8));
     }
     for p in procs {
         let (ms, child, out) = (p.age.as_millis(), p.child as u8, p.output.unwrap_or(-1));
@@ -420,6 +446,14 @@ mod tests {
             ready: vec![42],
             ready_fds: vec![],
             done: vec![("setup".into(), 77, true)],
+            groups: vec![(
+                crate::state::Group {
+                    name: "old".into(),
+                    pgid: 40,
+                    kill_at: 123456,
+                },
+                true,
+            )],
         };
         let procs = [Leaving {
             name: "web".into(),
@@ -432,7 +466,7 @@ mod tests {
         let text = format(&kept, &procs);
         assert_eq!(
             text,
-            "v=2 lock=3 control=4 rundir=5 confdir=6 ready=42 done=setup,77,1 proc=web,42,99,1500,1,7"
+            "v=2 lock=3 control=4 rundir=5 confdir=6 ready=42 done=setup,77,1 group=old,40,123456,1 proc=web,42,99,1500,1,7"
         );
         let mut seen = Vec::new();
         // Any fd number is "open" here; they are only counted, never closed.
@@ -447,6 +481,7 @@ mod tests {
             (vec![42], (Fingerprint::V2(77), true))
         );
         assert_eq!(h.procs[0].age, Duration::from_millis(1500));
+        assert_eq!(h.groups, kept.groups);
         // What going 0.1.0 hands over: no version, version 1 fingerprints.
         let old = parse("lock=3 control=4 proc=web,42,99,10,1,-1 junk", |_| None);
         assert_eq!(old.procs.len(), 1);

@@ -193,13 +193,20 @@ impl State {
 
     /// Stopping, its leader reaped, others of its group left: what `check_groups` watches.
     fn draining(&self) -> bool {
-        matches!(
-            self,
+        self.group().is_some()
+    }
+
+    /// The process group being stopped when its leader is gone.
+    fn group(&self) -> Option<Pid> {
+        match *self {
             State::Stopping {
-                stop: Stop { pid: None, .. },
+                stop: Stop {
+                    pid: None, pgid, ..
+                },
                 ..
-            }
-        )
+            } => Some(pgid),
+            _ => None,
+        }
     }
 
     /// Whether a process of the service (or its finish hook) is still there.
@@ -318,6 +325,17 @@ pub struct Adoptable {
     pub fingerprint: Fingerprint,
     /// Whether it had said it was ready.
     pub ready: bool,
+    /// Some for a process group being stopped whose leader was gone (`pid` is the group):
+    /// when its SIGKILL is due.
+    pub drain: Option<Instant>,
+}
+
+/// A process group being stopped whose leader is gone, for the state file and an
+/// upgrade's handover: the service's name, the group, and when its SIGKILL is due.
+pub struct Drain<'a> {
+    pub name: &'a str,
+    pub pgid: Pid,
+    pub kill_at: Instant,
 }
 
 /// A live service process, for the state file and an upgrade's handover.
@@ -342,6 +360,10 @@ pub enum Change {
     /// A one-shot finished (or no longer counts as finished): its name.
     Done(String),
     Undone(String),
+    /// The process group of a service, its leader gone, is being stopped: its name.
+    Draining(String),
+    /// That group is done with: its pgid.
+    Drained(Pid),
 }
 
 #[derive(Default)]
@@ -413,6 +435,29 @@ impl Table {
             State::Done { ok } => Some((name.as_str(), s.fingerprint, ok)),
             _ => None,
         })
+    }
+
+    /// Every process group being stopped whose leader is gone.
+    pub fn drains(&self) -> impl Iterator<Item = Drain<'_>> {
+        self.draining.iter().filter_map(|name| self.drain_of(name))
+    }
+
+    /// The process group of `name` being stopped, its leader gone; None if it is not.
+    pub fn drain_of(&self, name: &str) -> Option<Drain<'_>> {
+        let (name, svc) = self.services.get_key_value(name)?;
+        match svc.state {
+            State::Stopping {
+                stop: Stop {
+                    pid: None, pgid, ..
+                },
+                due: Due::Kill(kill_at),
+            } => Some(Drain {
+                name,
+                pgid,
+                kill_at,
+            }),
+            _ => None,
+        }
     }
 
     fn by_pid_mut(&mut self, pid: Pid) -> Option<(String, &mut Service)> {
@@ -499,6 +544,12 @@ impl Table {
         if was != is {
             self.changes.extend(was.map(Change::Ended));
             self.changes.extend(is.map(Change::Began));
+        }
+        if old.group() != state.group() {
+            self.changes.extend(old.group().map(Change::Drained));
+            if state.draining() {
+                self.changes.push(Change::Draining(name.to_string()));
+            }
         }
         match (old, state) {
             (

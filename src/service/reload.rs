@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::{Adoptable, Change, Effects, Service, State, Summary, Table, Want};
+use super::{Adoptable, Change, Due, Effects, Next, Service, State, Stop, Summary, Table, Want};
 use crate::config::{Parsed, Restart, Settings};
 use crate::fingerprint::Fingerprint;
 use crate::log::{Age, Level};
@@ -75,6 +75,23 @@ impl Table {
         // never matches.
         svc.running = if keep { svc.fingerprint } else { 0 };
         self.services.insert(name.clone(), svc);
+        if let Some(kill_at) = a.drain {
+            // What its last run left, still being stopped: its SIGKILL stays due as it
+            // was, and the service starts again (or not, as wanted) once it is gone.
+            let pgid = a.pid;
+            let msg = format_args!(
+                "{name}: adopted what is left of its process group {pgid}, being stopped"
+            );
+            fx.log(Level::Notice, msg);
+            let stop = Stop {
+                pid: None,
+                pgid,
+                since: now,
+                next: Next::Start(None),
+            };
+            let due = Due::Kill(kill_at);
+            return self.set(&name, State::Stopping { stop, due });
+        }
         let running = State::Running {
             pid: a.pid,
             since: a.since,

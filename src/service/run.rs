@@ -232,8 +232,8 @@ impl Table {
     fn after(&mut self, name: &str, next: Next, fx: &mut impl Effects, now: Instant) {
         match self.services[name].want {
             Want::Gone => {
+                self.set(name, State::Idle); // unindexed, and the state file told
                 let svc = self.services.remove(name).expect("a service of the table");
-                self.unindex(name, svc.state);
                 self.dropped(&svc.settings.life().after, fx, now);
             }
             Want::Down => self.set(name, State::Idle),

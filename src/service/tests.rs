@@ -346,6 +346,47 @@ fn a_stop_whose_end_is_never_seen_is_looked_for_after_sigkill() {
 }
 
 #[test]
+fn a_group_left_by_its_leader_is_told_to_the_state_file_and_adopted_as_stopping() {
+    let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+    let files = scan(&[("web", "cmd=/web\nstop_timeout=3")]);
+    t.reconcile(files.clone(), &[], &mut ops, t0);
+    let pid = ops.last_pid();
+    ops.alive_groups.insert(pid);
+    t.take_changes();
+    t.exited(pid, DIED, &mut ops, t0 + secs(60));
+    let draining = [Change::Ended(pid), Change::Draining("web".into())];
+    assert_eq!(t.take_changes(), draining);
+    let d = t.drains().next().unwrap();
+    assert_eq!((d.name, d.pgid, d.kill_at), ("web", pid, t0 + secs(63)));
+    // A going started after this one was killed (or upgraded) takes the group over as it
+    // was: its SIGKILL still due, the service started again once it is gone.
+    let (mut t, mut ops) = (Table::default(), Fake::default());
+    ops.alive_groups.insert(77);
+    let adopt = BTreeMap::from([(
+        "web".to_string(),
+        Adoptable {
+            pid: 77,
+            since: t0,
+            fingerprint: crate::fingerprint::Fingerprint::V2(0),
+            ready: false,
+            drain: Some(t0 + secs(2)),
+        },
+    )]);
+    t.adopt(&files, adopt, BTreeMap::new(), &mut ops, t0);
+    t.reconcile(files, &[], &mut ops, t0);
+    assert!(
+        ops.spawned.is_empty(),
+        "not started while its group is left"
+    );
+    assert_eq!(t.take_changes(), [Change::Draining("web".into())]);
+    assert_eq!(t.next_deadline(), Some(t0 + secs(2)));
+    t.tick(&mut ops, t0 + secs(2));
+    assert_eq!(ops.signals.last(), Some(&(77, libc::SIGKILL)));
+    assert_eq!(ops.spawned.len(), 1, "started once the group is gone");
+    assert!(t.take_changes().contains(&Change::Drained(77)));
+}
+
+#[test]
 fn a_stop_waits_for_the_rest_of_the_group() {
     let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
     t.reconcile(scan(&[("web", "cmd=/web")]), &[], &mut ops, t0);

@@ -1,6 +1,7 @@
 //! What a previous going left running, found again: after a `kill -9` (from RUNDIR/state,
 //! each process verified by pid and start time) or after an upgrade (from the handover of
-//! the going that exec'd this one). Either way each process is watched from now on — an
+//! the going that exec'd this one); and the process groups it was stopping whose leaders
+//! were gone. Either way each process is watched from now on — an
 //! adopted one by its pidfd, a handed-over child as a child — and its output read again;
 //! the table then decides, file by file, which run on.
 //!
@@ -72,21 +73,49 @@ fn take(out: &mut Adopted, sys: &mut System, t: Taken, now: Instant) {
         since,
         fingerprint,
         ready,
+        drain: None,
     };
     out.insert(name, a);
+}
+
+/// Takes a process group being stopped whose leader is gone into `out`, unless a process
+/// of the service is taken already (its next run: the group's SIGKILL is then not due
+/// any more to anyone going knows of) or nothing is left of the group. `ours`: its
+/// members are going's children (handed over by an upgrade), else they are watched as
+/// an adopted group's (their zombies are init's).
+fn take_group(out: &mut Adopted, sys: &mut System, g: state::Group, ours: bool, now: Instant) {
+    let left = match ours {
+        true => sys::group_alive(g.pgid),
+        false => sys::group_has_live(g.pgid),
+    };
+    // A live process of the group's number would be a new group's leader: ours is gone.
+    if out.contains_key(&g.name) || !left || sys::proc_identity(g.pgid).is_some() {
+        return;
+    }
+    if !ours {
+        sys.adopt_group(g.pgid);
+    }
+    let a = Adoptable {
+        pid: g.pgid,
+        since: now,
+        fingerprint: Fingerprint::V2(0),
+        ready: false,
+        drain: Some(sys::deadline_at(g.kill_at, now, sys::monotonic_ms())),
+    };
+    out.insert(g.name, a);
 }
 
 /// What RUNDIR/state says a killed going left running, as far as it still runs, and the
 /// one-shots it saw finish.
 pub fn from_state(sys: &mut System, journal: &mut Journal, now: Instant) -> (Adopted, Done) {
-    let (entries, done) = match state::read(&sys.rundir, journal.boot()) {
+    let (entries, done, groups) = match state::read(&sys.rundir, journal.boot()) {
         Ok(read) => {
             let path = sys.rundir.path().join("state");
             for p in read.problems {
                 let msg = format_args!("going: {}: {p}", path.display());
                 sys.log.log(Level::Err, msg);
             }
-            (read.entries, read.done)
+            (read.entries, read.done, read.groups)
         }
         Err(why) => {
             let msg = format_args!("going: not adopting anything: {why}");
@@ -123,6 +152,9 @@ pub fn from_state(sys: &mut System, journal: &mut Journal, now: Instant) -> (Ado
         };
         take(&mut out, sys, t, now);
     }
+    for g in groups {
+        take_group(&mut out, sys, g, false, now);
+    }
     (out, done)
 }
 
@@ -152,6 +184,9 @@ pub fn from_handover(sys: &mut System, h: Handover, now: Instant) -> (Adopted, D
             output: p.output,
         };
         take(&mut out, sys, t, now);
+    }
+    for (g, ours) in h.groups {
+        take_group(&mut out, sys, g, ours, now);
     }
     (out, h.done)
 }

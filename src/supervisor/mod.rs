@@ -520,6 +520,7 @@ impl Supervisor {
             done: (self.table.done())
                 .map(|(name, fp, ok)| (name.to_string(), fp, ok))
                 .collect(),
+            groups: self.drains(),
         };
         let path = check.path.clone();
         let n = procs.len();
@@ -537,6 +538,22 @@ impl Supervisor {
             Errno(&err)
         );
         self.sys.log.log(Level::Err, msg);
+    }
+
+    /// The process groups being stopped whose leaders are gone, for an upgrade's handover:
+    /// when each one's SIGKILL is due, and whether its members are going's children.
+    fn drains(&self) -> Vec<(state::Group, bool)> {
+        let (now, clock) = (Instant::now(), sys::monotonic_ms());
+        (self.table.drains())
+            .map(|d| {
+                let g = state::Group {
+                    name: d.name.to_string(),
+                    pgid: d.pgid,
+                    kill_at: sys::deadline_ms(d.kill_at, now, clock),
+                };
+                (g, !self.sys.is_adopted_group(d.pgid))
+            })
+            .collect()
     }
 
     /// Every service stopped after SIGTERM: nothing is left to adopt, nor to ask.

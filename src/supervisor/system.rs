@@ -250,6 +250,18 @@ impl System {
         true
     }
 
+    /// A process group being stopped, its leader gone, whose members are not going's
+    /// children: its zombies are init's, so only live members count.
+    pub fn adopt_group(&mut self, pgid: Pid) {
+        self.adopted.insert(pgid);
+    }
+
+    /// Whether the process group `pgid` is an adopted service's (its members are not
+    /// going's children).
+    pub fn is_adopted_group(&self, pgid: Pid) -> bool {
+        self.adopted.contains(&pgid)
+    }
+
     /// Whether `pid` was adopted (watched by pidfd), not forked by this going.
     pub fn is_adopted(&self, pid: Pid) -> bool {
         self.pidfds.contains_key(&pid)

@@ -455,3 +455,54 @@ fn a_stop_under_way_goes_on_after_an_upgrade_or_kill_9() {
     fs::write(&done, "").unwrap();
     assert_eq!(g.stop(), 0);
 }
+
+/// A service whose main process leaves a helper that ignores SIGTERM, and exits once
+/// `exit` exists: what is left of its group is then stopped, for its stop_timeout.
+pub fn leaky(exit: &std::path::Path, helper: u32, stop_timeout: u32) -> String {
+    format!(
+        "cmd=sh -c '(trap \"\" TERM; exec sleep {helper}) & while [ ! -e {} ]; do sleep 0.01; done; exit 1'\nlog=null\nstop_timeout={stop_timeout}\n",
+        path_str(exit)
+    )
+}
+
+/// Starts `leaky` as web, makes it exit, and waits until going stops what it left and has
+/// told the state file so: the leader's pid (its group) and its helper's.
+pub fn draining(g: &mut Going, exit: &std::path::Path, helper: u32) -> (i32, i32) {
+    let leader = g.started("web");
+    let cmdline = format!("sleep {helper}");
+    wait_until("the helper", || running(&cmdline).len() == 1);
+    let left = running(&cmdline)[0];
+    fs::write(exit, "").unwrap();
+    g.next_msg("web: stopping what is left of its process group");
+    wait_until("the group in the state file", || {
+        fs::read_to_string(g.dir.0.join("run/state"))
+            .unwrap_or_default()
+            .contains(&format!("+group web {leader} "))
+    });
+    (leader, left)
+}
+
+#[test]
+fn a_group_being_stopped_is_taken_over_after_kill_9_and_killed_when_due() {
+    let tmp = TempDir::new();
+    let exit = tmp.0.join("exit");
+    let mut g = Going::start(&[("web", &leaky(&exit, 3401, 2))]);
+    let (leader, left) = draining(&mut g, &exit, 3401);
+    g.kill9_restart();
+    g.next_msg(&format!(
+        "web: adopted what is left of its process group {leader}, being stopped"
+    ));
+    fs::remove_file(&exit).unwrap();
+    // Its SIGKILL comes when it was due; only then does web start again.
+    g.next_msg("web: still running 2s after SIGTERM, sending SIGKILL");
+    wait_until("the helper to be killed", || !alive(left));
+    g.started("web");
+    wait_until("the new helper", || running("sleep 3401").len() == 1);
+    let helper = running("sleep 3401")[0];
+    assert_ne!(helper, left);
+    // Stopped at once: its helper too ignores SIGTERM.
+    g.signal(libc::SIGTERM);
+    // SAFETY: kill has no memory effects; the helper is not reaped (going reaps it).
+    unsafe { libc::kill(helper, libc::SIGKILL) };
+    assert_eq!(g.wait_exit(), 0);
+}

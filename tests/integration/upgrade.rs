@@ -385,3 +385,31 @@ fn sigterm_while_the_new_binary_starts_stops_every_service() {
     assert_eq!(g.wait_exit(), 0);
     assert!(running("sleep 7011").is_empty() && running("sleep 7012").is_empty());
 }
+
+#[test]
+fn a_group_being_stopped_is_handed_over_by_an_upgrade() {
+    let bin_dir = TempDir::new();
+    let exit = bin_dir.0.join("exit");
+    let mut g = Going::with(Setup {
+        files: vec![("web".into(), crate::adoption::leaky(&exit, 7013, 30))],
+        binary: Some(copy_of_going(&bin_dir)),
+        ..Setup::default()
+    });
+    let (leader, left) = crate::adoption::draining(&mut g, &exit, 7013);
+    let l = g.upgrade();
+    assert!(l.msg.starts_with("going: upgrading: exec"), "{}", l.msg);
+    g.next_msg(&format!(
+        "web: adopted what is left of its process group {leader}, being stopped"
+    ));
+    g.next_msg("reload: 0 started");
+    assert!(alive(left), "not killed before its time");
+    // Its helper is going's child still: once it is gone, web starts again (here with
+    // new settings, read meanwhile).
+    g.write("web", "cmd=sleep 7014\nlog=null\n");
+    g.next_msg("reload: 0 started, 0 stopped, 1 restarted");
+    // SAFETY: kill has no memory effects; `left` is not reaped (going reaps it).
+    unsafe { libc::kill(left, libc::SIGKILL) };
+    g.exec_of("web", "sleep");
+    assert!(running("sleep 7013").is_empty());
+    assert_eq!(g.stop(), 0);
+}
