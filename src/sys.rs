@@ -836,6 +836,16 @@ impl Dir {
         Dir(std::fs::File::from(fd))
     }
 
+    /// The directory open as `file` (which stays open too).
+    pub fn from_file(file: &std::fs::File) -> io::Result<Dir> {
+        Ok(Dir(file.try_clone()?))
+    }
+
+    /// What `name` in the directory is, itself (a symbolic link is not followed).
+    pub fn stat_at(&self, name: &str) -> io::Result<std::fs::Metadata> {
+        self.open_at(name, libc::O_PATH, 0)?.metadata()
+    }
+
     pub fn fd(&self) -> RawFd {
         self.0.as_raw_fd()
     }
@@ -918,26 +928,55 @@ impl Dir {
 }
 
 /// The processes that hold a lock (flock or POSIX) on the file of this device and inode,
-/// from /proc/locks: to name who holds a lock going could not take.
+/// from /proc/locks: to name who holds a lock going could not take. For a flock that is
+/// the process that took it, which may have ended since, its fd passed on to a child.
 pub fn lock_holders(meta: &std::fs::Metadata) -> Vec<Pid> {
-    use std::os::unix::fs::MetadataExt;
-    let (dev, ino) = (meta.dev(), meta.ino());
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
     let Ok(text) = std::fs::read_to_string("/proc/locks") else {
         return Vec::new();
     };
-    // "1: FLOCK  ADVISORY  WRITE 1234 08:01:567 0 EOF" (major and minor in hex)
     text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (pid, id) = (f.get(4)?.parse::<Pid>().ok()?, f.get(5)?);
-            let mut parts = id.split(':');
-            let maj = u32::from_str_radix(parts.next()?, 16).ok()?;
-            let min = u32::from_str_radix(parts.next()?, 16).ok()?;
-            let i = parts.next()?.parse::<u64>().ok()?;
-            (maj == major && min == minor && i == ino && pid > 0).then_some(pid)
-        })
+        .filter_map(|l| lock_line(l, meta).map(|(_, pid)| pid))
         .collect()
+}
+
+/// A line of /proc/locks, or of a `lock:` line of /proc/PID/fdinfo after the tag, if it
+/// is a lock (not a waiter's `->`) on the file of `meta`: its kind (`FLOCK`, `POSIX`,
+/// `OFDLCK`) and the pid that took it.
+/// "1: FLOCK  ADVISORY  WRITE 1234 08:01:567 0 EOF" (major and minor in hex)
+fn lock_line<'a>(line: &'a str, meta: &std::fs::Metadata) -> Option<(&'a str, Pid)> {
+    use std::os::unix::fs::MetadataExt;
+    let (dev, ino) = (meta.dev(), meta.ino());
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (kind, pid, id) = (*f.get(1)?, f.get(4)?.parse::<Pid>().ok()?, f.get(5)?);
+    let mut parts = id.split(':');
+    let maj = u32::from_str_radix(parts.next()?, 16).ok()?;
+    let min = u32::from_str_radix(parts.next()?, 16).ok()?;
+    let i = parts.next()?.parse::<u64>().ok()?;
+    let ours = maj == libc::major(dev) && min == libc::minor(dev) && i == ino;
+    (ours && pid > 0).then_some((kind, pid))
+}
+
+/// The process `pid`, with its real and effective uids, if it holds a flock(2) on the
+/// file of `meta` through an fd of its own: /proc/PID/fdinfo says which open file holds a
+/// lock, where /proc/locks names only the process that took it. Taken to hold it when its
+/// fds cannot be read (another user's, to a going that is not root), if it runs.
+pub fn flock_holder(pid: Pid, meta: &std::fs::Metadata) -> Option<(Pid, u32, u32)> {
+    let holds = match std::fs::read_dir(format!("/proc/{pid}/fdinfo")) {
+        Ok(fds) => fds.flatten().any(|fd| {
+            let text = std::fs::read_to_string(fd.path()).unwrap_or_default();
+            text.lines()
+                .filter_map(|l| l.strip_prefix("lock:"))
+                .any(|l| lock_line(l, meta).is_some_and(|(kind, _)| kind == "FLOCK"))
+        }),
+        Err(e) => e.kind() == io::ErrorKind::PermissionDenied,
+    };
+    if !holds {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    let mut w = uids.split_whitespace().map(|u| u.parse::<u32>().ok());
+    Some((pid, w.next()??, w.next()??))
 }
 
 /// This boot's identity (/proc/sys/kernel/random/boot_id): a pid and start time name a

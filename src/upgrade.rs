@@ -64,6 +64,8 @@ pub struct Handover {
     pub control: Option<OwnedFd>,
     pub rundir: Option<OwnedFd>,
     pub confdir: Option<OwnedFd>,
+    /// CONFDIR/.going.lock, when it was locked.
+    pub conflock: Option<OwnedFd>,
     /// The sd_notify socket, with what services sent meanwhile.
     pub notify: Option<OwnedFd>,
     pub procs: Vec<Proc<OwnedFd>>,
@@ -99,6 +101,7 @@ fn parse(text: &str, mut fd: impl FnMut(RawFd) -> Option<OwnedFd>) -> Handover {
             Some(("control", v)) => h.control = take(v),
             Some(("rundir", v)) => h.rundir = take(v),
             Some(("confdir", v)) => h.confdir = take(v),
+            Some(("conflock", v)) => h.conflock = take(v),
             Some(("notify", v)) => h.notify = take(v),
             Some(("ready", v)) => h.ready.extend(v.parse::<Pid>().ok()),
             Some(("readyfd", v)) => {
@@ -165,6 +168,7 @@ pub struct Kept {
     pub control: RawFd,
     pub rundir: RawFd,
     pub confdir: Option<RawFd>,
+    pub conflock: Option<RawFd>,
     pub notify: Option<RawFd>,
     /// Pids of the processes that said they were ready.
     pub ready: Vec<Pid>,
@@ -184,6 +188,9 @@ fn format(kept: &Kept, procs: &[Leaving]) -> String {
     );
     if let Some(fd) = kept.confdir {
         text.push_str(&format!(" confdir={fd}"));
+    }
+    if let Some(fd) = kept.conflock {
+        text.push_str(&format!(" conflock={fd}"));
     }
     if let Some(fd) = kept.notify {
         text.push_str(&format!(" notify={fd}"));
@@ -409,6 +416,7 @@ impl Check {
         let fds = [kept.lock, kept.control, kept.rundir]
             .into_iter()
             .chain(kept.confdir)
+            .chain(kept.conflock)
             .chain(kept.notify)
             .chain(kept.ready_fds.iter().map(|r| r.1))
             .chain(procs.iter().filter_map(|p| p.output));
@@ -442,6 +450,7 @@ mod tests {
             control: 4,
             rundir: 5,
             confdir: Some(6),
+            conflock: Some(8),
             notify: None,
             ready: vec![42],
             ready_fds: vec![],
@@ -466,7 +475,7 @@ mod tests {
         let text = format(&kept, &procs);
         assert_eq!(
             text,
-            "v=2 lock=3 control=4 rundir=5 confdir=6 ready=42 done=setup,77,1 group=old,40,123456,1 proc=web,42,99,1500,1,7"
+            "v=2 lock=3 control=4 rundir=5 confdir=6 conflock=8 ready=42 done=setup,77,1 group=old,40,123456,1 proc=web,42,99,1500,1,7"
         );
         let mut seen = Vec::new();
         // Any fd number is "open" here; they are only counted, never closed.
@@ -474,7 +483,7 @@ mod tests {
             seen.push(fd);
             None
         });
-        assert_eq!(seen, [3, 4, 5, 6, 7]);
+        assert_eq!(seen, [3, 4, 5, 6, 8, 7]);
         assert_eq!(h.procs[0].fingerprint, Fingerprint::V2(99));
         assert_eq!(
             (h.ready, h.done["setup"]),

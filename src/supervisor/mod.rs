@@ -86,6 +86,8 @@ pub struct Supervisor {
     watch: Watch,
     control: Control,
     conf_lock: ConfLock,
+    /// Why CONFDIR's lock was last refused, while it is: said once, tried again.
+    refused: Option<String>,
     /// RUNDIR's lock, held while going runs, and handed over on an upgrade.
     lock: File,
     /// The read end of the signal handlers' self-pipe.
@@ -332,10 +334,24 @@ impl Supervisor {
             self.watch.stamps.clear();
         }
         let (sys, table) = (&mut self.sys, &mut self.table);
-        if let Err(e) = self.conf_lock.take(&self.confdir, false) {
-            let msg = format!("{e}; {} services left as they are", table.len());
-            sys.log.log(Level::Err, format_args!("reload: {msg}"));
-            return Err(msg);
+        match self.conf_lock.take(&self.confdir, false) {
+            Ok(warning) => {
+                if let Some(w) = warning {
+                    sys.log.log(Level::Warning, format_args!("{w}"));
+                }
+                self.refused = None;
+            }
+            Err(e) => {
+                // Tried again until the other going lets go (or CONFDIR changes), and
+                // said once.
+                self.watch.retry(Instant::now() + RETRY);
+                let msg = format!("{e}; {} services left as they are", table.len());
+                if self.refused.as_ref() != Some(&msg) {
+                    sys.log.log(Level::Err, format_args!("reload: {msg}"));
+                    self.refused = Some(msg.clone());
+                }
+                return Err(msg);
+            }
         }
         let scan = match self
             .watch
@@ -504,11 +520,13 @@ impl Supervisor {
             .collect();
         // Should the new binary die after taking over, the next going adopts from this.
         self.save_state(true);
+        let (confdir, conflock) = self.conf_lock.fds();
         let kept = upgrade::Kept {
             lock: self.lock.as_raw_fd(),
             control: self.control.fd(),
             rundir: self.sys.rundir.dir().fd(),
-            confdir: self.conf_lock.held.as_ref().map(|f| f.as_raw_fd()),
+            confdir,
+            conflock,
             notify: self.sys.notify.as_ref().map(|n| n.fd()),
             ready: self
                 .table
