@@ -1,6 +1,7 @@
-//! The command line, getopt style: `going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f]`
-//! supervises, `going check [-d CONFDIR]` checks the service files. Exit codes follow
-//! sysexits(3): 64 for a usage error.
+//! The command line, getopt style: `going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f]
+//! [-n LINES]` supervises, `going check [-d CONFDIR]` checks the service files, the other
+//! commands make a request to a running going (client.rs). Exit codes follow sysexits(3):
+//! 64 for a usage error.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -8,24 +9,44 @@ use std::process::ExitCode;
 
 use crate::config;
 use crate::exit::EX_USAGE;
+use crate::service::Held;
 use crate::supervisor::{self, Options};
 
 const USAGE: &str = "\
-usage: going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f]
+usage: going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f] [-n LINES]
        going check [-d CONFDIR]
-       going status [-r RUNDIR] [NAME...]
+       going status [-r RUNDIR] [-j] [NAME...]
+       going log [-r RUNDIR] [-f] [-n LINES] NAME...
        going start|stop|restart [-r RUNDIR] [-w SECONDS] NAME...
        going signal [-r RUNDIR] SIGNAL NAME...
        going reload [-r RUNDIR]
        going -h | -V
 
   -d CONFDIR  service files (default /etc/going.d)
-  -r RUNDIR   run-time state and lock (default /run/going)
+  -r RUNDIR   run-time state and lock (default /run/going; not root:
+              $XDG_RUNTIME_DIR/going, else /tmp/going-UID)
   -l SOCKET   syslog socket (default /dev/log)
-  -f          log to stderr instead of syslog
+  -f          log to stderr instead of syslog;  log -f: follow new lines
+  -n LINES    lines of output held per service (default 10, at most 1000);
+              log -n: show the last LINES of them
+  -j, --json  status as one JSON document
   -w SECONDS  wait until the services are up (ready) or stopped, SECONDS at most
   -h, --help  this help;  -V, --version  the version
 ";
+
+/// RUNDIR without `-r`: /run/going for root. A going that is not root cannot write there:
+/// its user's runtime directory, or a directory of its own in /tmp, which RunDir refuses
+/// unless it is the user's own and private (another user may have made it first).
+fn default_rundir() -> PathBuf {
+    let uid = crate::sys::geteuid();
+    if uid == 0 {
+        return PathBuf::from("/run/going");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir.join("going"),
+        _ => PathBuf::from(format!("/tmp/going-{uid}")),
+    }
+}
 
 /// Parsed options: each option letter once, with its argument if it takes one.
 struct Opts(Vec<(char, Option<String>)>);
@@ -53,6 +74,8 @@ fn getopt(args: &[String], spec: &str) -> Result<(Opts, Vec<String>), String> {
             "--" => return Ok((Opts(out), it.cloned().collect())),
             "--help" => out.push(('h', None)),
             "--version" => out.push(('V', None)),
+            "--json" if spec.contains('j') => out.push(('j', None)),
+            a if a.starts_with("--") => return Err(format!("unknown option {a}")),
             a if a.starts_with('-') && a.len() > 1 => {
                 let letters = a[1..].char_indices();
                 for (i, c) in letters {
@@ -102,10 +125,12 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         _ => ("", &args[..]),
     };
     let spec = match command {
-        "" => "d:r:l:fhV",
+        "" => "d:r:l:fn:hV",
         "check" => "d:h",
         "start" | "stop" | "restart" => "r:w:h",
-        "status" | "signal" | "reload" => "r:h",
+        "status" => "r:jh",
+        "log" => "r:fn:h",
+        "signal" | "reload" => "r:h",
         other => return usage(&format!("unknown command \"{other}\"")),
     };
     let (opts, operands) = match getopt(rest, spec) {
@@ -120,13 +145,31 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         println!("going {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    let rundir = PathBuf::from(opts.get('r').unwrap_or("/run/going"));
+    let rundir = opts.get('r').map_or_else(default_rundir, PathBuf::from);
     if !matches!(command, "" | "check") {
         let wait = match opts.get('w').map(seconds).transpose() {
             Ok(w) => w,
             Err(e) => return usage(&e),
         };
-        return match request(command, wait, &operands) {
+        let lines = match opts
+            .get('n')
+            .map(|n| number(n, "-n", usize::MAX))
+            .transpose()
+        {
+            Ok(n) => n,
+            Err(e) => return usage(&e),
+        };
+        let mut words = Vec::new();
+        words.extend(wait.map(|w| format!("wait={w}")));
+        words.extend(opts.has('j').then(|| "format=json".to_string()));
+        words.extend(lines.map(|n| format!("lines={n}")));
+        words.extend(opts.has('f').then(|| "follow=1".to_string()));
+        // The table shows what services cost where the terminal has room for it.
+        if command == "status" && operands.is_empty() && words.is_empty() {
+            words.extend(crate::client::columns().map(|c| format!("width={c}")));
+        }
+        return match request(command, &words, &operands) {
+            Ok(req) if command == "log" => crate::client::log(&rundir, &req, opts.has('f')),
             Ok(req) => crate::client::run(&rundir, &req, wait),
             Err(e) => usage(&e),
         };
@@ -147,12 +190,21 @@ fn supervise(opts: &Opts, confdir: PathBuf, rundir: PathBuf) -> ExitCode {
         return usage("-f and -l exclude each other");
     }
     let syslog = (!opts.has('f')).then(|| PathBuf::from(opts.get('l').unwrap_or("/dev/log")));
+    let held = match opts
+        .get('n')
+        .map(|n| number(n, "-n", Held::MAX))
+        .transpose()
+    {
+        Ok(n) => n.map_or_else(Held::default, Held),
+        Err(e) => return usage(&e),
+    };
     match supervisor::run(Options {
         confdir,
         rundir,
         syslog,
+        held,
     }) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(f) => {
             crate::log::last_word(&format!("going: {}\n", f.msg));
             ExitCode::from(f.code)
@@ -160,8 +212,6 @@ fn supervise(opts: &Opts, confdir: PathBuf, rundir: PathBuf) -> ExitCode {
     }
 }
 
-/// The request line for a command to a running going, checked here so that a typo is a
-/// usage error before anything is sent.
 /// The SECONDS of `-w`: whole, 1 to 86400.
 fn seconds(v: &str) -> Result<u64, String> {
     (v.parse::<u64>().ok())
@@ -169,7 +219,20 @@ fn seconds(v: &str) -> Result<u64, String> {
         .ok_or(format!("-w takes whole seconds, 1 to 86400, not \"{v}\""))
 }
 
-fn request(command: &str, wait: Option<u64>, operands: &[String]) -> Result<String, String> {
+/// The argument of `option`: a whole number, 0 to `max`.
+fn number(v: &str, option: &str, max: usize) -> Result<usize, String> {
+    (v.parse::<usize>().ok())
+        .filter(|n| *n <= max)
+        .ok_or(match max {
+            usize::MAX => format!("{option} takes a whole number, not \"{v}\""),
+            _ => format!("{option} takes a whole number, 0 to {max}, not \"{v}\""),
+        })
+}
+
+/// The request line for a command to a running going, checked here so that a typo is a
+/// usage error before anything is sent: the command, its `key=value` option words, the
+/// operands.
+fn request(command: &str, options: &[String], operands: &[String]) -> Result<String, String> {
     let names = match (command, operands) {
         ("reload", []) => return Ok("reload".into()),
         ("reload", [extra, ..]) => return Err(format!("unexpected argument \"{extra}\"")),
@@ -185,9 +248,8 @@ fn request(command: &str, wait: Option<u64>, operands: &[String]) -> Result<Stri
     if let Some(bad) = names.iter().find(|n| !config::valid_name(n)) {
         return Err(format!("\"{bad}\" is not a service name"));
     }
-    let wait = wait.map(|w| format!("wait={w}"));
     Ok(std::iter::once(command)
-        .chain(wait.as_deref())
+        .chain(options.iter().map(String::as_str))
         .chain(operands.iter().map(String::as_str))
         .collect::<Vec<_>>()
         .join(" "))
@@ -274,7 +336,7 @@ mod tests {
         let r = |c: &str, ops: &[&str]| {
             request(
                 c,
-                None,
+                &[],
                 &ops.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
             )
         };
@@ -289,7 +351,12 @@ mod tests {
         assert!(r("stop", &["../etc"]).is_err());
         assert!(r("reload", &["x"]).is_err());
         let ops = ["10".to_string()];
-        assert_eq!(request("start", Some(5), &ops).unwrap(), "start wait=5 10");
+        let wait = ["wait=5".to_string()];
+        assert_eq!(request("start", &wait, &ops).unwrap(), "start wait=5 10");
         assert!(seconds("0").is_err() && seconds("1.5").is_err() && seconds("10").is_ok());
+        assert!(r("log", &[]).is_err());
+        assert_eq!(r("log", &["web", "db"]).unwrap(), "log web db");
+        assert_eq!(number("1000", "-n", 1000), Ok(1000));
+        assert!(number("1001", "-n", 1000).is_err() && number("-1", "-n", 9).is_err());
     }
 }

@@ -73,8 +73,9 @@ pub enum Restart {
     Never,
 }
 
-/// The keys of a service's life beyond running: readiness, start order, restart policy,
-/// finish hook. Their defaults are today's: up once exec'd, no order, always restarted.
+/// The keys most services do not set: readiness, start order, restart policy, finish
+/// hook, essential, passed environment. Their defaults are 0.1.0's behaviour: up once
+/// exec'd, no order, always restarted, PATH only.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Life {
     pub ready: Option<Ready>,
@@ -89,6 +90,19 @@ pub struct Life {
     pub ok_exit: Vec<u8>,
     /// A command run after each exit, with the exit code and signal appended.
     pub finish: Vec<String>,
+    /// Its end that nobody asked for ends going (`essential=yes`), with its status.
+    pub essential: bool,
+    /// Variables of going's own environment the service gets (`pass_env=`).
+    pub pass_env: Option<PassEnv>,
+}
+
+/// What `pass_env=` passes of going's environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PassEnv {
+    /// These names (one that is not set is skipped).
+    Names(Vec<String>),
+    /// All of it but going's own variables (`pass_env=*`).
+    All,
 }
 
 impl Life {
@@ -107,6 +121,8 @@ static NO_LIFE: Life = Life {
     restart: Restart::Always,
     ok_exit: Vec::new(),
     finish: Vec::new(),
+    essential: false,
+    pass_env: None,
 };
 
 impl Default for Settings {
@@ -147,7 +163,8 @@ impl Settings {
             life: self.life.clone(),
             ..other.clone()
         };
-        *self == with_ours && self.life().ready == other.life().ready
+        let (a, b) = (self.life(), other.life());
+        *self == with_ours && a.ready == b.ready && a.pass_env == b.pass_env
     }
 
     /// The lifecycle keys, their defaults where the file sets none.
@@ -546,6 +563,49 @@ const KEYS: &[Key] = &[
         d.s.life_mut().ok_exit = codes;
         Ok(())
     }),
+    key("essential", |d, v| {
+        d.s.life_mut().essential = match v {
+            "yes" => true,
+            "no" => false,
+            _ => return Err(format!("essential must be yes or no, not \"{v}\"")),
+        };
+        Ok(())
+    }),
+    Key {
+        repeat: true,
+        ..key("pass_env", |d, v| {
+            let life = d.s.life_mut();
+            if v == "*" {
+                life.pass_env = Some(PassEnv::All);
+                return Ok(());
+            }
+            let mut names = Vec::new();
+            for name in v.split_whitespace() {
+                let name = env_var(name, "")?.0;
+                if goings_own(&name) {
+                    return Err(format!(
+                        "pass_env: {name} is going's own, not the service's"
+                    ));
+                }
+                names.push(name);
+            }
+            if names.is_empty() {
+                return Err("pass_env needs NAME... or *".into());
+            }
+            match &mut life.pass_env {
+                Some(PassEnv::All) => {}
+                Some(PassEnv::Names(have)) => {
+                    for name in names {
+                        if !have.contains(&name) {
+                            have.push(name);
+                        }
+                    }
+                }
+                None => life.pass_env = Some(PassEnv::Names(names)),
+            }
+            Ok(())
+        })
+    },
     key("finish", |d, v| {
         let words = split_words(v).map_err(|e| e.replace(" in cmd", " in finish"))?;
         if words.first().is_none_or(|w| w.trim().is_empty()) {
@@ -588,13 +648,35 @@ fn absolute(key: &str, v: &str) -> Result<PathBuf, String> {
 }
 
 /// An environment variable: the name is letters, digits and `_`, not starting with a digit.
-fn env_var(k: &str, v: &str) -> Result<(String, String), String> {
-    let k = k.trim();
+/// Whether `k` is a variable of going's own, which `pass_env` never passes: its own
+/// (`GOING_*`), and what a service manager above going set for going itself (sd_notify,
+/// socket activation, watchdog, journal, credentials).
+pub fn goings_own(k: &str) -> bool {
+    const OWN: &[&str] = &[
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "JOURNAL_STREAM",
+        "INVOCATION_ID",
+        "MANAGERPID",
+        "SYSTEMD_EXEC_PID",
+        "CREDENTIALS_DIRECTORY",
+    ];
+    k.starts_with("GOING_") || k.starts_with("LISTEN_") || OWN.contains(&k)
+}
+
+/// Whether `k` is a name `env=` takes: letters, digits and `_`, not starting with a digit.
+pub fn env_name(k: &str) -> bool {
     let valid = k
         .bytes()
         .enumerate()
         .all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()));
-    if k.is_empty() || !valid {
+    !k.is_empty() && valid
+}
+
+fn env_var(k: &str, v: &str) -> Result<(String, String), String> {
+    let k = k.trim();
+    if !env_name(k) {
         return Err(format!("invalid environment variable name \"{k}\""));
     }
     if v.contains('\0') {
@@ -700,7 +782,7 @@ pub fn scan(
         })
     };
     let meta = fs::metadata(dir).map_err(unable)?;
-    ours(&meta).map_err(|why| dir_error(ReadError::Refused(why)))?;
+    trusted(&meta).map_err(|why| dir_error(ReadError::Refused(why)))?;
     let mut out = Scan {
         files: BTreeMap::new(),
         unchanged: Vec::new(),
@@ -746,24 +828,46 @@ pub fn scan(
     Ok(out)
 }
 
-/// As sshd's StrictModes: what going runs as root must be going's own and nobody else's
-/// to change — a file others may write is a way to run anything as root. Err says why not.
+/// As sshd's StrictModes: what going runs must be nobody else's to change — a file others
+/// may write is a way to run anything as going's user. Owned by root or by going's user
+/// (the same for a going run as root; a going run as another user, as in a container
+/// image, takes the image's root-owned files too), and writable by neither group nor
+/// others. Err says why not.
+pub fn trusted(meta: &fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = crate::sys::geteuid();
+    if meta.uid() != 0 && meta.uid() != me {
+        let root = if me == 0 { "" } else { "root or " };
+        return Err(format!(
+            "owned by uid {}, not by {root}going's uid {me}",
+            meta.uid()
+        ));
+    }
+    not_writable(meta)
+}
+
+fn not_writable(meta: &fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    match meta.mode() & 0o022 {
+        0 => Ok(()),
+        _ => Err(format!(
+            "writable by group or others (mode {:04o})",
+            meta.mode() & 0o7777
+        )),
+    }
+}
+
+/// Owned by going's user and writable by nobody else: RUNDIR, where going writes.
 pub fn ours(meta: &fs::Metadata) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     let me = crate::sys::geteuid();
     if meta.uid() != me {
-        Err(format!(
+        return Err(format!(
             "owned by uid {}, not by going's uid {me}",
             meta.uid()
-        ))
-    } else if meta.mode() & 0o022 != 0 {
-        Err(format!(
-            "writable by group or others (mode {:04o})",
-            meta.mode() & 0o7777
-        ))
-    } else {
-        Ok(())
+        ));
     }
+    not_writable(meta)
 }
 
 /// Reads and parses one service file.
@@ -841,7 +945,7 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, ReadError> {
     let meta = file.metadata().map_err(ReadError::io("stat"))?;
     check(&meta)?;
     ordinary(crate::sys::fd_fs_type(file.as_raw_fd()))?;
-    ours(&meta).map_err(|why| ReadError::Refused(format!("{why}: refused")))?;
+    trusted(&meta).map_err(|why| ReadError::Refused(format!("{why}: refused")))?;
     let mut bytes = Vec::new();
     (&mut file)
         .take(MAX_FILE + 1)
@@ -855,6 +959,11 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, ReadError> {
 
 /// Parses the bytes of a service file; `path` is only used in the errors.
 pub fn parse(path: &Path, bytes: &[u8]) -> Parsed {
+    parse_as(path, bytes, crate::sys::geteuid(), crate::sys::getegid())
+}
+
+/// [`parse`], for a going that runs as `uid` and `gid`.
+fn parse_as(path: &Path, bytes: &[u8], uid: u32, gid: u32) -> Parsed {
     let mut r = Reading::default();
     // Without the final newline, so that it does not count as one more (empty) line.
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
@@ -875,6 +984,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Parsed {
     if let Some(life) = r.draft.s.life.as_mut() {
         life.after_line = (r.seen.iter()).find(|k| k.0 == "after").map_or(0, |k| k.1);
     }
+    if uid != 0 {
+        r.unprivileged(uid, gid);
+    }
     if r.errors.is_empty() {
         return Ok(Box::new(r.draft.finish()));
     }
@@ -885,6 +997,59 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Parsed {
         transient: false,
     };
     Err(r.errors.into_iter().map(error).collect())
+}
+
+impl Reading {
+    /// For a going that is not root (`uid`, `gid`): a key only root could apply is an
+    /// error at its line, saying so, rather than a service that fails at each start. A
+    /// `user=` or `group=` that is going's own is no change, and is dropped.
+    fn unprivileged(&mut self, uid: u32, gid: u32) {
+        let d = &mut self.draft;
+        let mut errors = Vec::new();
+        let needs =
+            |what: String| format!("{what} needs going to run as root (it runs as uid {uid})");
+        if let Some((pw, u, by_name)) = &d.user {
+            let name = match (pw, by_name) {
+                (Some(p), true) => p.name.clone(),
+                _ => u.to_string(),
+            };
+            let primary = pw.as_ref().map_or(gid, |p| p.gid);
+            if *u != uid {
+                errors.push(("user", needs(format!("user={name}"))));
+            } else if d.group.is_none() && primary != gid {
+                let what = format!("user={name} with its group {primary}, not going's {gid},");
+                errors.push(("user", needs(what)));
+            }
+        }
+        if let Some(g) = d.group.filter(|&g| g != gid) {
+            errors.push(("group", needs(format!("group={g}"))));
+        }
+        if d.s.chroot.is_some() {
+            errors.push(("chroot", needs("chroot".into())));
+        }
+        let nice = crate::sys::nice_now();
+        if let Some(n) = d.s.nice.filter(|&n| n < nice) {
+            errors.push(("nice", needs(format!("nice={n}, below going's {nice},"))));
+        }
+        for &(res, _, hard) in &d.s.limits {
+            let going = crate::sys::hard_limit(res);
+            if let Some((key, _)) = LIMITS.iter().find(|l| l.1 == res).filter(|_| hard > going) {
+                errors.push((
+                    key,
+                    needs(format!("{key} above going's hard limit ({going})")),
+                ));
+            }
+        }
+        if errors.is_empty() {
+            // Going's own ids (HOME, USER and LOGNAME stay): nothing to set, and
+            // setgroups(2) would be refused.
+            (d.user, d.group) = (None, None);
+        }
+        for (key, msg) in errors {
+            let line = (self.seen.iter()).find(|k| k.0 == key).map_or(0, |k| k.1);
+            self.errors.push((line, msg));
+        }
+    }
 }
 
 /// A file being parsed: the draft, which key was first on which line, and what is wrong.
@@ -1208,6 +1373,71 @@ pub(crate) mod tests {
             bad("user=root\nuser=root"),
             r#"d/web:3: repeated key "user" (first on line 2)"#
         );
+    }
+
+    #[test]
+    fn pass_env_names_variables_and_never_goings_own() {
+        let e = |text: &str| p(text).unwrap_err()[0].clone();
+        assert_eq!(
+            e("cmd=/x\npass_env=A NOTIFY_SOCKET"),
+            "d/web:2: pass_env: NOTIFY_SOCKET is going's own, not the service's"
+        );
+        assert_eq!(
+            e("cmd=/x\npass_env=A-B"),
+            "d/web:2: invalid environment variable name \"A-B\""
+        );
+        let s = p("cmd=/x\npass_env=A B\npass_env=B C").unwrap();
+        assert_eq!(
+            s.life().pass_env,
+            Some(PassEnv::Names(vec!["A".into(), "B".into(), "C".into()]))
+        );
+        assert_eq!(
+            p("cmd=/x\npass_env=*").unwrap().life().pass_env,
+            Some(PassEnv::All)
+        );
+    }
+
+    #[test]
+    fn a_going_that_is_not_root_refuses_what_only_root_can_do_and_drops_its_own_ids() {
+        let errors = |text: &str| match parse_as(Path::new("d/web"), text.as_bytes(), 1000, 1000) {
+            Ok(_) => vec![],
+            Err(e) => e.iter().map(|e| e.to_string()).collect(),
+        };
+        let needs = |line, what: &str| {
+            format!("d/web:{line}: {what} needs going to run as root (it runs as uid 1000)")
+        };
+        assert_eq!(
+            errors("cmd=/x\nuser=0\ngroup=0\nchroot=/srv\nnice=-5"),
+            [
+                needs(2, "user=0"),
+                needs(3, "group=0"),
+                needs(4, "chroot"),
+                needs(5, "nice=-5, below going's 0,")
+            ]
+        );
+        let too_many = format!(
+            "cmd=/x\nlimit_nofile=1:{}",
+            crate::sys::hard_limit(libc::RLIMIT_NOFILE as i32) + 1
+        );
+        assert_eq!(
+            errors(&too_many)[0],
+            needs(
+                2,
+                &format!(
+                    "limit_nofile above going's hard limit ({})",
+                    crate::sys::hard_limit(libc::RLIMIT_NOFILE as i32)
+                )
+            )
+        );
+        let own = parse_as(
+            Path::new("d/web"),
+            b"cmd=/x\nuser=1000\ngroup=1000\nnice=5",
+            1000,
+            1000,
+        )
+        .unwrap();
+        assert_eq!(own.creds, None, "going's own ids: nothing to set");
+        assert_eq!(own.nice, Some(5));
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! The control socket, RUNDIR/control: the server side of `going status`, `stop` and the
 //! other commands. A request is one line of words; the reply is the exit code on a line of
-//! its own, then the text to print (lines starting with `!` go to stderr).
+//! its own, then the text to print (lines starting with `!` go to stderr). A client may
+//! be held past its time for an answer that comes later (`-w`), or taken over with its
+//! connection, whose reply is then a stream (`log -f`, follow.rs).
 //!
 //! Invariant: no client can stall supervision or grow going's memory. Only root or going's
 //! own uid is served (checked with SO_PEERCRED, not only the file mode); every socket is
 //! non-blocking; a request is at most [`REQUEST_MAX`] bytes; a client has [`TIMEOUT`] to
-//! send its request and take its reply; at most [`CLIENTS`] are served at once. Silent
-//! clients keep nobody out: a new client takes the slot of the oldest one that has not
-//! asked anything yet, and waits in the listen backlog only while every slot holds a
-//! client being answered.
+//! send its request and take its reply, or until its held answer is due; at most
+//! [`CLIENTS`] are served at once. Silent clients keep nobody out: a new client takes the slot of the oldest one
+//! that has not asked anything yet, and waits in the listen backlog only while every slot
+//! holds a client being answered.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -30,10 +32,24 @@ struct Client {
     request: Vec<u8>,
     reply: Vec<u8>,
     sent: usize,
-    replying: bool,
+    stage: Stage,
     /// Not root nor going's uid: its request is read, then refused.
     refused: Option<u32>,
+    /// When it is dropped.
     deadline: Instant,
+}
+
+/// Where a client is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Its request is not whole yet.
+    Asking,
+    /// Its request was handed out: it waits for its answer. Whatever else it sends is
+    /// ignored; its leaving is an [`Event::Gone`]. `eof`: it shut down its side (it may
+    /// still read, as `nc -N` does), so epoll watches it only for hanging up.
+    Held { eof: bool },
+    /// Its reply is being sent; then it is closed.
+    Replying,
 }
 
 pub struct Control {
@@ -52,6 +68,8 @@ pub enum Event {
     Nothing,
     /// A client `id` asks this.
     Request(u32, String),
+    /// The client `id` left before its answer came: it is closed.
+    Gone(u32),
 }
 
 impl Control {
@@ -136,7 +154,7 @@ impl Control {
                 request: Vec::new(),
                 reply: Vec::new(),
                 sent: 0,
-                replying: false,
+                stage: Stage::Asking,
                 refused,
                 deadline: now + TIMEOUT,
             };
@@ -148,7 +166,7 @@ impl Control {
     /// could make a request whole (it may have sent it as it was being accepted).
     fn silent(&self) -> Option<u32> {
         (self.clients.iter())
-            .filter(|(_, c)| !c.replying && sys::unread(c.stream.as_raw_fd()) == 0)
+            .filter(|(_, c)| c.stage == Stage::Asking && sys::unread(c.stream.as_raw_fd()) == 0)
             .min_by_key(|(_, c)| c.deadline)
             .map(|(id, _)| *id)
     }
@@ -156,7 +174,7 @@ impl Control {
     /// The client `id` can be read from, or written to. A whole request comes back as an
     /// `Event::Request`, except from a client that may not ask: that one is answered here.
     pub fn ready(&mut self, id: u32, epoll: &Epoll, token: u64) -> Event {
-        match self.read(id, epoll) {
+        match self.read(id, epoll, token) {
             Event::Request(id, _) if self.clients[&id].refused.is_some() => {
                 let uid = self.clients[&id].refused.unwrap();
                 let msg = format!(
@@ -169,13 +187,17 @@ impl Control {
         }
     }
 
-    fn read(&mut self, id: u32, epoll: &Epoll) -> Event {
+    fn read(&mut self, id: u32, epoll: &Epoll, token: u64) -> Event {
         let Some(c) = self.clients.get_mut(&id) else {
             return Event::Nothing;
         };
-        if c.replying {
-            self.send(id, epoll);
-            return Event::Nothing;
+        match c.stage {
+            Stage::Asking => {}
+            Stage::Replying => {
+                self.send(id, epoll);
+                return Event::Nothing;
+            }
+            Stage::Held { eof } => return self.listen(id, eof, epoll, token),
         }
         let mut buf = [0u8; 1024];
         let mut eof = false;
@@ -201,12 +223,16 @@ impl Control {
         // (`nc -N`, socat), at the end of what it sent: that is a whole request too.
         let end = (c.request.iter().position(|&b| b == b'\n'))
             .or((eof && !c.request.is_empty()).then_some(c.request.len()));
+        let whole = end.is_some() || c.request.len() > REQUEST_MAX;
+        if whole {
+            c.stage = Stage::Held { eof: false };
+        }
         match end {
             Some(end) => match std::str::from_utf8(&c.request[..end]) {
                 Ok(line) => Event::Request(id, line.to_string()),
                 Err(_) => Event::Request(id, String::from("\u{fffd}")),
             },
-            None if c.request.len() > REQUEST_MAX => Event::Request(id, String::from("\u{fffd}")),
+            None if whole => Event::Request(id, String::from("\u{fffd}")),
             None if eof => {
                 self.close(id, epoll); // gone before saying anything
                 Event::Nothing
@@ -223,12 +249,51 @@ impl Control {
         }
     }
 
+    /// Hands over the connection of the client `id`, whose request was read, as it is
+    /// (non-blocking, in epoll under its client token): a follower's, whose reply is a
+    /// stream that follow.rs writes. Its place here is free again.
+    pub fn take(&mut self, id: u32) -> Option<UnixStream> {
+        self.clients.remove(&id).map(|c| c.stream)
+    }
+
+    /// The held client `id` woke the loop: it left (closed now), or sent more, which is
+    /// read and ignored.
+    /// `eof`: it shut down its side already, and epoll watches it for nothing but hanging
+    /// up: this is that.
+    fn listen(&mut self, id: u32, eof: bool, epoll: &Epoll, token: u64) -> Event {
+        let c = self.clients.get_mut(&id).expect("a client of the table");
+        let mut buf = [0u8; 256];
+        // A bounded amount: a client that sends without end is closed.
+        for _ in 0..16 {
+            if eof {
+                break;
+            }
+            match c.stream.read(&mut buf) {
+                Ok(n) if n > 0 => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Event::Nothing,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(_) => {
+                    // Its side is shut down: it may still wait for the answer, or be gone,
+                    // which epoll says (EPOLLHUP) once its input is no longer watched.
+                    c.stage = Stage::Held { eof: true };
+                    match epoll.set_output(c.stream.as_raw_fd(), false, token) {
+                        Ok(()) => return Event::Nothing,
+                        Err(_) => break,
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        self.close(id, epoll);
+        Event::Gone(id)
+    }
+
     /// Sends `text` to the client `id`, then closes the connection.
     pub fn reply(&mut self, id: u32, text: String, epoll: &Epoll, token: u64) {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
-        c.replying = true;
+        c.stage = Stage::Replying;
         c.reply = text.into_bytes();
         if epoll.set_output(c.stream.as_raw_fd(), true, token).is_err() {
             return self.close(id, epoll);
@@ -275,14 +340,18 @@ impl Control {
     fn close(&mut self, id: u32, epoll: &Epoll) {
         if let Some(mut c) = self.clients.remove(&id) {
             epoll.delete(c.stream.as_raw_fd());
-            // Closing with unread input would reset the connection, and the client would
-            // lose its reply: read what is there (not more than a bounded amount) first.
-            let mut buf = [0u8; 4096];
-            for _ in 0..16 {
-                if !matches!(c.stream.read(&mut buf), Ok(n) if n > 0) {
-                    break;
-                }
-            }
+            before_close(&mut c.stream);
+        }
+    }
+}
+
+/// Closing with unread input would reset the connection, and the client could lose the
+/// end of its reply: what it sent is read first (not more than a bounded amount).
+pub fn before_close(stream: &mut UnixStream) {
+    let mut buf = [0u8; 4096];
+    for _ in 0..16 {
+        if !matches!(stream.read(&mut buf), Ok(n) if n > 0) {
+            break;
         }
     }
 }

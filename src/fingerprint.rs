@@ -134,7 +134,7 @@ fn records(s: &Settings) -> String {
 /// The records of the lifecycle keys (readiness, order, restart policy, finish hook),
 /// each only where it is not at its default.
 fn life(r: &mut Records, l: &crate::config::Life) {
-    use crate::config::{Ready, Restart};
+    use crate::config::{PassEnv, Ready, Restart};
     match l.ready {
         Some(Ready::Fd(n)) => r.plain("ready", format_args!("fd:{n}")),
         Some(Ready::Notify) => r.plain("ready", format_args!("notify")),
@@ -159,6 +159,17 @@ fn life(r: &mut Records, l: &crate::config::Life) {
     if !l.finish.is_empty() {
         let words: Vec<&str> = l.finish.iter().map(String::as_str).collect();
         r.text("finish", &words);
+    }
+    if l.essential {
+        r.plain("essential", format_args!("yes"));
+    }
+    match &l.pass_env {
+        Some(PassEnv::All) => r.plain("pass_env", format_args!("*")),
+        Some(PassEnv::Names(names)) => {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            r.text("pass_env", &names);
+        }
+        None => {}
     }
 }
 
@@ -280,7 +291,7 @@ mod tests {
     #[test]
     fn lifecycle_keys_count_only_off_their_defaults() {
         let plain = settings("cmd=sleep 1000\n");
-        let spelled = settings("cmd=sleep 1000\nrestart=always\n");
+        let spelled = settings("cmd=sleep 1000\nrestart=always\nessential=no\n");
         assert_eq!(of(&plain), of(&spelled));
         assert_eq!(legacy(&spelled), None, "0.1.0 knew no restart= key");
         let mut seen = std::collections::BTreeSet::new();
@@ -295,6 +306,10 @@ mod tests {
             "restart=on-failure",
             "ok_exit=3",
             "finish=/bin/true",
+            "essential=yes",
+            "pass_env=*",
+            "pass_env=TERM",
+            "pass_env=TERM LANG",
         ] {
             let fp = of(&settings(&format!("cmd=sleep 1000\n{other}\n")));
             assert_ne!(fp, of(&plain), "{other}");

@@ -479,7 +479,7 @@ impl fmt::Display for Age {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
@@ -495,7 +495,7 @@ mod tests {
     }
 
     /// Everything that can be read from `r` now.
-    fn drain(r: &mut impl io::Read) -> String {
+    pub(crate) fn drain(r: &mut impl io::Read) -> String {
         let mut out = Vec::new();
         let mut buf = [0u8; 65536];
         while let Ok(n) = r.read(&mut buf) {

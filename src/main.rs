@@ -8,6 +8,8 @@ mod config;
 mod control;
 mod exit;
 mod fingerprint;
+mod follow;
+mod json;
 mod log;
 mod notify;
 mod output;
@@ -15,9 +17,11 @@ mod rundir;
 mod service;
 mod spawn;
 mod state;
+mod status;
 mod supervisor;
 mod sys;
 mod upgrade;
+mod usage;
 mod watch;
 
 fn main() -> std::process::ExitCode {

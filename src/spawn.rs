@@ -11,7 +11,7 @@ use std::ffi::{c_int, CString};
 use std::fmt;
 use std::io;
 
-use crate::config::{self, Ready, Settings};
+use crate::config::{self, PassEnv, Ready, Settings};
 use crate::log::Errno;
 use crate::service::Launch;
 
@@ -90,12 +90,12 @@ impl Plan {
         let (words, what) = match launch {
             Launch::Service => {
                 if let (Some(Ready::Notify), Some(socket)) = (s.life().ready, ready.notify) {
-                    env.push(("NOTIFY_SOCKET".into(), socket.into()));
+                    put(&mut env, "NOTIFY_SOCKET", socket);
                 }
                 (s.cmd.clone(), "cmd")
             }
             Launch::Finish { code, signal } => {
-                env.push(("GOING_SERVICE".into(), name.into()));
+                put(&mut env, "GOING_SERVICE", name);
                 let mut words = s.life().finish.clone();
                 words.extend([code.to_string(), signal.to_string()]);
                 (words, "finish")
@@ -135,29 +135,62 @@ impl Plan {
     }
 }
 
-/// A service's environment: `PATH`, the user's `HOME`, `USER` and `LOGNAME`, the
-/// `env_file` (read now, at each start), then `env=`; a later value of a name wins, in
-/// the place of its first.
+/// A service's environment: `PATH`, what `pass_env=` passes of going's, the user's `HOME`,
+/// `USER` and `LOGNAME`, the `env_file` (read now, at each start), then `env=`; a later
+/// value of a name wins, in the place of its first.
 pub fn environment(s: &Settings) -> Result<Vec<(String, String)>, SpawnError> {
     let mut env = vec![("PATH".to_string(), config::PATH.to_string())];
+    if let Some(pass) = &s.life().pass_env {
+        env.extend(passed(pass, std::env::vars_os()));
+    }
     env.extend(s.user_env.iter().cloned());
     if let Some(file) = &s.env_file {
         env.extend(config::read_env_file(file).map_err(SpawnError::EnvFile)?);
     }
     env.extend(s.env.iter().cloned());
+    // By name, so that a large passed environment costs n log n, not n².
+    let mut at: std::collections::BTreeMap<String, usize> = Default::default();
     let mut out: Vec<(String, String)> = Vec::with_capacity(env.len());
     for (k, v) in env {
-        match out.iter_mut().find(|e| e.0 == k) {
-            Some(e) => e.1 = v,
-            None => out.push((k, v)),
+        match at.get(&k) {
+            Some(&i) => out[i].1 = v,
+            None => {
+                at.insert(k.clone(), out.len());
+                out.push((k, v));
+            }
         }
     }
     Ok(out)
 }
 
+/// `k=v` in `env`, in the place of an earlier `k` if there is one.
+fn put(env: &mut Vec<(String, String)>, k: &str, v: &str) {
+    match env.iter_mut().find(|e| e.0 == k) {
+        Some(e) => e.1 = v.to_string(),
+        None => env.push((k.to_string(), v.to_string())),
+    }
+}
+
+/// What `pass` takes of `vars` (going's environment). A variable that is not text, or
+/// whose name no `env=` could set, is skipped: it could not be passed as it is.
+fn passed(
+    pass: &PassEnv,
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<(String, String)> {
+    let text = |(k, v): (std::ffi::OsString, std::ffi::OsString)| {
+        Some((k.into_string().ok()?, v.into_string().ok()?))
+    };
+    let wanted = |k: &str| match pass {
+        PassEnv::Names(names) => names.iter().any(|n| n == k),
+        PassEnv::All => !config::goings_own(k) && config::env_name(k),
+    };
+    vars.filter_map(text).filter(|(k, _)| wanted(k)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
     use std::path::Path;
 
     fn settings(text: &str) -> Settings {
@@ -229,6 +262,57 @@ mod tests {
             .to_string();
         assert!(err.starts_with("env_file ") && err.ends_with("No such file or directory"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn pass_env_takes_named_variables_or_all_but_goings_own() {
+        let os = |k: &str, v: &str| (k.into(), v.into());
+        let vars = || {
+            let bad = std::ffi::OsString::from(std::ffi::OsStr::from_bytes(b"\xff"));
+            vec![
+                os("DATABASE_URL", "postgres://db"),
+                os("TERM", "xterm"),
+                os("GOING_UPGRADE", "v=2"),
+                os("NOTIFY_SOCKET", "/run/systemd/notify"),
+                os("LISTEN_FDS", "2"),
+                os("BAD-NAME", "x"),
+                ("BINARY".into(), bad),
+            ]
+            .into_iter()
+        };
+        let names = |v: Vec<(String, String)>| v.into_iter().map(|e| e.0).collect::<Vec<_>>();
+        let named = PassEnv::Names(vec!["TERM".into(), "UNSET".into()]);
+        assert_eq!(names(passed(&named, vars())), ["TERM"]);
+        assert_eq!(
+            names(passed(&PassEnv::All, vars())),
+            ["DATABASE_URL", "TERM"]
+        );
+    }
+
+    #[test]
+    fn passed_variables_come_after_path_and_before_the_files_own() {
+        // No other test of this binary reads or sets this variable.
+        std::env::set_var("TEST_PASSED_TO_SERVICE", "from-going");
+        let text = "cmd=/x\npass_env=TEST_PASSED_TO_SERVICE PATH\nenv=TEST_PASSED_TO_SERVICE=file";
+        let env = environment(&settings(text)).unwrap();
+        let get = |k: &str| env.iter().find(|e| e.0 == k).map(|e| e.1.clone());
+        assert_eq!(
+            get("TEST_PASSED_TO_SERVICE").as_deref(),
+            Some("file"),
+            "env= wins"
+        );
+        assert_eq!(
+            get("PATH"),
+            std::env::var("PATH").ok(),
+            "passed PATH wins over going's"
+        );
+        let env = environment(&settings("cmd=/x\npass_env=TEST_PASSED_TO_SERVICE")).unwrap();
+        assert!(env.contains(&("TEST_PASSED_TO_SERVICE".into(), "from-going".into())));
+        assert_eq!(
+            environment(&settings("cmd=/x")).unwrap().len(),
+            1,
+            "PATH only"
+        );
     }
 
     #[test]

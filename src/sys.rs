@@ -492,6 +492,28 @@ pub fn become_subreaper() {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 }
 
+/// Going's own hard limit on `resource` (u64::MAX: none), which only root may raise.
+pub fn hard_limit(resource: c_int) -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: getrlimit writes only to `r`; on failure it stays "none".
+    unsafe { libc::getrlimit(resource as _, &mut r) };
+    match r.rlim_max {
+        libc::RLIM_INFINITY => u64::MAX,
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+        n => n as u64,
+    }
+}
+
+/// Going's own nice value, below which only root may go.
+pub fn nice_now() -> i32 {
+    // SAFETY: getpriority has no memory effects; -1 is also a valid value, and the worst
+    // a failure gives is that value.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS as _, 0) }
+}
+
 pub fn nofile_limit() -> libc::rlimit {
     let mut r = libc::rlimit {
         rlim_cur: 1024,
@@ -689,6 +711,19 @@ pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+pub fn getegid() -> u32 {
+    // SAFETY: getegid cannot fail.
+    unsafe { libc::getegid() }
+}
+
+/// The width in columns of the terminal on `fd`; None when `fd` is no terminal.
+pub fn terminal_columns(fd: RawFd) -> Option<usize> {
+    // SAFETY: winsize is plain data; TIOCGWINSZ writes one into the live local.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let done = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) };
+    (done == 0 && size.ws_col > 0).then_some(size.ws_col as usize)
+}
+
 /// An fd that becomes readable when process `pid` exits, for processes going did not fork
 /// (adopted after a restart of going), which it cannot wait for.
 pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
@@ -773,8 +808,13 @@ fn uptime_ms(text: &str) -> Option<u64> {
 /// whose members are not going's children, whose zombies it cannot reap (`group_alive`
 /// counts them).
 pub fn group_has_live(pgid: Pid) -> bool {
+    // No member at all, not even a zombie: known without reading every process's stat
+    // (10,000 of them on a busy machine, read at each look at the group).
+    if !group_alive(pgid) {
+        return false;
+    }
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return group_alive(pgid);
+        return true;
     };
     let pids = dir
         .flatten()
@@ -1217,6 +1257,63 @@ pub fn recv_with_creds(fd: RawFd, buf: &mut [u8]) -> io::Result<Datagram> {
         truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
         creds,
     })
+}
+
+// What a service costs (usage.rs): /proc read without an allocation per process.
+
+/// Calls `f` with the pid of every process in /proc, in one readdir(3) pass: std's
+/// `read_dir` allocates a name per entry; this allocates only the directory stream.
+pub fn each_pid(mut f: impl FnMut(Pid)) -> io::Result<()> {
+    // SAFETY: opendir reads a valid C string and returns a stream that is ours until the
+    // closedir below (close-on-exec in glibc and musl); an entry's name is read before the
+    // next readdir, which may reuse it; errno is read right after the readdir that set it.
+    unsafe {
+        let dir = libc::opendir(c"/proc".as_ptr());
+        if dir.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        loop {
+            *libc::__errno_location() = 0;
+            let ent = libc::readdir(dir);
+            if ent.is_null() {
+                let errno = *libc::__errno_location();
+                libc::closedir(dir);
+                return match errno {
+                    0 => Ok(()),
+                    e => Err(io::Error::from_raw_os_error(e)),
+                };
+            }
+            let name = std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()).to_bytes();
+            if let Some(pid) = std::str::from_utf8(name).ok().and_then(|n| n.parse().ok()) {
+                f(pid);
+            }
+        }
+    }
+}
+
+/// /proc/PID/FILE read into `buf` with one read(2), which gives a /proc file of this size
+/// whole, and no allocation; None once the process is gone. What does not fit is cut.
+pub fn read_proc<'b>(pid: Pid, file: &str, buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    use std::io::{Read, Write};
+    let mut path = [0u8; 64];
+    let mut w = &mut path[..];
+    write!(w, "/proc/{pid}/{file}").ok()?;
+    let len = 64 - w.len();
+    let path = std::str::from_utf8(&path[..len]).ok()?;
+    let n = std::fs::File::open(path).ok()?.read(buf).ok()?;
+    Some(&buf[..n])
+}
+
+/// Clock ticks per second (USER_HZ), the unit of CPU times in /proc.
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as u64
+}
+
+/// The size of a page, the unit of RSS in /proc/PID/stat.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).max(1) as u64
 }
 
 #[cfg(test)]

@@ -580,3 +580,227 @@ fn an_adopted_service_keeps_its_readiness_and_a_done_one_shot_stays_done() {
     t.fd_ready(50, &mut fx, t0 + secs(1));
     assert_eq!(spawned(&fx, "/bin/web").len(), 1);
 }
+
+#[test]
+fn an_essential_services_own_end_ends_going_with_its_status() {
+    let ended = |file: &str, exit: Exit| {
+        let mut fx = Fake::default();
+        let (mut t, t0) = table(&[("app", file)], &mut fx);
+        t.exec_ok(pid_of(&t, "app"), &mut fx, t0);
+        t.exited(pid_of(&t, "app"), exit, &mut fx, t0 + secs(10));
+        t.essential_ended().map(|e| (e.code, e.how))
+    };
+    let killed = Exit::Signal {
+        sig: KILL,
+        core: false,
+    };
+    let always = "cmd=/bin/app\nessential=yes";
+    assert_eq!(ended(always, Exit::Code(3)), Some((3, "exited 3".into())));
+    assert_eq!(ended(always, Exit::Code(0)), Some((0, "exited 0".into())));
+    assert_eq!(
+        ended(always, killed),
+        Some((137, "killed by SIGKILL".into()))
+    );
+    let on_failure = "cmd=/bin/app\nessential=yes\nrestart=on-failure";
+    assert_eq!(ended(on_failure, Exit::Code(0)).map(|e| e.0), Some(0));
+    assert_eq!(
+        ended(on_failure, Exit::Code(1)),
+        None,
+        "restarted: not its end"
+    );
+    let once = "cmd=/bin/app\nessential=yes\nrestart=never";
+    assert_eq!(ended(once, Exit::Code(2)).map(|e| e.0), Some(2));
+    assert_eq!(ended("cmd=/bin/app", Exit::Code(3)), None, "not essential");
+}
+
+#[test]
+fn an_essential_service_stopped_on_request_ends_nothing_and_one_that_cannot_run_does() {
+    let mut fx = Fake::default();
+    let (mut t, t0) = table(&[("app", "cmd=/bin/app\nessential=yes")], &mut fx);
+    let app = pid_of(&t, "app");
+    t.exec_ok(app, &mut fx, t0);
+    t.admin("app", Admin::Restart, &mut fx, t0).unwrap();
+    t.exited(
+        app,
+        Exit::Signal {
+            sig: TERM,
+            core: false,
+        },
+        &mut fx,
+        t0,
+    );
+    assert_eq!(t.essential_ended(), None, "the admin asked for it");
+    let app = pid_of(&t, "app");
+    let missing = crate::sys::ChildError {
+        step: crate::sys::Step::Exec,
+        errno: libc::ENOENT,
+        arg: 0,
+    };
+    t.child_failed(app, missing, &mut fx);
+    t.exited(app, Exit::Code(127), &mut fx, t0);
+    let e = t.essential_ended().unwrap();
+    assert_eq!((e.name.as_str(), e.code), ("app", 127));
+    assert!(e.how.starts_with("unable to exec /bin/app"), "{}", e.how);
+}
+
+#[test]
+fn an_essential_service_that_ends_is_not_started_again_nor_quarantined() {
+    let mut fx = Fake::default();
+    let (mut t, t0) = table(&[("app", "cmd=/bin/app\nessential=yes")], &mut fx);
+    let app = pid_of(&t, "app");
+    t.exec_ok(app, &mut fx, t0);
+    t.exited(app, Exit::Code(3), &mut fx, t0 + secs(10));
+    assert_eq!(
+        spawned(&fx, "/bin/app"),
+        [app],
+        "no new copy before going stops"
+    );
+    assert_eq!(fx.last_log(), format!("app[{app}]: exited 3 after 10s"));
+    assert_eq!(t.essential_ended().map(|e| e.code), Some(3));
+}
+
+#[test]
+fn an_essential_service_that_cannot_be_started_ends_going_and_a_one_shot_fails_for_good() {
+    let mut fx = Fake::default();
+    fx.refuse = true;
+    let (mut t, t0) = table(
+        &[
+            ("app", "cmd=/bin/app\nessential=yes"),
+            ("once", "cmd=/bin/once\nrestart=never"),
+        ],
+        &mut fx,
+    );
+    let e = t.essential_ended().unwrap();
+    assert_eq!((e.name.as_str(), e.code), ("app", 126));
+    assert_eq!(state(&t, "once", t0), "failed");
+    assert_eq!(t.next_deadline(), None, "nothing retried");
+}
+
+#[test]
+fn an_after_edited_away_lets_a_waiting_service_start_at_once() {
+    let mut fx = Fake::default();
+    let (mut t, t0) = table(&[("web", "cmd=/bin/web\nafter=db")], &mut fx);
+    assert_eq!(state(&t, "web", t0), "waiting for db");
+    t.reconcile(scan(&[("web", "cmd=/bin/web")]), &[], &mut fx, t0);
+    assert_eq!(
+        spawned(&fx, "/bin/web").len(),
+        1,
+        "no restart needed, started"
+    );
+}
+
+#[test]
+fn a_one_shot_not_ready_in_time_has_failed_for_good() {
+    let mut fx = Fake::default();
+    let once = "cmd=/bin/m\nrestart=never\nready=fd:3\nready_timeout=2";
+    let (mut t, t0) = table(&[("m", once), ("web", "cmd=/bin/web\nafter=m")], &mut fx);
+    let m = pid_of(&t, "m");
+    t.tick(&mut fx, t0 + secs(2));
+    assert!(
+        !fx.logs.iter().any(|l| l.contains("next start")),
+        "no quarantine"
+    );
+    t.exited(
+        m,
+        Exit::Signal {
+            sig: TERM,
+            core: false,
+        },
+        &mut fx,
+        t0 + secs(2),
+    );
+    assert_eq!(state(&t, "m", t0 + secs(3)), "failed");
+    t.tick(&mut fx, t0 + secs(100));
+    assert_eq!(spawned(&fx, "/bin/m"), [m], "not run again");
+    assert_eq!(spawned(&fx, "/bin/web"), [], "what is after it waits");
+}
+
+#[test]
+fn a_quarantine_that_ends_while_going_stops_starts_nothing() {
+    let mut fx = Fake::default();
+    let files = [("db", "cmd=/bin/db"), ("web", "cmd=/bin/web\nafter=db")];
+    let (mut t, t0) = table(&files, &mut fx);
+    t.exec_ok(pid_of(&t, "db"), &mut fx, t0);
+    let web = pid_of(&t, "web");
+    t.exited(pid_of(&t, "db"), DIED, &mut fx, t0 + secs(1));
+    assert_eq!(state(&t, "db", t0 + secs(1)), "quarantined");
+    fx.alive_groups.insert(web);
+    t.shutdown(&mut fx, t0 + secs(1));
+    t.tick(&mut fx, t0 + secs(3));
+    assert_eq!(spawned(&fx, "/bin/db").len(), 1, "db not started again");
+    fx.alive_groups.remove(&web);
+    t.exited(
+        web,
+        Exit::Signal {
+            sig: TERM,
+            core: false,
+        },
+        &mut fx,
+        t0 + secs(3),
+    );
+    assert!(t.is_empty(), "all gone: {:?}", t.services.keys());
+}
+
+#[test]
+fn a_start_asked_for_while_a_service_stops_follows_the_stop_at_once() {
+    let mut fx = Fake::default();
+    let once = "cmd=/bin/m\nrestart=never\nfinish=/bin/f";
+    let (mut t, t0) = table(&[("m", once)], &mut fx);
+    t.exited(pid_of(&t, "m"), Exit::Code(0), &mut fx, t0 + secs(1));
+    let f = fx.last_pid();
+    let said = t.admin("m", Admin::Start, &mut fx, t0 + secs(1)).unwrap();
+    assert_eq!(said, "m: starts once stopped");
+    t.exited(f, Exit::Code(0), &mut fx, t0 + secs(2));
+    assert_eq!(spawned(&fx, "/bin/m").len(), 2, "run again, as asked");
+}
+
+#[test]
+fn a_cycle_through_a_file_made_invalid_is_found_with_its_running_settings() {
+    let mut fx = Fake::default();
+    let (mut t, _) = table(&[("a", "cmd=/bin/a\nafter=b")], &mut fx);
+    let mut files = scan(&[("a", "bad line"), ("b", "cmd=/bin/b\nafter=a")]);
+    let made = t.cycles(Path::new("/c"), &mut files, &mut Vec::new());
+    assert_eq!(made, ["b"], "a keeps its own error");
+    assert!(matches!(&files["b"], Err(e) if e[0].to_string().contains("b -> a -> b")));
+    assert!(matches!(&files["a"], Err(e) if !e[0].to_string().contains("cycle")));
+    t.reconcile(files, &[], &mut fx, Instant::now());
+}
+
+#[test]
+fn an_edit_of_a_done_one_shot_that_needs_no_run_keeps_it_done_under_its_new_print() {
+    let mut fx = Fake::default();
+    let (mut t, t0) = table(&[("m", "cmd=/bin/m\nrestart=never")], &mut fx);
+    t.exited(pid_of(&t, "m"), Exit::Code(0), &mut fx, t0);
+    t.take_changes();
+    t.reconcile(
+        scan(&[("m", "cmd=/bin/m\nrestart=never\nstop_timeout=3")]),
+        &[],
+        &mut fx,
+        t0,
+    );
+    assert_eq!(t.take_changes(), [Change::Done("m".into())]);
+    assert_eq!(
+        t.done().map(|d| d.1).collect::<Vec<_>>(),
+        [t.services["m"].fingerprint]
+    );
+}
+
+#[test]
+fn what_a_finish_hook_leaves_in_its_group_is_killed_when_it_ends() {
+    let mut fx = Fake::default();
+    let (mut t, t0) = table(&[("web", "cmd=/bin/web\nfinish=/bin/f")], &mut fx);
+    t.exited(pid_of(&t, "web"), Exit::Code(1), &mut fx, t0 + secs(10));
+    let f = fx.last_pid();
+    assert_eq!(spawned(&fx, "/bin/f"), [f]);
+    fx.alive_groups.insert(f);
+    t.exited(f, Exit::Code(0), &mut fx, t0 + secs(11));
+    assert!(fx.signals.contains(&(f, KILL)), "{:?}", fx.signals);
+    assert!(fx
+        .logs
+        .contains(&format!("web: finish[{f}]: killing what it left")));
+    assert_eq!(
+        spawned(&fx, "/bin/web").len(),
+        2,
+        "and the service starts again"
+    );
+}

@@ -18,7 +18,7 @@
 //! (when a service counts as up), `order` (start after, stop before), `history` and `view`
 //! (what `going status` shows).
 
-mod history;
+pub mod history;
 mod order;
 mod ready;
 mod reload;
@@ -36,6 +36,7 @@ use crate::log::Level;
 use crate::spawn::SpawnError;
 use crate::sys::{self, ChildError, Pid};
 
+pub use history::{Held, How};
 pub use view::{Ended, View};
 
 /// A run shorter than this is a fast failure; a longer one resets the count.
@@ -386,6 +387,19 @@ pub struct Table {
     pub down_marks: BTreeMap<String, Fingerprint>,
     /// What the state file is told next.
     changes: Vec<Change>,
+    /// An essential service ended without being asked to: what going exits with.
+    ended: Option<Essential>,
+    /// How many lines of output are held per service (`going -n`).
+    pub held: Held,
+}
+
+/// The end of an essential service (`essential=yes`) that nobody asked for, which ends
+/// going: which service, how it ended, and going's exit status for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Essential {
+    pub name: String,
+    pub how: String,
+    pub code: u8,
 }
 
 /// The quarantine after `fails` consecutive fast failures: 1 s, 2 s, 4 s, … 60 s.
@@ -405,6 +419,11 @@ impl Table {
     /// The earliest deadline of any service: the loop sleeps until then, or forever.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.timers.first().map(|t| t.0)
+    }
+
+    /// The end of an essential service since the last call, if one ended on its own.
+    pub fn essential_ended(&mut self) -> Option<Essential> {
+        self.ended.take()
     }
 
     /// What changed among the live processes and one-shots since the last call.
@@ -501,7 +520,15 @@ impl Table {
                 self.stop(name, fx, now);
                 "restarting"
             }
-            (_, State::Stopping { .. } | State::Finishing { .. }) => "starts once stopped",
+            (_, State::Stopping { .. } | State::Finishing { .. }) => {
+                // Whatever was to follow (a quarantine, done): the admin asked for a start.
+                match &mut svc.state {
+                    State::Stopping { stop, .. } => stop.next = Next::Start(None),
+                    State::Finishing { next, .. } => *next = Next::Start(None),
+                    _ => {}
+                }
+                "starts once stopped"
+            }
             (_, State::Blocked) => "waits for what it starts after",
             (_, State::Waiting { .. } | State::Idle | State::Done { .. }) => {
                 match self.begin(name, fx, now) {

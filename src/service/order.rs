@@ -101,18 +101,22 @@ impl Table {
     /// The files of a reload whose `after=` make a cycle, with the services they leave
     /// as they are (`unchanged`, not read again), become invalid: every file of the cycle
     /// gets the error, spelled out, at the line of its `after=`. A file not read again is
-    /// taken out of `unchanged` for it.
+    /// taken out of `unchanged` for it. Returns the names made invalid, which the next
+    /// reload must read again: the cycle may be gone by then by another file's edit.
     pub fn cycles(
         &self,
         confdir: &std::path::Path,
         files: &mut BTreeMap<String, crate::config::Parsed>,
         unchanged: &mut Vec<String>,
-    ) {
+    ) -> Vec<String> {
         let mut graph: BTreeMap<&str, &[String]> = BTreeMap::new();
         for (name, p) in files.iter() {
-            if let Ok(s) = p {
-                graph.insert(name, &s.life().after);
-            }
+            // An invalid file leaves its service running as it was: with its old `after=`.
+            let current = self.services.get(name).map(|s| &s.settings);
+            match (p, current) {
+                (Ok(s), _) | (Err(_), Some(s)) => graph.insert(name, &s.life().after),
+                (Err(_), None) => None,
+            };
         }
         for name in unchanged.iter() {
             if let Some(s) = self.services.get(name) {
@@ -120,7 +124,7 @@ impl Table {
             }
         }
         if graph.values().all(|a| a.is_empty()) {
-            return;
+            return Vec::new();
         }
         let found: Vec<(String, String, usize)> = (cycles(&graph).into_iter())
             .map(|(name, spelled)| {
@@ -134,15 +138,21 @@ impl Table {
                 (name.to_string(), spelled, line)
             })
             .collect();
+        let mut made = Vec::new();
         for (name, spelled, line) in found {
+            if files.get(&name).is_some_and(|p| p.is_err()) {
+                continue; // its own errors say why it is not read
+            }
             unchanged.retain(|n| *n != name);
             let error = crate::config::FileError::new(
                 confdir.join(&name),
                 line,
                 format!("after: a cycle: {spelled}"),
             );
-            files.insert(name, Err(vec![error]));
+            files.insert(name.clone(), Err(vec![error]));
+            made.push(name);
         }
+        made
     }
 }
 
@@ -151,63 +161,109 @@ impl Table {
 /// Tarjan's strongly connected components: a component of more than one service, or of
 /// one that starts after itself, is a cycle.
 pub fn cycles<'a>(services: &BTreeMap<&'a str, &'a [String]>) -> BTreeMap<&'a str, String> {
-    #[derive(Default)]
-    struct Walk<'a> {
-        index: BTreeMap<&'a str, (usize, usize)>, // (index, lowlink)
-        stack: Vec<&'a str>,
-        on_stack: std::collections::BTreeSet<&'a str>,
-        found: Vec<Vec<&'a str>>,
-    }
-    fn visit<'a>(v: &'a str, g: &BTreeMap<&'a str, &'a [String]>, w: &mut Walk<'a>) {
-        let i = w.index.len();
-        w.index.insert(v, (i, i));
-        w.stack.push(v);
-        w.on_stack.insert(v);
-        for next in g[v]
-            .iter()
-            .filter_map(|n| g.get_key_value(n.as_str()).map(|e| *e.0))
-        {
-            if !w.index.contains_key(next) {
-                visit(next, g, w);
-                let low = w.index[next].1.min(w.index[v].1);
-                w.index.get_mut(v).unwrap().1 = low;
-            } else if w.on_stack.contains(next) {
-                let low = w.index[next].0.min(w.index[v].1);
-                w.index.get_mut(v).unwrap().1 = low;
-            }
+    // Iterative, with a stack of its own: a chain of 25,000 `after=` must not overflow
+    // going's stack (init would restart it in a loop).
+    let g = services;
+    let next_of = |v: &'a str, i: usize| {
+        (g[v].get(i..).into_iter().flatten())
+            .enumerate()
+            .find_map(|(k, n)| g.get_key_value(n.as_str()).map(|e| (i + k, *e.0)))
+    };
+    let mut index: BTreeMap<&str, (usize, usize)> = BTreeMap::new(); // (index, lowlink)
+    let (mut stack, mut on_stack) = (Vec::new(), std::collections::BTreeSet::new());
+    let mut found: Vec<Vec<&str>> = Vec::new();
+    for &root in g.keys() {
+        if index.contains_key(root) {
+            continue;
         }
-        if w.index[v].0 == w.index[v].1 {
-            let mut part = Vec::new();
-            while let Some(u) = w.stack.pop() {
-                w.on_stack.remove(u);
-                part.push(u);
-                if u == v {
-                    break;
+        // (node, where its walk of its `after` list is)
+        let mut walk: Vec<(&str, usize)> = vec![(root, 0)];
+        while let Some(&mut (v, ref mut at)) = walk.last_mut() {
+            if *at == 0 && !index.contains_key(v) {
+                let i = index.len();
+                index.insert(v, (i, i));
+                stack.push(v);
+                on_stack.insert(v);
+            }
+            match next_of(v, *at) {
+                Some((k, n)) => {
+                    *at = k + 1;
+                    if !index.contains_key(n) {
+                        walk.push((n, 0));
+                    } else if on_stack.contains(n) {
+                        let low = index[n].0.min(index[v].1);
+                        index.get_mut(v).unwrap().1 = low;
+                    }
+                }
+                None => {
+                    walk.pop();
+                    if let Some(&(parent, _)) = walk.last() {
+                        let low = index[v].1.min(index[parent].1);
+                        index.get_mut(parent).unwrap().1 = low;
+                    }
+                    if index[v].0 == index[v].1 {
+                        let mut part = Vec::new();
+                        while let Some(u) = stack.pop() {
+                            on_stack.remove(u);
+                            part.push(u);
+                            if u == v {
+                                break;
+                            }
+                        }
+                        if part.len() > 1 || g[v].iter().any(|n| n == v) {
+                            found.push(part);
+                        }
+                    }
                 }
             }
-            let looped = part.len() > 1 || g[v].iter().any(|n| n == v);
-            if looped {
-                w.found.push(part);
-            }
-        }
-    }
-    let mut w = Walk::default();
-    for v in services.keys() {
-        if !w.index.contains_key(v) {
-            visit(v, services, &mut w);
         }
     }
     let mut out = BTreeMap::new();
-    for part in w.found {
+    for part in found {
+        let members: std::collections::BTreeSet<&str> = part.iter().copied().collect();
+        // One cycle spelled, and turned for each of its services; a breadth-first search
+        // only for those of the component that are not on it.
+        let first = spell(part[0], &members, services);
+        let ring = &first[..first.len() - 1];
+        let at: BTreeMap<&str, usize> = ring.iter().enumerate().map(|(i, &v)| (v, i)).collect();
         for &start in &part {
-            out.insert(start, spell(start, &part, services));
+            let spelled = match at.get(start) {
+                Some(&i) => shorten(ring.len() + 1, |k| ring[(i + k) % ring.len()]),
+                None => {
+                    let path = spell(start, &members, services);
+                    shorten(path.len(), |k| path[k])
+                }
+            };
+            out.insert(start, spelled);
         }
     }
     out
 }
 
-/// A cycle through `start` within the component `part`: `start -> … -> start`.
-fn spell(start: &str, part: &[&str], g: &BTreeMap<&str, &[String]>) -> String {
+/// The `len` services of a cycle, `at(0)` to `at(len - 1)`, joined with ` -> `; a long
+/// one is shortened in the middle, so that a ring of thousands spells no megabytes into
+/// each of its files' errors.
+fn shorten<'a>(len: usize, at: impl Fn(usize) -> &'a str) -> String {
+    const KEEP: usize = 4;
+    if len <= 3 * KEEP {
+        return (0..len).map(at).collect::<Vec<_>>().join(" -> ");
+    }
+    let head: Vec<&str> = (0..KEEP).map(&at).collect();
+    let tail: Vec<&str> = (len - KEEP..len).map(&at).collect();
+    format!(
+        "{} -> … ({} more) -> {}",
+        head.join(" -> "),
+        len - 2 * KEEP,
+        tail.join(" -> ")
+    )
+}
+
+/// A cycle through `start` within the component `part`: `start, …, start`.
+fn spell<'a>(
+    start: &'a str,
+    part: &std::collections::BTreeSet<&'a str>,
+    g: &BTreeMap<&'a str, &'a [String]>,
+) -> Vec<&'a str> {
     // Breadth first from `start`, within the component, until an edge leads back to it.
     let mut from: BTreeMap<&str, &str> = BTreeMap::new();
     let mut queue = std::collections::VecDeque::from([start]);
@@ -220,7 +276,7 @@ fn spell(start: &str, part: &[&str], g: &BTreeMap<&str, &[String]>) -> String {
                 }
                 path.reverse();
                 path.push(start);
-                return path.join(" -> ");
+                return path;
             }
             if n != start && !from.contains_key(n) {
                 from.insert(n, v);
@@ -228,7 +284,7 @@ fn spell(start: &str, part: &[&str], g: &BTreeMap<&str, &[String]>) -> String {
             }
         }
     }
-    format!("{start} -> {start}")
+    vec![start, start]
 }
 
 #[cfg(test)]
@@ -262,6 +318,38 @@ mod tests {
         assert_eq!(
             found(&[("me", &["me"])]),
             [("me".into(), "me -> me".into())]
+        );
+        // Two cycles through one service: each spelled from each of its own.
+        let two: BTreeMap<String, String> =
+            found(&[("a", &["b", "c"]), ("b", &["a"]), ("c", &["a"])])
+                .into_iter()
+                .collect();
+        assert_eq!(two["c"], "c -> a -> c");
+        assert_eq!(two["b"], "b -> a -> b");
+    }
+
+    #[test]
+    fn a_chain_or_a_ring_of_fifty_thousand_needs_no_deep_stack_nor_quadratic_time() {
+        let n = 50_000;
+        let name = |i: usize| format!("s{i}");
+        let after: Vec<Vec<String>> = (0..n).map(|i| vec![name(i + 1)]).collect();
+        let names: Vec<String> = (0..n).map(name).collect();
+        let mut g: BTreeMap<&str, &[String]> = BTreeMap::new();
+        for (i, a) in after.iter().enumerate() {
+            g.insert(&names[i], &a[..]);
+        }
+        assert!(cycles(&g).is_empty(), "a chain");
+        let back = [name(0)];
+        g.insert(&names[n - 1], &back[..]);
+        let ring = cycles(&g);
+        assert_eq!(ring.len(), n);
+        let s7 = &ring["s7"];
+        assert_eq!(
+            s7,
+            &format!(
+                "s7 -> s8 -> s9 -> s10 -> … ({} more) -> s4 -> s5 -> s6 -> s7",
+                n - 7
+            )
         );
     }
 }

@@ -57,8 +57,9 @@ impl Table {
 
     /// A line the process `pid` wrote, kept for `going status`.
     pub fn output(&mut self, pid: Pid, line: &str) {
-        if let Some((_, svc)) = self.by_pid_mut(pid) {
-            svc.history.line(line);
+        let svc = self.pids.get(&pid).and_then(|n| self.services.get_mut(n));
+        if let Some(svc) = svc {
+            svc.history.line(line, self.held);
         }
     }
 

@@ -167,6 +167,15 @@ impl Table {
         for name in new {
             self.begin(&name, fx, now);
         }
+        // An `after=` edited (which needs no restart) may have dropped what one waited for.
+        let free: Vec<String> = (self.services.iter())
+            .filter(|(_, s)| s.want == Want::Up && s.state == State::Blocked)
+            .filter(|(name, _)| self.waits_for(name).is_none())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in free {
+            self.begin(&name, fx, now);
+        }
         sum
     }
 
@@ -212,6 +221,11 @@ impl Table {
             svc.set_settings(settings);
             if svc.want == Want::Down && svc.fingerprint != old {
                 fx.mark_down(&name, Some(svc.fingerprint));
+            }
+            if matches!(svc.state, State::Done { .. }) {
+                // A one-shot done stays done: the state file keeps it under the new print.
+                self.changes.push(Change::Done(name));
+                return None;
             }
             if running {
                 svc.running = svc.fingerprint;

@@ -53,7 +53,7 @@ impl Table {
             }
             Err(e) => {
                 fx.log(Level::Err, format_args!("{name}: {e}"));
-                self.fail(name, fx, now);
+                self.unable(name, e.to_string(), 126, fx, now);
             }
         }
     }
@@ -74,19 +74,20 @@ impl Table {
                 fx.log(Level::Err, format_args!("{name}: {how}"));
                 svc.history.exited(history::Exit {
                     at: now,
-                    how,
+                    how: history::How::Unable(how.as_str().into()),
                     ran: None,
                 });
-                match svc.settings.life().restart {
-                    // A one-shot that could not start failed; it is not tried again.
-                    Restart::Never => self.after(&name, Next::Done { ok: false }, fx, now),
-                    _ => self.fail(&name, fx, now),
-                }
+                // As a shell says of a command it could not run: 127 not found, 126 else.
+                let code = if e.errno == libc::ENOENT { 127 } else { 126 };
+                self.unable(&name, how, code, fx, now);
             }
             State::Running { since, ready, .. } => {
                 let ran = now.saturating_duration_since(since);
                 self.record(&name, exit, ran, now);
                 let next = self.next_after(&name, pid, exit, ran, ready.is_some(), fx, now);
+                if matches!(next, Next::Done { .. }) {
+                    self.essential(&name, Ended(exit).to_string(), status(exit));
+                }
                 self.leftovers(&name, pid, since, next, fx, now);
             }
             State::Stopping { stop, due } => {
@@ -108,6 +109,13 @@ impl Table {
                     let how = Ended(exit);
                     fx.log(Level::Warning, format_args!("{name}: finish[{pid}]: {how}"));
                 }
+                // A hook's work ends with it: what it left behind in its group would
+                // outlive the service, unseen.
+                if fx.group_alive(pid) {
+                    let msg = format_args!("{name}: finish[{pid}]: killing what it left");
+                    fx.log(Level::Notice, msg);
+                    fx.signal(pid, false, libc::SIGKILL);
+                }
                 self.after(&name, next, fx, now);
             }
             _ => return false, // no live pid: not in `pids`
@@ -115,14 +123,44 @@ impl Table {
         true
     }
 
+    /// The service could not be started (`how`; `code` what a shell would exit with): a
+    /// one-shot has failed for good, an essential service (but one restarted on failure)
+    /// ends going, anything else waits out a quarantine.
+    fn unable(&mut self, name: &str, how: String, code: u8, fx: &mut impl Effects, now: Instant) {
+        let life = self.services[name].settings.life();
+        let ends = life.restart != Restart::OnFailure && self.ends_going(name);
+        if ends || life.restart == Restart::Never {
+            self.essential(name, how, code);
+            return self.after(name, Next::Done { ok: false }, fx, now);
+        }
+        self.fail(name, fx, now)
+    }
+
+    /// Whether an end of `name` that nobody asked for ends going: it is essential, still
+    /// wanted up, and going is not stopping already.
+    fn ends_going(&self, name: &str) -> bool {
+        let svc = &self.services[name];
+        let wanted = svc.want == Want::Up && !self.shutting_down && self.ended.is_none();
+        wanted && svc.settings.life().essential
+    }
+
+    /// An essential service's end that its policy does not follow with a start (any end,
+    /// with `restart=always`) ends going, with `code`: kept for the loop, which stops
+    /// everything. Once: the first such end is what going exits with.
+    fn essential(&mut self, name: &str, how: String, code: u8) {
+        if self.ends_going(name) {
+            let name = name.to_string();
+            self.ended = Some(super::Essential { name, how, code });
+        }
+    }
+
     /// Keeps how a run ended: in the history, and for the finish hook.
     fn record(&mut self, name: &str, exit: Exit, ran: Duration, now: Instant) {
         let svc = self.svc(name);
         svc.last = Some(exit);
-        let how = Ended(exit).to_string();
         (svc.history).exited(history::Exit {
             at: now,
-            how,
+            how: history::How::Ended(exit),
             ran: Some(ran),
         });
     }
@@ -150,6 +188,12 @@ impl Table {
             Exit::Unknown => restart == Restart::Never,
         };
         let (how, ran_text) = (Ended(exit), Age(ran));
+        // Essential: the end of going, not a restart, nor a quarantine to announce.
+        if restart == Restart::Always && self.ends_going(name) {
+            let msg = format_args!("{name}[{pid}]: {how} after {ran_text}");
+            fx.log(Level::Warning, msg);
+            return Next::Done { ok };
+        }
         match restart {
             Restart::Never | Restart::OnFailure if ok => {
                 let msg = format_args!("{name}[{pid}]: {how} after {ran_text}: done");
@@ -246,7 +290,8 @@ impl Table {
                 }
                 Next::Done { ok } => {
                     self.set(name, State::Done { ok });
-                    if ok {
+                    // An essential service's end starts nothing: going stops.
+                    if ok && self.ended.as_ref().is_none_or(|e| e.name != name) {
                         self.up(name, fx, now);
                     }
                 }
@@ -278,6 +323,11 @@ impl Table {
                 break;
             }
             match self.services[&name].state {
+                // A quarantine over while going stops (kept for what starts after it):
+                // nothing starts any more.
+                State::Waiting { .. } if self.services[&name].want != Want::Up => {
+                    self.set(&name, State::Idle)
+                }
                 State::Waiting { .. } => {
                     self.begin(&name, fx, now);
                 }
@@ -332,12 +382,19 @@ impl Table {
                 secs.as_secs()
             ),
         );
-        let until = self.quarantine(name, fx, now);
+        // A one-shot is not tried again: it has failed, as if it had exited so.
+        let next = match self.services[name].settings.life().restart {
+            Restart::Never => {
+                self.essential(name, format!("not ready after {}s", secs.as_secs()), 1);
+                Next::Done { ok: false }
+            }
+            _ => Next::Start(Some(self.quarantine(name, fx, now))),
+        };
         let stop = Stop {
             pid: Some(pid),
             pgid: pid,
             since,
-            next: Next::Start(Some(until)),
+            next,
         };
         self.signal_stop(name, stop, fx, now);
     }
@@ -461,5 +518,15 @@ impl Table {
         fx.signal(stop.pgid, stop.pid.is_some(), libc::SIGCONT);
         let due = Due::Kill(now + timeout);
         self.set(name, State::Stopping { stop, due });
+    }
+}
+
+/// The exit status a shell would give for `exit`: the code, or 128 + the signal; 1 when
+/// it is not known (a process adopted after going was killed, which init reaped).
+fn status(exit: Exit) -> u8 {
+    match exit {
+        Exit::Code(c) => c as u8,
+        Exit::Signal { sig, .. } => 128u8.wrapping_add(sig as u8),
+        Exit::Unknown => 1,
     }
 }

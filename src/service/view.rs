@@ -1,6 +1,6 @@
 //! How the table shows a service to people: the state in words and colour for `going
-//! status`, how a process ended and what a child failed to do, in the words of the log.
-//! Presentation only: nothing here changes a service.
+//! status` (and its JSON), how a process ended and what a child failed to do, in the
+//! words of the log. Presentation only: nothing here changes a service.
 
 use std::fmt;
 use std::path::Path;
@@ -18,16 +18,22 @@ pub struct View<'a> {
     /// The colour of the state: g(reen), y(ellow) or r(ed).
     pub class: char,
     pub pid: Option<Pid>,
+    /// The process group of what runs of it now (its main process, what a stop left of
+    /// its group, its finish hook): what its cost is measured over.
+    pub group: Option<Pid>,
     pub up: Option<Duration>,
     pub next_start: Option<Duration>,
     pub restarts: u32,
     history: Option<&'a super::history::History>,
-    now: Instant,
+    pub now: Instant,
     pub cmd: &'a [String],
     /// The file's problems, when it is invalid.
     pub problems: &'a [String],
     /// What it last said over sd_notify with `STATUS=`.
     pub status: Option<&'a str>,
+    /// Whether its running process said it is ready; None when it has no `ready=` or no
+    /// process runs.
+    pub ready: Option<bool>,
 }
 
 impl View<'_> {
@@ -38,15 +44,16 @@ impl View<'_> {
     }
 }
 
-impl View<'_> {
-    /// The last exits, newest first, as "3m2s ago: exited 1 after 2.0s".
-    pub fn exits(&self) -> impl Iterator<Item = String> + '_ {
-        self.history.into_iter().flat_map(|h| h.exits(self.now))
+impl<'a> View<'a> {
+    /// The last exits, newest first.
+    pub fn exits(&self) -> impl Iterator<Item = &super::history::Exit> + '_ {
+        self.history.into_iter().flat_map(|h| h.exits())
     }
 
-    /// The last lines of output, oldest first.
-    pub fn lines(&self) -> impl Iterator<Item = &str> + '_ {
-        (self.history.into_iter()).flat_map(|h| h.lines().iter().map(String::as_str))
+    /// The lines of output held, oldest first.
+    pub fn lines(&self) -> impl ExactSizeIterator<Item = &'a str> + 'a {
+        static NONE: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        (self.history.map_or(&NONE, |h| h.lines()).iter()).map(String::as_str)
     }
 }
 
@@ -61,6 +68,12 @@ impl Table {
             .filter(|(n, _)| !self.services.contains_key(*n))
             .map(move |(name, problems)| invalid_view(name, problems, now));
         services.chain(invalid)
+    }
+
+    /// Whether `name` is a service or an invalid file (a service being stopped as its
+    /// file is gone still is, until it stopped): what `going log -f` follows.
+    pub fn knows(&self, name: &str) -> bool {
+        self.services.contains_key(name) || self.invalid.contains_key(name)
     }
 
     /// The service or invalid file `name`, as `going status NAME` shows it.
@@ -102,11 +115,20 @@ impl Table {
             State::Waiting { until } => Some(until.saturating_duration_since(now)),
             _ => None,
         };
+        let group = match s.state {
+            State::Stopping { stop, .. } => Some(stop.pgid),
+            _ => s.state.pid(),
+        };
+        let ready = match s.state {
+            State::Running { ready, .. } if says => Some(ready.is_some()),
+            _ => None,
+        };
         View {
             name,
             state,
             class,
             pid,
+            group,
             up,
             next_start,
             restarts: s.starts.saturating_sub(1),
@@ -115,6 +137,7 @@ impl Table {
             cmd: &s.settings.cmd,
             problems: self.invalid.get(name).map_or(&[], |p| &p[..]),
             status: s.told.as_ref().and_then(|t| t.status.as_deref()),
+            ready,
         }
     }
 }
@@ -126,6 +149,7 @@ fn invalid_view<'a>(name: &'a str, problems: &'a [String], now: Instant) -> View
         state: "invalid file".into(),
         class: 'r',
         pid: None,
+        group: None,
         up: None,
         next_start: None,
         restarts: 0,
@@ -134,6 +158,7 @@ fn invalid_view<'a>(name: &'a str, problems: &'a [String], now: Instant) -> View
         cmd: &[],
         problems,
         status: None,
+        ready: None,
     }
 }
 

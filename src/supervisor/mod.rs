@@ -1,7 +1,7 @@
 //! The supervisor: one thread, one epoll loop, absolute deadlines. Each turn waits for the
 //! earliest deadline or an event, hands each event to the part that owns its source, then
 //! takes the named steps in order: reap, signals, a reload when one is due, deadlines,
-//! the state file.
+//! held clients (commands that wait, followers of output), the state file.
 //!
 //! Invariants: signals are only flags plus a byte on a pipe; the pipe is drained before the
 //! flags are read, so none is lost. The loop sleeps until the earliest deadline, or forever:
@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use crate::admin::{self, Answer};
 use crate::config;
 use crate::control::{self, Control};
-use crate::exit::FAILED;
+use crate::exit::{EX_TEMPFAIL, FAILED};
+use crate::follow::FOLLOWERS;
 use crate::log::{Errno, Level};
 use crate::service::{Summary, Table};
 use crate::state;
@@ -44,6 +45,8 @@ pub struct Options {
     pub rundir: PathBuf,
     /// The syslog socket; None logs to stderr.
     pub syslog: Option<PathBuf>,
+    /// How many lines of output are held per service (`-n`).
+    pub held: crate::service::Held,
 }
 
 /// A start-up failure: the message and the sysexits code to leave with.
@@ -97,11 +100,15 @@ pub struct Supervisor {
     adopt: Option<(Adopted, adopt::Done)>,
     journal: Journal,
     stopping: bool,
+    /// What going exits with once every service is stopped: 0, or an essential service's
+    /// status.
+    code: u8,
     /// Commands that wait (`-w`) for services to get somewhere: the client, and what.
     waiters: Vec<(u32, admin::Wait)>,
 }
 
-pub fn run(opts: Options) -> Result<(), Fatal> {
+/// Supervises until stopped; Ok(going's exit status) once every service is gone.
+pub fn run(opts: Options) -> Result<u8, Fatal> {
     let mut sup = startup::start(opts)?;
     let mut events = [sys::NO_EVENT; 64];
     loop {
@@ -111,15 +118,18 @@ pub fn run(opts: Options) -> Result<(), Fatal> {
             sup.dispatch(sys::token(ev), now);
         }
         sup.reap(now);
+        sup.on_essential_end(now);
         sup.on_signals(now);
         sup.reload_if_due(now);
         sup.upgrade_if_asked(now);
         sup.on_deadlines(Instant::now());
         sup.answer_waiters(Instant::now());
+        sup.feed_followers();
         sup.save_state(false);
         if sup.stopping && sup.table.is_empty() {
+            let code = sup.code;
             sup.exit();
-            return Ok(());
+            return Ok(code);
         }
     }
 }
@@ -163,6 +173,7 @@ impl Supervisor {
                     .accept(epoll, |id| Source::Client(id).token(), now)
             }
             Some(Source::Client(id)) => self.client(id, now),
+            Some(Source::Follower(id)) => self.sys.followers.woken(id, &self.sys.epoll),
             Some(Source::Output(pid)) => self.sys.relay_output(pid, false, &mut self.table),
             Some(Source::ExecReport(pid)) => match self.sys.child_report(pid) {
                 Some(Ok(())) => self.table.exec_ok(pid, &mut self.sys, now),
@@ -191,9 +202,14 @@ impl Supervisor {
     /// A control client can be read or written: its request, answered.
     fn client(&mut self, id: u32, now: Instant) {
         let token = Source::Client(id).token();
-        let control::Event::Request(id, line) = self.control.ready(id, &self.sys.epoll, token)
-        else {
-            return;
+        let line = match self.control.ready(id, &self.sys.epoll, token) {
+            control::Event::Request(_, line) => line,
+            control::Event::Gone(id) => {
+                // A command that waited, interrupted (^C): there is no one to answer.
+                self.waiters.retain(|w| w.0 != id);
+                return;
+            }
+            control::Event::Nothing => return,
         };
         let answer = admin::handle(&line, &mut self.table, &mut self.sys, now, &self.confdir);
         let reply = match answer {
@@ -211,8 +227,42 @@ impl Supervisor {
                     return;
                 }
             },
+            Answer::Follow(f) if !self.sys.followers.is_full() => {
+                return self.follow(id, f, now);
+            }
+            Answer::Follow(_) => {
+                format!("{EX_TEMPFAIL}\n!going: {FOLLOWERS} followers already: try again later\n")
+            }
         };
         self.control.reply(id, reply, &self.sys.epoll, token);
+    }
+
+    /// `log -f`: the client `id` is sent the held lines of the services, then their new
+    /// lines as they come, for as long as it stays: its connection is the follower's.
+    fn follow(&mut self, id: u32, f: admin::Follow, now: Instant) {
+        let Some(stream) = self.control.take(id) else {
+            return;
+        };
+        let names: Vec<&str> = f.names.iter().map(String::as_str).collect();
+        let held = admin::held(&self.table, &names, f.lines, now);
+        let token = Source::Follower(id).token();
+        let (followers, epoll) = (&mut self.sys.followers, &self.sys.epoll);
+        followers.add(id, stream, token, &f.names, held, epoll);
+    }
+
+    /// Followers: those whose services are gone with their files are told so (not while
+    /// going stops: every service goes then, and the streams end as going exits), and
+    /// what waits for each is written, but to a socket that is full. Nothing to do
+    /// (nothing done) while none follows.
+    fn feed_followers(&mut self) {
+        if self.sys.followers.is_empty() {
+            return;
+        }
+        if !self.stopping {
+            let table = &self.table;
+            self.sys.followers.gone(|name| table.knows(name));
+        }
+        self.sys.followers.feed(&self.sys.epoll);
     }
 
     /// Commands that wait: answered once their services got there, failed, or the time is
@@ -253,28 +303,51 @@ impl Supervisor {
         }
     }
 
+    /// An essential service ended on its own: going stops everything, and exits with its
+    /// status, as tini does with its one child.
+    fn on_essential_end(&mut self, now: Instant) {
+        let Some(e) = self.table.essential_ended() else {
+            return;
+        };
+        if self.stopping {
+            return;
+        }
+        let msg = format_args!(
+            "going: {} is essential and {}: stopping every service, then exiting {}",
+            e.name, e.how, e.code
+        );
+        self.sys.log.log(Level::Err, msg);
+        self.code = e.code;
+        self.stop_all(now);
+    }
+
+    /// Stops every service (dependents first); going exits once all are gone.
+    fn stop_all(&mut self, now: Instant) {
+        self.stopping = true;
+        if self.adopt.is_some() {
+            // Not taken over yet, what a previous going left would be left behind, and
+            // started a second time by the next going: taken over now, with the files
+            // as they are (as far as they can be read), and stopped with the rest.
+            let files = self.read_confdir(false).map(|s| s.0).unwrap_or_default();
+            self.take_over(&files);
+        }
+        if let Some(check) = self.sys.check.as_mut() {
+            // No exec while stopping, and no check left behind when going exits.
+            let msg = check.abandon();
+            let msg = format_args!("going: not upgrading: stopping{msg}");
+            self.sys.log.log(Level::Notice, msg);
+        }
+        let n = self.table.len();
+        self.sys
+            .log
+            .log(Level::Notice, format_args!("going: stopping {n} services"));
+        self.table.shutdown(&mut self.sys, now);
+    }
+
     /// SIGTERM (INT, QUIT): stop everything; SIGHUP: reload. (SIGUSR2: `upgrade_if_asked`.)
     fn on_signals(&mut self, now: Instant) {
         if TERM.swap(false, Ordering::SeqCst) && !self.stopping {
-            self.stopping = true;
-            if self.adopt.is_some() {
-                // Not taken over yet, what a previous going left would be left behind, and
-                // started a second time by the next going: taken over now, with the files
-                // as they are (as far as they can be read), and stopped with the rest.
-                let files = self.read_confdir(false).map(|s| s.0).unwrap_or_default();
-                self.take_over(&files);
-            }
-            if let Some(check) = self.sys.check.as_mut() {
-                // No exec while stopping, and no check left behind when going exits.
-                let msg = check.abandon();
-                let msg = format_args!("going: not upgrading: stopping{msg}");
-                self.sys.log.log(Level::Notice, msg);
-            }
-            let n = self.table.len();
-            self.sys
-                .log
-                .log(Level::Notice, format_args!("going: stopping {n} services"));
-            self.table.shutdown(&mut self.sys, now);
+            self.stop_all(now);
         }
         if HUP.swap(false, Ordering::SeqCst) {
             self.watch.request(now);
@@ -372,7 +445,9 @@ impl Supervisor {
             mut unchanged,
             ..
         } = scan;
-        table.cycles(&self.confdir, &mut files, &mut unchanged);
+        for name in table.cycles(&self.confdir, &mut files, &mut unchanged) {
+            self.watch.stamps.remove(&name);
+        }
         let problems = files.values().filter_map(|p| p.as_ref().err()).flatten();
         if problems.clone().any(|e| e.is_transient()) {
             self.watch.retry(Instant::now() + RETRY);
@@ -520,6 +595,18 @@ impl Supervisor {
             .collect();
         // Should the new binary die after taking over, the next going adopts from this.
         self.save_state(true);
+        // Commands that wait lose their connection with the exec: told so, not left to
+        // guess from an end without a word.
+        let (table, control, epoll, now) = (
+            &self.table,
+            &mut self.control,
+            &self.sys.epoll,
+            Instant::now(),
+        );
+        for (id, wait) in std::mem::take(&mut self.waiters) {
+            let reply = wait.cut(table, now, "going is upgrading; ask again");
+            control.reply(id, reply, epoll, Source::Client(id).token());
+        }
         let (confdir, conflock) = self.conf_lock.fds();
         let kept = upgrade::Kept {
             lock: self.lock.as_raw_fd(),
@@ -548,6 +635,8 @@ impl Supervisor {
         );
         self.sys.log.log(Level::Notice, msg);
         self.sys.log.flush();
+        let text = "going: upgrading to a new binary: follow again";
+        (self.sys.followers).end_all(EX_TEMPFAIL, text, &self.sys.epoll);
         let err = check.exec(&kept, &procs);
         sys::set_signal_mask(mask);
         let msg = format_args!(
@@ -578,6 +667,8 @@ impl Supervisor {
     fn exit(mut self) {
         let msg = format_args!("going: all services stopped, exiting");
         self.sys.log.log(Level::Notice, msg);
+        let text = "going: all services stopped, exiting";
+        (self.sys.followers).end_all(0, text, &self.sys.epoll);
         let rundir = &self.sys.rundir;
         for (what, done) in [
             ("control", rundir.remove("control")),

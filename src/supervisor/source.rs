@@ -29,6 +29,8 @@ pub enum Source {
     Notify,
     /// The readiness pipe of a service process (`ready=fd:N`).
     ReadyFd(Pid),
+    /// A client following services' output (`going log -f`), by its number.
+    Follower(u32),
 }
 
 impl Source {
@@ -44,6 +46,7 @@ impl Source {
             Source::Pidfd(pid) => (8, pid as u32),
             Source::Notify => (9, 0),
             Source::ReadyFd(pid) => (10, pid as u32),
+            Source::Follower(id) => (11, id),
         };
         (kind as u64) << 32 | id as u64
     }
@@ -62,6 +65,7 @@ impl Source {
             (8, _) if pid > 0 => Source::Pidfd(pid),
             (9, 0) => Source::Notify,
             (10, _) if pid > 0 => Source::ReadyFd(pid),
+            (11, id) => Source::Follower(id),
             _ => return None,
         })
     }
@@ -86,13 +90,15 @@ mod tests {
             Source::Pidfd(42),
             Source::Notify,
             Source::ReadyFd(42),
+            Source::Follower(0),
+            Source::Follower(u32::MAX),
         ];
         for s in all {
             assert_eq!(Source::from_token(s.token()), Some(s), "{s:?}");
         }
         let tokens: std::collections::BTreeSet<u64> = all.iter().map(|s| s.token()).collect();
         assert_eq!(tokens.len(), all.len());
-        for junk in [0, 1, 11 << 32, 1 << 32 | 5, 6 << 32, 9 << 32 | 1, u64::MAX] {
+        for junk in [0, 1, 12 << 32, 1 << 32 | 5, 6 << 32, 9 << 32 | 1, u64::MAX] {
             assert_eq!(Source::from_token(junk), None, "{junk:#x}");
         }
     }

@@ -74,6 +74,7 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
     sys.log.log(Level::Notice, msg);
     watch.request(Instant::now());
     let mut table = Table::default();
+    table.held = opts.held;
     table.down_marks = adopt::down_marks(&sys);
     let mut journal = Journal::new(sys::boot_id());
     if let Some(fd) = h.notify.take() {
@@ -98,6 +99,7 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
         adopt: Some(adopted),
         journal,
         stopping: false,
+        code: 0,
         waiters: Vec::new(),
     })
 }

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use super::source::Source;
 use crate::config::{Ready, Settings};
+use crate::follow::Followers;
 use crate::log::{Errno, Level, Logger};
 use crate::notify::{self, Notify};
 use crate::output::Outputs;
@@ -45,6 +46,8 @@ pub struct System {
     pub notify: Option<Notify>,
     /// Readiness pipes of `ready=fd:N` processes that have not said yet.
     ready_fds: BTreeMap<Pid, OwnedFd>,
+    /// Clients following services' output (`going log -f`).
+    pub followers: Followers,
 }
 
 impl System {
@@ -68,6 +71,7 @@ impl System {
             check: None,
             notify: None,
             ready_fds: BTreeMap::new(),
+            followers: Followers::default(),
         }
     }
 
@@ -287,16 +291,17 @@ impl System {
         self.outputs.add(pid, name, fd);
     }
 
-    /// Relays what the process `pid` wrote, to syslog and to its service's last lines;
-    /// `last` once it has exited.
+    /// Relays what the process `pid` wrote, to syslog, to its service's held lines and to
+    /// its followers' queues; `last` once it has exited.
     pub fn relay_output(&mut self, pid: Pid, last: bool, table: &mut Table) {
         let Some(fd) = self.outputs.fd(pid) else {
             return;
         };
-        let log = &mut self.log;
+        let (log, followers, epoll) = (&mut self.log, &mut self.followers, &self.epoll);
         let open = self.outputs.read(pid, last, &mut |name, line| {
             log.service_line(name, pid as u32, line.severity, &line.text);
             table.output(pid, &line.text);
+            followers.line(name, &line.text, epoll);
         });
         if !open {
             self.epoll.delete(fd);

@@ -189,3 +189,45 @@ fn usr2_onto_this_going_from_going_0_1_0_restarts_nothing() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(g.stop(), 0);
 }
+
+#[test]
+fn this_client_asks_going_0_1_0_only_what_it_understands() {
+    let (g, _, _) = old_going(9121, previous().to_owned());
+    let rundir = g.dir.0.join("run");
+    let client = |args: &[&str], columns: &str| {
+        let out = Command::new(BIN)
+            .arg(args[0])
+            .args(["-r", path_str(&rundir)])
+            .args(&args[1..])
+            .env("COLUMNS", columns)
+            .output()
+            .unwrap();
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        (out.status.code(), text(out.stdout), text(out.stderr))
+    };
+    // The table on a wide terminal asks for the cost columns (`width=`), which 0.1.0 takes
+    // for a name: asked again without, it shows its table.
+    let (code, out, err) = client(&["status"], "200");
+    assert_eq!((code, err.as_str()), (Some(0), ""), "{out}");
+    assert!(
+        out.starts_with("NAME ") && out.contains("\nplain "),
+        "{out}"
+    );
+    // What 0.1.0 has no answer for is said so, not taken for a usage error or a name.
+    let older = format!(
+        "going: the going at {} is older than this command and does not know it: upgrade it (kill -USR2)\n",
+        rundir.join("control").display()
+    );
+    for args in [
+        &["log", "plain"][..],
+        &["status", "--json"],
+        &["log", "-f", "full"],
+    ] {
+        let (code, out, err) = client(args, "80");
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (Some(69), "", older.as_str()),
+            "{args:?}"
+        );
+    }
+}

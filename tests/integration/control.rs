@@ -142,6 +142,9 @@ fn a_changed_file_lifts_the_stop_and_restart_lifts_a_quarantine() {
     g.write("web", "cmd=sleep 999\n");
     g.started("web");
     assert!(!rundir(&g).join("down/web").exists());
+    // Crashy fails on its own meanwhile: on a loaded machine it may have failed twice
+    // before web was started again.
+    g.rewind();
     g.next_msg("crashy: failed 2 times in a row, next start in 2s");
     let (code, out, _) = cmd(&g, "restart", &["crashy"]);
     assert_eq!(
@@ -500,5 +503,56 @@ fn a_stop_right_after_a_start_is_not_lost() {
         !g.lines.iter().any(|l| l.msg.contains("sending SIGKILL")),
         "{}",
         g.dump()
+    );
+}
+
+#[test]
+fn a_command_that_waits_is_answered_after_its_client_shuts_down_its_side_and_forgotten_if_it_left()
+{
+    use std::net::Shutdown;
+    let mut g = Going::start(&[]);
+    let go = fifo(&g, "go");
+    g.write(
+        "slow",
+        &format!(
+            "cmd=/bin/sh -c 'read x < {}; echo >&3; exec sleep 1000'\nready=fd:3\n",
+            go.display()
+        ),
+    );
+    g.started("slow");
+    let restarts = |g: &Going| {
+        let (_, out, _) = cmd(g, "status", &["slow"]);
+        let n = (out.lines()).find_map(|l| l.trim().strip_prefix("restarts"));
+        n.unwrap_or_else(|| panic!("{out}")).trim().to_string()
+    };
+    // A restart that waits, interrupted (^C) while slow is not up yet: done once, and
+    // the client forgotten, never taken to ask again.
+    let run = rundir(&g);
+    let mut waiting = Stopped(spawn(Command::new(BIN).args([
+        "restart",
+        "-w",
+        "30",
+        "-r",
+        path_str(&run),
+        "slow",
+    ])));
+    wait_until("the restart", || restarts(&g) == "1");
+    // SAFETY: kill has no memory effects; the client is not reaped yet.
+    unsafe { libc::kill(waiting.pid(), libc::SIGINT) };
+    waiting.0.wait().unwrap();
+    assert_eq!((restarts(&g), restarts(&g)), ("1".into(), "1".into()));
+    // As `nc -N` does: the request, then shutdown(SHUT_WR); the answer still comes, once
+    // slow is up.
+    let mut s = UnixStream::connect(run.join("control")).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(b"start wait=30 slow").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(restarts(&g), "1");
+    release(&go);
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(
+        reply.starts_with("0\nslow: already running\nslow: up after "),
+        "{reply:?}"
     );
 }

@@ -199,6 +199,8 @@ fn squatting<'a>(
 #[test]
 #[ignore = "needs root"]
 fn a_lock_on_confdir_held_by_another_user_keeps_no_going_off() {
+    // A turn before a process of nobody's is made: a test that counts them runs alone.
+    let _turn = turn();
     let dir = TempDir::new();
     let conf = dir.0.join("conf");
     fs::create_dir(&conf).unwrap();
@@ -266,6 +268,8 @@ fn a_lock_on_confdir_held_by_another_user_keeps_no_going_off() {
 #[test]
 #[ignore = "needs root"]
 fn a_lock_of_another_user_whose_taker_is_gone_is_not_waited_for() {
+    // A turn before a process of nobody's is made: a test that counts them runs alone.
+    let _turn = turn();
     let dir = TempDir::new();
     let conf = dir.0.join("conf");
     fs::create_dir(&conf).unwrap();
@@ -274,12 +278,12 @@ fn a_lock_of_another_user_whose_taker_is_gone_is_not_waited_for() {
     let squatter = Orphaned::new(&conf);
     // A lock whose taker is gone is not waited for, nor is every process looked at to
     // find who holds it (which took a minute on a machine of 10,000 processes).
-    let begun = Instant::now();
     let mut g = Going::with(Setup {
         files: vec![("web".into(), SLEEP.into())],
         dir: Some(dir),
         ..Setup::default()
     });
+    let begun = Instant::now(); // spawned: Going::with waits for its turn first
     let l = g.next_msg("its lock is held by no going but");
     assert!(
         l.msg.contains(&format!(
@@ -547,18 +551,31 @@ fn a_service_that_ran_five_seconds_is_restarted_at_once() {
 fn orphans_are_reaped() {
     let mut g = Going::start(&[(
         "forker",
-        "cmd=/bin/sh -c '(sleep 1 &); (sleep 1 &); exec sleep 1000'\n",
+        "cmd=/bin/sh -c '(sleep 1002 &); (sleep 1002 &); exec sleep 1000'\n",
     )]);
     let pid = g.exec_of("forker", "sleep");
-    // The orphaned sleeps are reparented to going (a subreaper), which must reap them.
+    // The orphaned sleeps are reparented to going (a subreaper), which must reap them
+    // once they end: here when the test has seen them under going (a machine slow
+    // enough could otherwise see them neither there nor gone).
     let others = || {
         children_of(g.pid())
             .into_iter()
             .filter(|c| c.0 != pid)
-            .count()
+            .map(|c| c.0)
+            .collect::<Vec<_>>()
     };
-    wait_until("orphans reparented to going", || others() > 0);
-    wait_until("no orphan or zombie left under going", || others() == 0);
+    let orphan = |p: &i32| proc_file(*p, "cmdline") == "sleep\x001002\x00";
+    wait_until("orphans reparented to going", || {
+        let o = others();
+        o.len() == 2 && o.iter().all(orphan)
+    });
+    for orphan in others() {
+        // SAFETY: kill has no memory effects; going reaps the orphan, not the test.
+        assert_eq!(unsafe { libc::kill(orphan, libc::SIGKILL) }, 0);
+    }
+    wait_until("no orphan or zombie left under going", || {
+        others().is_empty()
+    });
     assert!(alive(pid));
 }
 
@@ -633,14 +650,17 @@ fn a_burst_of_files_is_one_reload() {
         g.write(&format!("svc{i}"), SLEEP);
     }
     g.signal(libc::SIGCONT);
+    // All ten in one reload: split among several, no reload would say 10.
     g.next_msg("reload: 10 started, 0 stopped, 0 restarted, 0 invalid");
-    let lines = g.collect_for(Duration::from_millis(300));
+    let reloads: Vec<&str> = (g.lines.iter())
+        .filter_map(|l| l.msg.strip_prefix("reload: "))
+        .collect();
     assert_eq!(
-        lines
-            .iter()
-            .filter(|l| l.msg.starts_with("reload:"))
-            .count(),
-        2,
+        reloads,
+        [
+            "0 started, 0 stopped, 0 restarted, 0 invalid",
+            "10 started, 0 stopped, 0 restarted, 0 invalid"
+        ],
         "{}",
         g.dump()
     );

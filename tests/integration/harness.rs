@@ -57,7 +57,7 @@ impl Drop for Alone {
 /// is dropped.
 pub struct Turn;
 
-fn turn() -> Turn {
+pub fn turn() -> Turn {
     let first = TURNS.with(|t| t.replace(t.get() + 1)) == 0;
     if first && !ALONE.with(|a| a.get()) {
         let guard = LANE.read().unwrap_or_else(|e| e.into_inner());
@@ -134,6 +134,8 @@ pub struct Going {
     pub lines: Vec<Line>,
     /// How many of `lines` the `next_*` calls have already consumed.
     cursor: usize,
+    /// Options going is started with, beyond its directories (`-n 30`): again on restarts.
+    args: Vec<String>,
     /// This test's turn among those that run side by side (see `alone`).
     _turn: Turn,
 }
@@ -150,6 +152,8 @@ pub struct Setup {
     pub dir: Option<TempDir>,
     /// CONFDIR as a symbolic link `conf -> NAME`, NAME a directory beside it.
     pub conf_link: Option<&'static str>,
+    /// Options for going beyond its directories (`-n 30`).
+    pub args: Vec<String>,
 }
 
 impl Default for Setup {
@@ -162,6 +166,7 @@ impl Default for Setup {
             binary: None,
             dir: None,
             conf_link: None,
+            args: Vec::new(),
         }
     }
 }
@@ -205,6 +210,7 @@ impl Going {
         }
         let binary = setup.binary.clone().unwrap_or_else(|| PathBuf::from(BIN));
         let mut cmd = going_in(&binary, &dir.0);
+        cmd.args(&setup.args);
         for (k, v) in &setup.env {
             cmd.env(k, v);
         }
@@ -220,6 +226,7 @@ impl Going {
             rx,
             lines: Vec::new(),
             cursor: 0,
+            args: setup.args,
             _turn: turn,
         }
     }
@@ -228,7 +235,7 @@ impl Going {
     /// would; returns the old one's exit code.
     pub fn restart(&mut self) -> i32 {
         let code = self.stop();
-        self.child = spawn(&mut going_in(&self.binary, &self.dir.0));
+        self.child = spawn(going_in(&self.binary, &self.dir.0).args(&self.args));
         code
     }
 
@@ -254,7 +261,7 @@ impl Going {
     /// Starts a new going on the same directories, the previous one being gone.
     pub fn start_again(&mut self) {
         assert!(self.child.try_wait().unwrap().is_some(), "going still runs");
-        self.child = spawn(&mut going_in(&self.binary, &self.dir.0));
+        self.child = spawn(going_in(&self.binary, &self.dir.0).args(&self.args));
     }
 
     pub fn conf(&self) -> PathBuf {
@@ -363,11 +370,13 @@ impl Going {
             .unwrap()
     }
 
-    /// Waits for `name` to start and exec `comm`; returns its pid.
+    /// Waits for `name` to start and exec `comm`; returns its pid. Exec'd through: the
+    /// kernel names the process before it lays out its arguments and environment, which
+    /// /proc shows empty until then.
     pub fn exec_of(&mut self, name: &str, comm: &str) -> i32 {
         let pid = self.started(name);
         wait_until(&format!("{name} to exec {comm}"), || {
-            proc_file(pid, "comm").trim() == comm
+            proc_file(pid, "comm").trim() == comm && !proc_file(pid, "cmdline").is_empty()
         });
         pid
     }
@@ -533,6 +542,18 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Polls until `f` gives a value, as `wait_until` does; returns it.
+pub fn wait_until_some<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 pub fn proc_file(pid: i32, name: &str) -> String {
     let mut s = String::new();
     let _ =
@@ -633,8 +654,12 @@ pub fn cmd(g: &Going, command: &str, args: &[&str]) -> (i32, String, String) {
     run(&all)
 }
 
+/// `going ARGS…`: exit code, stdout, stderr. Without `COLUMNS`, as the table then is the
+/// same wherever the tests run.
 pub fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let out = (Command::new(BIN).args(args).env_remove("COLUMNS"))
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -644,4 +669,27 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// A FIFO in the test's directory: a service blocks reading it until the test writes.
+pub fn fifo(g: &Going, name: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let p = g.dir.0.join(name);
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    p
+}
+
+/// Lets the service blocked on `fifo` go on.
+pub fn release(fifo: &Path) {
+    fs::write(fifo, "go\n").unwrap();
+}
+
+/// The python3 the tests run: Debian's (CI installs it), else the PATH's.
+pub fn python() -> &'static str {
+    match Path::new("/usr/bin/python3").exists() {
+        true => "/usr/bin/python3",
+        false => "python3",
+    }
 }

@@ -1,11 +1,9 @@
 //! A service's whole life: readiness (a notification fd, sd_notify), start order, one-shots,
 //! restart policies, finish hooks, and commands that wait for them.
 
-use std::ffi::CString;
 use std::fs;
 use std::os::linux::net::SocketAddrExt;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::harness::*;
 
@@ -19,20 +17,6 @@ fn state(g: &Going, name: &str) -> String {
             Some(rest.split("  ").next().unwrap_or("").to_string())
         })
         .unwrap_or_else(|| panic!("{name} not in status:\n{out}"))
-}
-
-/// A FIFO in the test's directory: a service blocks reading it until the test writes.
-fn fifo(g: &Going, name: &str) -> PathBuf {
-    let p = g.dir.0.join(name);
-    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    p
-}
-
-/// Lets the service blocked on `fifo` go on.
-fn release(fifo: &Path) {
-    fs::write(fifo, "go\n").unwrap();
 }
 
 /// The index in `g.lines` of the first line for which `pred` holds.
@@ -77,14 +61,6 @@ open(sys.argv[1]).read()
 s.send(b"READY=1\nSTATUS=serving 3 clients")
 signal.pause()
 "#;
-
-/// The python3 the tests run: Debian's (CI installs it), else the PATH's.
-fn python() -> &'static str {
-    match Path::new("/usr/bin/python3").exists() {
-        true => "/usr/bin/python3",
-        false => "python3",
-    }
-}
 
 #[test]
 fn ready_over_sd_notify_from_the_service_and_never_from_outside() {

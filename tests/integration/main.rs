@@ -6,12 +6,14 @@ mod harness;
 
 mod adoption;
 mod compat;
+mod container;
 mod control;
 mod faults;
 mod going;
 mod intake;
 mod life;
 mod links;
+mod observe;
 mod output;
 mod rundir;
 mod settings;

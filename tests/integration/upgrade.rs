@@ -413,3 +413,52 @@ fn a_group_being_stopped_is_handed_over_by_an_upgrade() {
     assert!(running("sleep 7013").is_empty());
     assert_eq!(g.stop(), 0);
 }
+
+/// How many sockets the process `pid` holds: one more for each client of its control
+/// socket.
+fn sockets(pid: i32) -> usize {
+    (fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten())
+        .filter(|e| {
+            fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
+#[test]
+fn a_command_that_waits_through_an_upgrade_is_told_to_ask_again() {
+    let bin_dir = TempDir::new();
+    let binary = copy_of_going(&bin_dir);
+    let mut g = Going::with(Setup {
+        files: vec![("web".into(), "cmd=sleep 7000\nafter=db\n".into())],
+        binary: Some(binary.clone()),
+        ..Setup::default()
+    });
+    g.next_msg("web: waiting for db");
+    let rundir = g.dir.0.join("run");
+    let before = sockets(g.pid());
+    let waiter = spawn(
+        std::process::Command::new(BIN)
+            .args(["start", "-r", path_str(&rundir), "-w", "60", "web"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    // Accepted, and its request sent: it sleeps, waiting for the answer. (Accepted only,
+    // it could still be writing when the exec closes its connection.)
+    let stat = format!("/proc/{}/stat", waiter.id());
+    wait_until("the waiter's request", || {
+        let stat = fs::read_to_string(&stat).unwrap_or_default();
+        let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+        sockets(g.pid()) > before && state == Some('S')
+    });
+    let l = g.upgrade();
+    assert!(l.msg.starts_with("going: upgrading: exec"), "{}", l.msg);
+    let out = waiter.wait_with_output().unwrap();
+    let (code, err) = (out.status.code(), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(code, Some(75), "{err}");
+    assert!(
+        err.contains("web: still waiting for db: going is upgrading; ask again"),
+        "{err}"
+    );
+    g.next_msg("web: waiting for db"); // the new binary's word: it took over
+    assert_eq!(g.stop(), 0);
+}
