@@ -433,12 +433,19 @@ fn a_stop_under_way_goes_on_after_an_upgrade_or_kill_9() {
         binary: Some(binary),
         ..Setup::default()
     });
+    // Its trap is set once its sleep runs (a TERM before that could be taken by the
+    // trap of the shell forking it, and the sleep outlive the stop).
+    let trapped = |pid: i32| {
+        group_members(pid)
+            .into_iter()
+            .any(|p| proc_file(p, "cmdline") == "sleep\x003301\x00")
+    };
     for how in ["an upgrade", "kill -9"] {
         let pid = g.started("web");
-        wait_until("its trap", || !running("sleep 3301").is_empty());
+        wait_until("its trap", || trapped(pid));
         let (code, out, _) = cmd(&g, "stop", &["web"]);
         assert_eq!((code, out.as_str()), (0, "web: stopping\n"), "{how}");
-        wait_until("the TERM to reach it", || running("sleep 3301").is_empty());
+        wait_until("the TERM to reach it", || !trapped(pid));
         if how == "kill -9" {
             g.kill9_restart();
         } else {
@@ -457,7 +464,8 @@ fn a_stop_under_way_goes_on_after_an_upgrade_or_kill_9() {
         fs::remove_file(&done).unwrap();
         assert_eq!(cmd(&g, "start", &["web"]).0, 0);
     }
-    g.started("web");
+    let pid = g.started("web");
+    wait_until("its trap", || trapped(pid));
     fs::write(&done, "").unwrap();
     assert_eq!(g.stop(), 0);
 }
