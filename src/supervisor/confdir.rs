@@ -58,8 +58,9 @@ impl ConfLock {
     /// Locks the directory `confdir` names now, unless that is the one already locked; Ok
     /// too when there is no directory to lock (the scan says why), with a warning to log
     /// when going holds it without keeping another going off (see [`Self::lock`]). Err
-    /// names the going that holds it. `starting`: at going's start, where a lock a dead
-    /// going left is waited for (see [`take`]); the loop never waits.
+    /// names the going that holds it. `starting`: at going's start, where a lock file a
+    /// dead going left is waited for (see [`take`]; the directory's lock, which anyone may
+    /// hold, never is); the loop never waits.
     pub fn take(&mut self, confdir: &Path, starting: bool) -> Result<Option<String>, String> {
         let Ok(meta) = fs::metadata(confdir) else {
             // Gone: let go of it, so that its inode (and inotify's watch on it) can go too.
@@ -75,7 +76,8 @@ impl ConfLock {
         }
         if self.dir.as_ref().is_some_and(same) && self.file_in_place() {
             if !self.dir_locked {
-                // Its holders may have let go: then a going 0.1.0 is kept off again too.
+                // Its holders may have let go: then it is going's again, for goings that
+                // look at the directory's lock alone (those before the file).
                 self.dir_locked = self.dir.as_ref().is_some_and(|d| d.try_lock().is_ok());
             }
             return Ok(None);
@@ -126,15 +128,16 @@ impl ConfLock {
             Ok(file) => file,
             Err(FileError::Held(who)) => return Err(refused(who)),
             Err(FileError::Unusable(why)) => {
-                let held = match &others {
-                    Some(who) => format!("its lock is held by no going but{who}, and "),
-                    None => String::new(),
-                };
-                warning = Some(format!(
-                    "going: {}: {held}{}; another going given it would not be refused",
-                    path.display(),
-                    why
-                ));
+                let p = path.display();
+                warning = Some(match &others {
+                    Some(who) => format!(
+                        "going: {p}: its lock is held by no going but{who}, and {why}; \
+                         another going given it would not be refused"
+                    ),
+                    None => format!(
+                        "going: {p}: {why}; the directory's lock alone keeps other goings off"
+                    ),
+                });
                 None
             }
         };
