@@ -368,6 +368,9 @@ mod tests {
         fn group_alive(&mut self, _: sys::Pid) -> bool {
             false
         }
+        fn gone(&mut self, _: sys::Pid) -> bool {
+            false
+        }
         fn log(&mut self, _: Level, _: fmt::Arguments) {}
     }
 

@@ -550,6 +550,7 @@ fn an_adopted_service_keeps_its_readiness_and_a_done_one_shot_stays_done() {
                 since,
                 fingerprint: fp("db"),
                 ready: false,
+                drain: None,
             },
         ),
         (
@@ -559,6 +560,7 @@ fn an_adopted_service_keeps_its_readiness_and_a_done_one_shot_stays_done() {
                 since,
                 fingerprint: fp("pg"),
                 ready: true,
+                drain: None,
             },
         ),
     ]);

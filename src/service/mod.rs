@@ -66,6 +66,9 @@ pub trait Effects {
     /// process of the service, which may not have made its group yet (just forked).
     fn signal(&mut self, pgid: Pid, leader: bool, sig: c_int);
     fn group_alive(&mut self, pgid: Pid) -> bool;
+    /// Whether the process `pid`, a service's whose end the table waits for, is known to be
+    /// gone: its end was missed. False while it is there, or cannot be told.
+    fn gone(&mut self, pid: Pid) -> bool;
     fn log(&mut self, level: Level, msg: fmt::Arguments);
 }
 
@@ -100,6 +103,28 @@ struct Stop {
     next: Next,
 }
 
+/// What is due at the deadline of a stop or a finish hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    /// SIGKILL, to whatever is left of it.
+    Kill(Instant),
+    /// SIGKILL was sent, and the end of the process is not seen yet: a look whether it is
+    /// still there (stuck in the kernel) or gone (its end missed), so that no stop waits
+    /// for good.
+    Look(Instant),
+}
+
+impl Due {
+    fn at(self) -> Instant {
+        match self {
+            Due::Kill(at) | Due::Look(at) => at,
+        }
+    }
+}
+
+/// How long after a SIGKILL a process whose end is not seen is looked for, and again.
+pub const AFTER_KILL: Duration = Duration::from_secs(5);
+
 /// Where a service is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -118,17 +143,10 @@ enum State {
     Waiting { until: Instant },
     /// Waiting for the services it starts after (`after=`) to be up.
     Blocked,
-    /// The stop signal sent; `kill_at` is None once SIGKILL has been sent too.
-    Stopping {
-        stop: Stop,
-        kill_at: Option<Instant>,
-    },
-    /// Its finish hook runs (process `pid`, its own group), at most until `kill_at`.
-    Finishing {
-        pid: Pid,
-        next: Next,
-        kill_at: Option<Instant>,
-    },
+    /// The stop signal sent; what is due next, and when.
+    Stopping { stop: Stop, due: Due },
+    /// Its finish hook runs (process `pid`, its own group), at most until its SIGKILL.
+    Finishing { pid: Pid, next: Next, due: Due },
     /// Nothing runs and nothing is due (down).
     Idle,
     /// A one-shot, or an `on-failure` service, that finished; `ok`: successfully.
@@ -144,7 +162,7 @@ impl State {
                 ready_by,
                 ..
             } => ready_by,
-            State::Stopping { kill_at, .. } | State::Finishing { kill_at, .. } => kill_at,
+            State::Stopping { due, .. } | State::Finishing { due, .. } => Some(due.at()),
             _ => None,
         }
     }
@@ -176,13 +194,20 @@ impl State {
 
     /// Stopping, its leader reaped, others of its group left: what `check_groups` watches.
     fn draining(&self) -> bool {
-        matches!(
-            self,
+        self.group().is_some()
+    }
+
+    /// The process group being stopped when its leader is gone.
+    fn group(&self) -> Option<Pid> {
+        match *self {
             State::Stopping {
-                stop: Stop { pid: None, .. },
+                stop: Stop {
+                    pid: None, pgid, ..
+                },
                 ..
-            }
-        )
+            } => Some(pgid),
+            _ => None,
+        }
     }
 
     /// Whether a process of the service (or its finish hook) is still there.
@@ -301,6 +326,17 @@ pub struct Adoptable {
     pub fingerprint: Fingerprint,
     /// Whether it had said it was ready.
     pub ready: bool,
+    /// Some for a process group being stopped whose leader was gone (`pid` is the group):
+    /// when its SIGKILL is due.
+    pub drain: Option<Instant>,
+}
+
+/// A process group being stopped whose leader is gone, for the state file and an
+/// upgrade's handover: the service's name, the group, and when its SIGKILL is due.
+pub struct Drain<'a> {
+    pub name: &'a str,
+    pub pgid: Pid,
+    pub kill_at: Instant,
 }
 
 /// A live service process, for the state file and an upgrade's handover.
@@ -325,6 +361,10 @@ pub enum Change {
     /// A one-shot finished (or no longer counts as finished): its name.
     Done(String),
     Undone(String),
+    /// The process group of a service, its leader gone, is being stopped: its name.
+    Draining(String),
+    /// That group is done with: its pgid.
+    Drained(Pid),
 }
 
 #[derive(Default)]
@@ -414,6 +454,29 @@ impl Table {
             State::Done { ok } => Some((name.as_str(), s.fingerprint, ok)),
             _ => None,
         })
+    }
+
+    /// Every process group being stopped whose leader is gone.
+    pub fn drains(&self) -> impl Iterator<Item = Drain<'_>> {
+        self.draining.iter().filter_map(|name| self.drain_of(name))
+    }
+
+    /// The process group of `name` being stopped, its leader gone; None if it is not.
+    pub fn drain_of(&self, name: &str) -> Option<Drain<'_>> {
+        let (name, svc) = self.services.get_key_value(name)?;
+        match svc.state {
+            State::Stopping {
+                stop: Stop {
+                    pid: None, pgid, ..
+                },
+                due: Due::Kill(kill_at),
+            } => Some(Drain {
+                name,
+                pgid,
+                kill_at,
+            }),
+            _ => None,
+        }
     }
 
     fn by_pid_mut(&mut self, pid: Pid) -> Option<(String, &mut Service)> {
@@ -508,6 +571,12 @@ impl Table {
         if was != is {
             self.changes.extend(was.map(Change::Ended));
             self.changes.extend(is.map(Change::Began));
+        }
+        if old.group() != state.group() {
+            self.changes.extend(old.group().map(Change::Drained));
+            if state.draining() {
+                self.changes.push(Change::Draining(name.to_string()));
+            }
         }
         match (old, state) {
             (

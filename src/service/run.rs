@@ -5,7 +5,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use super::{history, Effects, Launch, Next, State, Stop, Table, Want, MIN_RUN};
+use super::{history, Due, Effects, Launch, Next, State, Stop, Table, Want, AFTER_KILL, MIN_RUN};
 use crate::config::Restart;
 use crate::log::{Age, Errno, Level};
 use crate::sys::{self, Exit, Pid};
@@ -90,16 +90,16 @@ impl Table {
                 }
                 self.leftovers(&name, pid, since, next, fx, now);
             }
-            State::Stopping { stop, kill_at } => {
+            State::Stopping { stop, due } => {
                 let ran = now.saturating_duration_since(stop.since);
                 self.record(&name, exit, ran, now);
                 let how = Ended(exit);
                 let msg = format_args!("{name}[{pid}]: stopped: {how} after {}", Age(ran));
                 fx.log(Level::Info, msg);
-                if kill_at.is_some() && fx.group_alive(stop.pgid) {
+                if matches!(due, Due::Kill(_)) && fx.group_alive(stop.pgid) {
                     // Others of its group still run: they get their SIGKILL at the deadline.
                     let stop = Stop { pid: None, ..stop };
-                    self.set(&name, State::Stopping { stop, kill_at });
+                    self.set(&name, State::Stopping { stop, due });
                 } else {
                     self.over(&name, stop.next, fx, now);
                 }
@@ -262,8 +262,8 @@ impl Table {
         let launch = Launch::Finish { code, signal };
         match fx.spawn(name, &self.services[name].settings, launch) {
             Ok(pid) => {
-                let kill_at = Some(now + self.services[name].settings.stop_timeout);
-                self.set(name, State::Finishing { pid, next, kill_at });
+                let due = Due::Kill(now + self.services[name].settings.stop_timeout);
+                self.set(name, State::Finishing { pid, next, due });
             }
             Err(e) => {
                 fx.log(Level::Err, format_args!("{name}: finish: {e}"));
@@ -276,8 +276,8 @@ impl Table {
     fn after(&mut self, name: &str, next: Next, fx: &mut impl Effects, now: Instant) {
         match self.services[name].want {
             Want::Gone => {
+                self.set(name, State::Idle); // unindexed, and the state file told
                 let svc = self.services.remove(name).expect("a service of the table");
-                self.unindex(name, svc.state);
                 self.dropped(&svc.settings.life().after, fx, now);
             }
             Want::Down => self.set(name, State::Idle),
@@ -332,8 +332,15 @@ impl Table {
                     self.begin(&name, fx, now);
                 }
                 State::Running { pid, since, .. } => self.not_ready(&name, pid, since, fx, now),
-                State::Stopping { stop, .. } => self.kill(&name, stop, fx, now),
-                State::Finishing { pid, next, .. } => {
+                State::Stopping {
+                    stop,
+                    due: Due::Kill(_),
+                } => self.kill(&name, stop, fx, now),
+                State::Finishing {
+                    pid,
+                    next,
+                    due: Due::Kill(_),
+                } => {
                     let secs = self.services[&name].settings.stop_timeout.as_secs();
                     fx.log(
                         Level::Warning,
@@ -342,13 +349,10 @@ impl Table {
                         ),
                     );
                     fx.signal(pid, true, libc::SIGKILL);
-                    let state = State::Finishing {
-                        pid,
-                        next,
-                        kill_at: None,
-                    };
-                    self.set(&name, state);
+                    let due = Due::Look(now + AFTER_KILL);
+                    self.set(&name, State::Finishing { pid, next, due });
                 }
+                State::Stopping { .. } | State::Finishing { .. } => self.look(&name, fx, now),
                 // No deadline: never in `timers` (see `set`).
                 State::Blocked | State::Idle | State::Done { .. } => {
                     self.timers.remove(&(at, name));
@@ -408,14 +412,37 @@ impl Table {
             fx.signal(stop.pgid, stop.pid.is_some(), libc::SIGKILL);
         }
         match stop.pid {
-            Some(_) => self.set(
-                name,
-                State::Stopping {
-                    stop,
-                    kill_at: None,
-                },
-            ),
+            Some(_) => {
+                let due = Due::Look(now + AFTER_KILL);
+                self.set(name, State::Stopping { stop, due })
+            }
             None => self.over(name, stop.next, fx, now),
+        }
+    }
+
+    /// SIGKILL was sent [`AFTER_KILL`] ago, and the end of the process is still not seen:
+    /// gone (its end missed), it is taken to have ended; else (stuck in the kernel, where
+    /// SIGKILL waits) it is looked at again as long.
+    fn look(&mut self, name: &str, fx: &mut impl Effects, now: Instant) {
+        let Some(pid) = self.services[name].state.pid() else {
+            return; // never: a stop without its process has no look due (see `kill`)
+        };
+        if fx.gone(pid) {
+            let msg = format_args!("{name}[{pid}]: gone, though its end was not seen");
+            fx.log(Level::Warning, msg);
+            self.exited(pid, Exit::Unknown, fx, now);
+            return;
+        }
+        let secs = AFTER_KILL.as_secs();
+        let msg = format_args!("{name}[{pid}]: still there {secs}s after SIGKILL");
+        fx.log(Level::Warning, msg);
+        let due = Due::Look(now + AFTER_KILL);
+        match self.services[name].state {
+            State::Stopping { stop, .. } => self.set(name, State::Stopping { stop, due }),
+            State::Finishing { pid, next, .. } => {
+                self.set(name, State::Finishing { pid, next, due })
+            }
+            _ => {}
         }
     }
 
@@ -489,8 +516,8 @@ impl Table {
         let (sig, timeout) = (s.stop_signal, s.stop_timeout);
         fx.signal(stop.pgid, stop.pid.is_some(), sig);
         fx.signal(stop.pgid, stop.pid.is_some(), libc::SIGCONT);
-        let kill_at = Some(now + timeout);
-        self.set(name, State::Stopping { stop, kill_at });
+        let due = Due::Kill(now + timeout);
+        self.set(name, State::Stopping { stop, due });
     }
 }
 
