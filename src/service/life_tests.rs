@@ -819,6 +819,7 @@ fn adoption_keeps_an_unchanged_service_and_stops_a_changed_or_removed_one() {
         since: t0 - secs(60),
         fingerprint,
         ready: false,
+        drain: None,
     };
     let adopt = BTreeMap::from([
         ("same".to_string(), one(60, fp(&files["same"]))),
