@@ -109,10 +109,10 @@ pub struct Spawn<'a> {
     pub umask: libc::mode_t,
     /// The write end of a readiness pipe, and the fd N it becomes (`ready=fd:N`).
     pub ready: Option<(RawFd, c_int)>,
-    /// The service's cgroup, its directory open: the child is made in it (clone3 with
-    /// CLONE_INTO_CGROUP), or, on kernels before 5.7, moves itself there first; so that
-    /// everything it becomes and forks is the service's.
-    pub cgroup: Option<RawFd>,
+    /// The service's cgroup, its directory open, and whether the child may be made in it
+    /// (clone3 with CLONE_INTO_CGROUP); else, or on kernels before 5.7, it moves itself
+    /// there first; so that everything it becomes and forks is the service's.
+    pub cgroup: Option<(RawFd, bool)>,
 }
 
 /// clone3(2)'s arguments (linux/sched.h), up to `cgroup` (CLONE_ARGS_SIZE_VER2).
@@ -197,9 +197,10 @@ pub fn spawn(s: &Spawn) -> io::Result<(Pid, OwnedFd)> {
     // SAFETY: going is single-threaded, so the child inherits no lock held by another
     // thread; `child` only makes async-signal-safe calls, uses no pthreads, and never
     // returns.
-    let (pid, entered) = unsafe { fork_into(s.cgroup) };
+    let into = s.cgroup.filter(|c| c.1).map(|c| c.0);
+    let (pid, entered) = unsafe { fork_into(into) };
     if pid == 0 {
-        let enter = s.cgroup.filter(|_| !entered);
+        let enter = s.cgroup.map(|c| c.0).filter(|_| !entered);
         unsafe { child(s, &argv, &envp, wr.as_raw_fd(), enter) }
     }
     let err = io::Error::last_os_error();
@@ -525,7 +526,8 @@ pub fn sanitize_fds() {
 }
 
 /// Empties the signal mask (raw, as libc keeps its reserved signals out of reach). going
-/// calls it at start-up too: a SIGCHLD blocked by whoever started going would blind it.
+/// calls it at start-up too, once its handlers are in place: a SIGCHLD blocked by whoever
+/// started going would blind it.
 pub fn unblock_all() {
     let empty = 0u64;
     // SAFETY: rt_sigprocmask reads an 8-byte mask and writes nothing (old set is null).
@@ -534,6 +536,33 @@ pub fn unblock_all() {
             libc::SYS_rt_sigprocmask,
             libc::SIG_SETMASK,
             &empty,
+            ptr::null_mut::<u64>(),
+            8,
+        )
+    };
+}
+
+/// A signal mask as the kernel keeps it: bit N-1 for signal N.
+pub type SigMask = u64;
+
+/// Blocks `sigs` as well; returns the mask as it was. A signal that comes while it is
+/// blocked waits, pending, even across an exec: for the handlers of the new binary.
+pub fn block_signals(sigs: &[c_int]) -> SigMask {
+    let set = sigs.iter().fold(0u64, |m, &s| m | 1 << (s - 1));
+    let mut old = 0u64;
+    // SAFETY: rt_sigprocmask reads one 8-byte mask and writes another, both live locals.
+    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_BLOCK, &set, &mut old, 8) };
+    old
+}
+
+/// Sets the signal mask back to what [`block_signals`] returned.
+pub fn set_signal_mask(mask: SigMask) {
+    // SAFETY: rt_sigprocmask reads an 8-byte mask and writes nothing (old set is null).
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &mask,
             ptr::null_mut::<u64>(),
             8,
         )
@@ -817,6 +846,26 @@ fn proc_stat(pid: Pid) -> Option<(u8, Pid, u64)> {
     Some((state, pgid, fields.nth(16)?.parse().ok()?))
 }
 
+/// The monotonic clock (CLOCK_MONOTONIC, as `Instant` reads it) in milliseconds: a time
+/// that means the same to every process of this boot, for deadlines that outlive going.
+pub fn monotonic_ms() -> u64 {
+    // SAFETY: timespec is plain data; clock_gettime writes only to it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// A deadline as [`monotonic_ms`] reads it, told from `now` (`Instant::now()`, read with
+/// `clock` = `monotonic_ms()`), and back.
+pub fn deadline_ms(at: std::time::Instant, now: std::time::Instant, clock: u64) -> u64 {
+    clock + at.saturating_duration_since(now).as_millis() as u64
+}
+
+/// See [`deadline_ms`].
+pub fn deadline_at(ms: u64, now: std::time::Instant, clock: u64) -> std::time::Instant {
+    now + std::time::Duration::from_millis(ms.saturating_sub(clock))
+}
+
 /// How long ago a process with this start time (clock ticks since boot) started.
 pub fn age(start_ticks: u64) -> Option<std::time::Duration> {
     // SAFETY: sysconf has no memory effects.
@@ -842,9 +891,14 @@ fn uptime_ms(text: &str) -> Option<u64> {
 /// whose members are not going's children, whose zombies it cannot reap (`group_alive`
 /// counts them).
 pub fn group_has_live(pgid: Pid) -> bool {
+    // No member at all, not even a zombie: known without reading every process's stat
+    // (10,000 of them on a busy machine, read at each look at the group).
+    if !group_alive(pgid) {
+        return false;
+    }
     match group_members(pgid) {
         Some(members) => !members.is_empty(),
-        None => group_alive(pgid),
+        None => true,
     }
 }
 
@@ -911,6 +965,16 @@ impl Dir {
     /// A directory that another part of going handed over (an upgrade), made close-on-exec.
     pub fn from_fd(fd: OwnedFd) -> Dir {
         Dir(std::fs::File::from(fd))
+    }
+
+    /// The directory open as `file` (which stays open too).
+    pub fn from_file(file: &std::fs::File) -> io::Result<Dir> {
+        Ok(Dir(file.try_clone()?))
+    }
+
+    /// What `name` in the directory is, itself (a symbolic link is not followed).
+    pub fn stat_at(&self, name: &str) -> io::Result<std::fs::Metadata> {
+        self.open_at(name, libc::O_PATH, 0)?.metadata()
     }
 
     pub fn fd(&self) -> RawFd {
@@ -995,26 +1059,55 @@ impl Dir {
 }
 
 /// The processes that hold a lock (flock or POSIX) on the file of this device and inode,
-/// from /proc/locks: to name who holds a lock going could not take.
+/// from /proc/locks: to name who holds a lock going could not take. For a flock that is
+/// the process that took it, which may have ended since, its fd passed on to a child.
 pub fn lock_holders(meta: &std::fs::Metadata) -> Vec<Pid> {
-    use std::os::unix::fs::MetadataExt;
-    let (dev, ino) = (meta.dev(), meta.ino());
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
     let Ok(text) = std::fs::read_to_string("/proc/locks") else {
         return Vec::new();
     };
-    // "1: FLOCK  ADVISORY  WRITE 1234 08:01:567 0 EOF" (major and minor in hex)
     text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (pid, id) = (f.get(4)?.parse::<Pid>().ok()?, f.get(5)?);
-            let mut parts = id.split(':');
-            let maj = u32::from_str_radix(parts.next()?, 16).ok()?;
-            let min = u32::from_str_radix(parts.next()?, 16).ok()?;
-            let i = parts.next()?.parse::<u64>().ok()?;
-            (maj == major && min == minor && i == ino && pid > 0).then_some(pid)
-        })
+        .filter_map(|l| lock_line(l, meta).map(|(_, pid)| pid))
         .collect()
+}
+
+/// A line of /proc/locks, or of a `lock:` line of /proc/PID/fdinfo after the tag, if it
+/// is a lock (not a waiter's `->`) on the file of `meta`: its kind (`FLOCK`, `POSIX`,
+/// `OFDLCK`) and the pid that took it.
+/// "1: FLOCK  ADVISORY  WRITE 1234 08:01:567 0 EOF" (major and minor in hex)
+fn lock_line<'a>(line: &'a str, meta: &std::fs::Metadata) -> Option<(&'a str, Pid)> {
+    use std::os::unix::fs::MetadataExt;
+    let (dev, ino) = (meta.dev(), meta.ino());
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (kind, pid, id) = (*f.get(1)?, f.get(4)?.parse::<Pid>().ok()?, f.get(5)?);
+    let mut parts = id.split(':');
+    let maj = u32::from_str_radix(parts.next()?, 16).ok()?;
+    let min = u32::from_str_radix(parts.next()?, 16).ok()?;
+    let i = parts.next()?.parse::<u64>().ok()?;
+    let ours = maj == libc::major(dev) && min == libc::minor(dev) && i == ino;
+    (ours && pid > 0).then_some((kind, pid))
+}
+
+/// The process `pid`, with its real and effective uids, if it holds a flock(2) on the
+/// file of `meta` through an fd of its own: /proc/PID/fdinfo says which open file holds a
+/// lock, where /proc/locks names only the process that took it. Taken to hold it when its
+/// fds cannot be read (another user's, to a going that is not root), if it runs.
+pub fn flock_holder(pid: Pid, meta: &std::fs::Metadata) -> Option<(Pid, u32, u32)> {
+    let holds = match std::fs::read_dir(format!("/proc/{pid}/fdinfo")) {
+        Ok(fds) => fds.flatten().any(|fd| {
+            let text = std::fs::read_to_string(fd.path()).unwrap_or_default();
+            text.lines()
+                .filter_map(|l| l.strip_prefix("lock:"))
+                .any(|l| lock_line(l, meta).is_some_and(|(kind, _)| kind == "FLOCK"))
+        }),
+        Err(e) => e.kind() == io::ErrorKind::PermissionDenied,
+    };
+    if !holds {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    let mut w = uids.split_whitespace().map(|u| u.parse::<u32>().ok());
+    Some((pid, w.next()??, w.next()??))
 }
 
 /// This boot's identity (/proc/sys/kernel/random/boot_id): a pid and start time name a
@@ -1091,6 +1184,19 @@ pub fn writable_now(fd: RawFd) -> io::Result<bool> {
     } else {
         Ok(false)
     }
+}
+
+/// Whether `fd` can be read now (poll(2) without waiting): a pidfd is, once its process
+/// ended. False when that cannot be told.
+pub fn readable_now(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes the one pollfd it is given.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & libc::POLLIN != 0
 }
 
 /// How many bytes wait unread on the socket `fd` (FIONREAD); 0 when that cannot be told.

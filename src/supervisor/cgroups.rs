@@ -27,6 +27,11 @@ struct Kept {
     /// The limits written to its files (None: the kernel's defaults), if known: a cgroup
     /// found, not made, holds what an earlier going wrote.
     written: Option<Option<Box<Limits>>>,
+    /// Whether a child may be made in it by clone3(CLONE_INTO_CGROUP): made by this going
+    /// and never killed through `cgroup.kill`. Linux (6.18 at least) kills every child
+    /// made so in a cgroup once `cgroup.kill` was written to it; one that moves itself in
+    /// is spared.
+    clone_into: bool,
 }
 
 impl Kept {
@@ -118,20 +123,27 @@ impl Groups {
             }
             self.next_id = self.next_id.wrapping_add(1);
             let written = group.fresh().then_some(None);
-            self.kept.push(Box::new(Kept { group, id, written }));
+            let clone_into = group.fresh();
+            let kept = Kept {
+                group,
+                id,
+                written,
+                clone_into,
+            };
+            self.kept.push(Box::new(kept));
         }
         Ok(self.kept.len() - 1)
     }
 
     /// Before a process of `name` starts: its cgroup made, the controllers its `limits`
-    /// need handed down, the limits written; the cgroup's directory, for the child to be
-    /// made in.
+    /// need handed down, the limits written; the cgroup's directory, and whether the child
+    /// may be made in it (else it moves itself in).
     pub fn prepare(
         &mut self,
         name: &str,
         limits: &Limits,
         epoll: &Epoll,
-    ) -> Result<RawFd, SpawnError> {
+    ) -> Result<(RawFd, bool), SpawnError> {
         let i = self.ensure(name, epoll).map_err(|e| match e.errno() {
             // Said as a fork or a pipe that ran out of them is.
             Some(libc::EMFILE | libc::ENFILE) => SpawnError::Unable {
@@ -143,7 +155,8 @@ impl Groups {
         })?;
         self.write_limits(i, limits, epoll)
             .map_err(SpawnError::Cgroup)?;
-        Ok(self.kept[i].group.dir_fd())
+        let kept = &self.kept[i];
+        Ok((kept.group.dir_fd(), kept.clone_into))
     }
 
     /// Writes `limits` to the cgroup `i` of `kept`, what differs from what it holds; the
@@ -232,8 +245,14 @@ impl Groups {
     }
 
     /// SIGKILL to everything in `name`'s cgroup; None when it has none.
-    pub fn kill(&self, name: &str) -> Option<Result<Killed, cgroup::Error>> {
-        self.get(name).map(|k| k.group.kill())
+    pub fn kill(&mut self, name: &str) -> Option<Result<Killed, cgroup::Error>> {
+        let i = self.index(name)?;
+        let kept = &mut self.kept[i];
+        let killed = kept.group.kill();
+        if matches!(killed, Ok(Killed::All)) {
+            kept.clone_into = false; // see `Kept::clone_into`
+        }
+        Some(killed)
     }
 
     /// The services that have a cgroup, but those `keep` says: none, mostly, so nothing
@@ -283,24 +302,37 @@ impl Groups {
 
     /// The adopted process `pid` of `name` is its service's: in its cgroup, or moved there
     /// with the rest of its process group (it was started without one: by an older
-    /// going, or with `-c off`). Err: why not, and the service goes on without a cgroup
-    /// until its next start.
-    pub fn adopt(&mut self, name: &str, pid: Pid, epoll: &Epoll) -> Result<bool, String> {
+    /// going, or with `-c off`). `leader`: `pid` is a live process; else it is a process
+    /// group being stopped whose leader is gone, and what is left of it is moved. Err:
+    /// why not, and the service goes on without a cgroup until its next start.
+    pub fn adopt(
+        &mut self,
+        name: &str,
+        pid: Pid,
+        leader: bool,
+        epoll: &Epoll,
+    ) -> Result<bool, String> {
         let i = self.ensure(name, epoll).map_err(|e| e.to_string())?;
         let kept = &self.kept[i];
         let pids = kept.group.pids().map_err(|e| e.to_string())?;
-        if pids.contains(&pid) {
+        if leader && pids.contains(&pid) {
             return Ok(false);
         }
-        let group = sys::process_group(pid).unwrap_or(pid);
-        let mut moving = vec![pid];
+        let group = match leader {
+            true => sys::process_group(pid).unwrap_or(pid),
+            false => pid,
+        };
+        let mut moving = if leader { vec![pid] } else { Vec::new() };
         let members = sys::group_members(group).unwrap_or_default();
-        moving.extend(members.into_iter().filter(|p| *p != pid));
+        moving.extend((members.into_iter()).filter(|p| *p != pid && !pids.contains(p)));
+        if moving.is_empty() {
+            return Ok(false);
+        }
         for p in moving {
             match kept.group.attach(p) {
                 Ok(()) => {}
                 // Gone meanwhile: nothing to move.
-                Err(e) if e.errno() == Some(libc::ESRCH) && p != pid => {}
+                Err(e) if e.errno() == Some(libc::ESRCH) && (p != pid || !leader) => {}
                 Err(e) => {
                     let msg = e.to_string();
                     self.forget(name, epoll);

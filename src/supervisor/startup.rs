@@ -19,7 +19,7 @@ use super::confdir::{held_by, ConfLock};
 use super::journal::Journal;
 use super::source::Source;
 use super::system::System;
-use super::{adopt, Fatal, Options, Supervisor, CHLD, HUP, TERM, UPGRADE};
+use super::{adopt, Fatal, Options, Supervisor, CHLD, HANDLED};
 use crate::control::Control;
 use crate::exit::{EX_CANTCREAT, EX_CONFIG, EX_OSERR, EX_TEMPFAIL};
 use crate::log::{Errno, Level, Logger};
@@ -43,7 +43,6 @@ fn os(what: &str, e: io::Error) -> Fatal {
 
 pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
     sys::sanitize_fds();
-    sys::unblock_all();
     let nofile = sys::nofile_limit();
     sys::raise_nofile(nofile);
     sys::become_subreaper();
@@ -52,8 +51,12 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
     // handed over. A handover without the lock is none (a stray GOING_UPGRADE).
     let mut h = upgrade::take().unwrap_or_default();
     let upgraded = h.lock.is_some();
-    let (rundir, lock, conf_lock) = dirs(&opts, &mut h)?;
+    let (rundir, lock) = dirs(&opts, &mut h)?;
+    // Only now is the mask emptied: an upgrade blocks the signals going acts on across
+    // its exec, so that one that comes meanwhile waits for these handlers instead of
+    // killing going with its default action.
     let wake = signals()?;
+    sys::unblock_all();
 
     let stdio = (File::options().read(true).write(true).open("/dev/null"))
         .map_err(|e| os("open /dev/null", e))?;
@@ -65,6 +68,7 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
     let mut sys = System::new(epoll, Logger::new(opts.syslog), stdio, nofile, rundir);
     (sys.log.watch(&sys.epoll, Source::Log.token()))
         .map_err(|e| os("watch the syslog socket", e))?;
+    let conf_lock = conf_lock(&opts.confdir, &mut h, &mut sys)?;
     let control = control(&sys, h.control.take())?;
     let cgroups = cgroups(&mut sys, opts.cgroup.as_deref());
 
@@ -100,6 +104,7 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
         watch,
         control,
         conf_lock,
+        refused: None,
         lock,
         wake,
         adopt: Some(adopted),
@@ -133,9 +138,9 @@ fn cgroups(sys: &mut System, name: Option<&str>) -> String {
     }
 }
 
-/// RUNDIR, checked, and the locks on it and CONFDIR, taken; or, after an upgrade, as the
-/// previous binary handed them over.
-fn dirs(opts: &Options, h: &mut upgrade::Handover) -> Result<(RunDir, File, ConfLock), Fatal> {
+/// RUNDIR, checked, and its lock, taken; or, after an upgrade, as the previous binary
+/// handed them over.
+fn dirs(opts: &Options, h: &mut upgrade::Handover) -> Result<(RunDir, File), Fatal> {
     let rundir = match h.rundir.take() {
         Some(fd) => RunDir::from_dir(sys::Dir::from_fd(fd), &opts.rundir),
         None => RunDir::open(&opts.rundir),
@@ -148,14 +153,25 @@ fn dirs(opts: &Options, h: &mut upgrade::Handover) -> Result<(RunDir, File, Conf
         Some(fd) => File::from(fd),
         None => lock(&rundir)?,
     };
-    let mut conf_lock = ConfLock::default();
-    match h.confdir.take() {
-        Some(fd) => conf_lock.held = Some(File::from(fd)),
-        None => conf_lock
-            .take(&opts.confdir, true)
-            .map_err(|e| fatal(EX_TEMPFAIL, e))?,
+    Ok((rundir, lock))
+}
+
+/// CONFDIR's lock, taken (a warning logged when it is held without keeping another going
+/// off); or, after an upgrade, as the previous binary handed it over.
+fn conf_lock(
+    confdir: &std::path::Path,
+    h: &mut upgrade::Handover,
+    sys: &mut System,
+) -> Result<ConfLock, Fatal> {
+    if h.confdir.is_some() || h.conflock.is_some() {
+        return Ok(ConfLock::handed_over(h.confdir.take(), h.conflock.take()));
     }
-    Ok((rundir, lock, conf_lock))
+    let mut conf_lock = ConfLock::default();
+    let warning = (conf_lock.take(confdir, true)).map_err(|e| fatal(EX_TEMPFAIL, e))?;
+    if let Some(w) = warning {
+        sys.log.log(Level::Warning, format_args!("{w}"));
+    }
+    Ok(conf_lock)
 }
 
 /// RUNDIR's lock, taken; refused, with the other going named, when it is held.
@@ -180,14 +196,7 @@ fn signals() -> Result<UnixStream, Fatal> {
     let (wake, wake_w) = UnixStream::pair().map_err(|e| os("create the signal pipe", e))?;
     wake.set_nonblocking(true)
         .map_err(|e| os("create the signal pipe", e))?;
-    for (sig, flag) in [
-        (libc::SIGCHLD, &CHLD),
-        (libc::SIGHUP, &HUP),
-        (libc::SIGTERM, &TERM),
-        (libc::SIGINT, &TERM),
-        (libc::SIGQUIT, &TERM),
-        (libc::SIGUSR2, &UPGRADE),
-    ] {
+    for &(sig, flag) in &HANDLED {
         // The flag first: by the time the byte wakes the loop, the flag is set.
         signal_hook::flag::register(sig, flag).map_err(|e| os("set a signal handler", e))?;
         let w = (wake_w.try_clone()).map_err(|e| os("set a signal handler", e))?;

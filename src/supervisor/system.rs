@@ -41,7 +41,8 @@ pub struct System {
     pub rundir: RunDir,
     /// Pidfds of adopted processes, which are not going's children.
     pidfds: BTreeMap<Pid, OwnedFd>,
-    /// Process groups of adopted services: their zombies are init's to reap.
+    /// Process groups of adopted services: their zombies are init's to reap. Each is
+    /// forgotten once found empty, or once its pid is a new child's.
     adopted: std::collections::BTreeSet<Pid>,
     /// The new binary being asked, after SIGUSR2, whether it can take over.
     pub check: Option<crate::upgrade::Check>,
@@ -101,7 +102,7 @@ impl System {
         };
         let mut said = Vec::new();
         for (name, a) in adopted {
-            match groups.adopt(name, a.pid, &self.epoll) {
+            match groups.adopt(name, a.pid, a.drain.is_none(), &self.epoll) {
                 Ok(false) => {}
                 Ok(true) => said.push((
                     Level::Notice,
@@ -348,6 +349,28 @@ impl System {
         true
     }
 
+    /// Whether a process is left in the group `pgid`: a live one, for an adopted group
+    /// (whose zombies are init's to reap), else any.
+    fn pgroup_alive(&self, pgid: Pid) -> bool {
+        match pgid {
+            ..=0 => false,
+            _ if self.adopted.contains(&pgid) => sys::group_has_live(pgid),
+            _ => sys::group_alive(pgid),
+        }
+    }
+
+    /// A process group being stopped, its leader gone, whose members are not going's
+    /// children: its zombies are init's, so only live members count.
+    pub fn adopt_group(&mut self, pgid: Pid) {
+        self.adopted.insert(pgid);
+    }
+
+    /// Whether the process group `pgid` is an adopted service's (its members are not
+    /// going's children).
+    pub fn is_adopted_group(&self, pgid: Pid) -> bool {
+        self.adopted.contains(&pgid)
+    }
+
     /// Whether `pid` was adopted (watched by pidfd), not forked by this going.
     pub fn is_adopted(&self, pid: Pid) -> bool {
         self.pidfds.contains_key(&pid)
@@ -411,13 +434,20 @@ impl System {
     }
 
     /// A child ended: what it reported, its last output, then its exit, to the table.
-    pub fn child_ended(&mut self, pid: Pid, status: libc::c_int, table: &mut Table, now: Instant) {
+    /// False when the table knew no such process (an orphan, say).
+    pub fn child_ended(
+        &mut self,
+        pid: Pid,
+        status: libc::c_int,
+        table: &mut Table,
+        now: Instant,
+    ) -> bool {
         if let Some(Err(err)) = self.child_report(pid) {
             table.child_failed(pid, err, self);
         }
         self.unwatch_ready_fd(pid);
         self.relay_output(pid, true, table);
-        table.exited(pid, Exit::from_status(status), self, now);
+        table.exited(pid, Exit::from_status(status), self, now)
     }
 }
 
@@ -481,6 +511,9 @@ impl Effects for System {
             cgroup,
         })
         .map_err(unable("fork"))?;
+        // The pid of an adopted group that is gone: a child of going's now, which signal()
+        // may reach by its pid before it made its group.
+        self.adopted.remove(&pid);
         if let Some((r, _, _)) = ready_fd {
             self.watch_ready_fd(pid, r); // the write end is the child's alone from now on
         }
@@ -529,7 +562,7 @@ impl Effects for System {
     }
 
     fn kill(&mut self, name: &str, pgid: Pid, leader: bool) {
-        match self.cgroups.as_ref().and_then(|g| g.kill(name)) {
+        match self.cgroups.as_mut().and_then(|g| g.kill(name)) {
             Some(Ok(Killed::All | Killed::Each { complete: true, .. })) => return,
             Some(Ok(Killed::Each { signalled, .. })) => {
                 let msg = format_args!(
@@ -554,18 +587,26 @@ impl Effects for System {
     }
 
     fn group_alive(&mut self, name: &str, pgid: Pid) -> bool {
-        match self.cgroups.as_ref().and_then(|g| g.populated(name)) {
-            Some(Ok(populated)) => return populated,
-            Some(Err(e)) => self.log(Level::Err, format_args!("{name}: {e}")),
-            None => {}
+        let alive = match self.cgroups.as_ref().and_then(|g| g.populated(name)) {
+            Some(Ok(populated)) => populated,
+            Some(Err(e)) => {
+                self.log(Level::Err, format_args!("{name}: {e}"));
+                self.pgroup_alive(pgid)
+            }
+            None => self.pgroup_alive(pgid),
+        };
+        if !alive {
+            self.adopted.remove(&pgid); // done with: its pid may be any process's next
         }
-        if pgid <= 0 {
-            return false;
-        }
-        if self.adopted.contains(&pgid) {
-            sys::group_has_live(pgid)
-        } else {
-            sys::group_alive(pgid)
+        alive
+    }
+
+    fn gone(&mut self, pid: Pid) -> bool {
+        match self.pidfds.get(&pid) {
+            // Adopted: its pidfd is readable once it ended.
+            Some(fd) => sys::readable_now(fd.as_raw_fd()),
+            // going's child is there until reaped, as a zombie too: then its pid is free.
+            None => matches!(sys::kill(pid, 0), Err(e) if e.raw_os_error() == Some(libc::ESRCH)),
         }
     }
 
@@ -641,6 +682,51 @@ fn oom_message(name: &str, main: Option<Pid>, n: u64, limits: &str) -> String {
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn an_adopted_group_is_forgotten_once_empty_or_its_pid_a_new_childs() {
+        let dir = std::env::temp_dir().join(format!("going-system-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let rundir = RunDir::open(&dir).unwrap();
+        let null = File::options().read(true).write(true).open("/dev/null");
+        let epoll = Epoll::new().unwrap();
+        let log = Logger::new(None);
+        let mut sys = System::new(epoll, log, null.unwrap(), sys::nofile_limit(), rundir);
+        let settings = crate::config::parse(std::path::Path::new("t"), b"cmd=/bin/true\nlog=null");
+        let settings = settings.unwrap();
+        // The pids the kernel gives next (others fork meanwhile: a range, tried again).
+        let mut spawned = None;
+        for _ in 0..10 {
+            let last: Pid = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            sys.adopted.extend(last + 1..last + 1000);
+            let pid = sys.spawn("t", &settings, Launch::Service).unwrap();
+            let mut status = 0;
+            // SAFETY: waitpid writes only to `status`; the child is this test's.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            if pid > last && pid < last + 1000 {
+                spawned = Some(pid);
+                break;
+            }
+        }
+        let pid = spawned.expect("a pid in the range, once in ten tries");
+        assert!(
+            !sys.adopted.contains(&pid),
+            "a new child is no adopted group"
+        );
+        // An empty group (the child is reaped) is forgotten when found so.
+        let other = *sys
+            .adopted
+            .iter()
+            .find(|&&p| p != pid && !sys::group_alive(p))
+            .unwrap();
+        assert!(!sys.group_alive("t", other));
+        assert!(!sys.adopted.contains(&other));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_signal_to_a_group_not_made_yet_reaches_its_leader() {

@@ -60,7 +60,7 @@ impl Drop for Alone {
 /// is dropped.
 pub struct Turn;
 
-fn turn() -> Turn {
+pub fn turn() -> Turn {
     let first = TURNS.with(|t| t.replace(t.get() + 1)) == 0;
     if first && !ALONE.with(|a| a.get()) {
         let guard = LANE.read().unwrap_or_else(|e| e.into_inner());
@@ -403,11 +403,13 @@ impl Going {
             .unwrap()
     }
 
-    /// Waits for `name` to start and exec `comm`; returns its pid.
+    /// Waits for `name` to start and exec `comm`; returns its pid. Exec'd through: the
+    /// kernel names the process before it lays out its arguments and environment, which
+    /// /proc shows empty until then.
     pub fn exec_of(&mut self, name: &str, comm: &str) -> i32 {
         let pid = self.started(name);
         wait_until(&format!("{name} to exec {comm}"), || {
-            proc_file(pid, "comm").trim() == comm
+            proc_file(pid, "comm").trim() == comm && !proc_file(pid, "cmdline").is_empty()
         });
         pid
     }

@@ -52,6 +52,9 @@ fn log_null_sends_output_to_dev_null() {
 
 #[test]
 fn a_flooding_service_does_not_hold_up_the_others() {
+    // It loads the machine (yes through going, as fast as it reads), and measures how
+    // soon going restarts a service: alone.
+    let _alone = alone();
     let mut g = Going::start(&[
         ("flood", "cmd=yes flooding\n"),
         ("victim", "cmd=sleep 1000\n"),
