@@ -217,7 +217,7 @@ fn replay(bytes: &[u8], boot: Option<&str>) -> Result<Read, String> {
     let mut entries: Vec<_> = live.into_values().collect();
     entries.sort_by_key(|(seq, _)| *seq);
     out.entries = entries.into_iter().map(|(_, e)| e).collect();
-    out.groups = groups.into_values().collect();
+    out.groups = groups;
     Ok(out)
 }
 
@@ -227,7 +227,8 @@ struct Replay {
     version: u32,
     /// Live processes by pid, with the number of the line that last said so.
     live: std::collections::BTreeMap<Pid, (usize, Entry)>,
-    groups: std::collections::BTreeMap<Pid, Group>,
+    /// A few at most: a plain vector (a map's tree code costs more binary).
+    groups: Vec<Group>,
     out: Read,
 }
 
@@ -263,18 +264,16 @@ impl Replay {
                     return false;
                 };
                 let name = n.to_string();
-                (self.groups).insert(
+                self.groups.retain(|g| g.pgid != pgid);
+                self.groups.push(Group {
+                    name,
                     pgid,
-                    Group {
-                        name,
-                        pgid,
-                        kill_at,
-                    },
-                );
+                    kill_at,
+                });
             }
             (b'-', ["group", g]) => match pid(g) {
                 Some(pgid) => {
-                    self.groups.remove(&pgid);
+                    self.groups.retain(|g| g.pgid != pgid);
                 }
                 None => return false,
             },

@@ -43,7 +43,7 @@ pub struct System {
     pidfds: BTreeMap<Pid, OwnedFd>,
     /// Process groups of adopted services: their zombies are init's to reap. Each is
     /// forgotten once found empty, or once its pid is a new child's.
-    adopted: std::collections::BTreeSet<Pid>,
+    adopted: PidSet,
     /// The new binary being asked, after SIGUSR2, whether it can take over.
     pub check: Option<crate::upgrade::Check>,
     /// The sd_notify socket of `ready=notify` services.
@@ -56,6 +56,25 @@ pub struct System {
     pub cgroups: Option<Groups>,
     /// Why it uses none, where it does not: the end of `going uses no cgroups: …`.
     pub no_cgroups: String,
+}
+
+/// A few pids (the adopted groups: none but after a restart of going), as a plain vector:
+/// a set's tree code would cost more binary than its lookups save.
+#[derive(Default)]
+struct PidSet(Vec<Pid>);
+
+impl PidSet {
+    fn insert(&mut self, pid: Pid) {
+        if !self.contains(&pid) {
+            self.0.push(pid);
+        }
+    }
+    fn remove(&mut self, pid: &Pid) {
+        self.0.retain(|p| p != pid);
+    }
+    fn contains(&self, pid: &Pid) -> bool {
+        self.0.contains(pid)
+    }
 }
 
 impl System {
@@ -702,7 +721,7 @@ mod tests {
                 .trim()
                 .parse()
                 .unwrap();
-            sys.adopted.extend(last + 1..last + 1000);
+            sys.adopted.0.extend(last + 1..last + 1000);
             let pid = sys.spawn("t", &settings, Launch::Service).unwrap();
             let mut status = 0;
             // SAFETY: waitpid writes only to `status`; the child is this test's.
@@ -720,6 +739,7 @@ mod tests {
         // An empty group (the child is reaped) is forgotten when found so.
         let other = *sys
             .adopted
+            .0
             .iter()
             .find(|&&p| p != pid && !sys::group_alive(p))
             .unwrap();
