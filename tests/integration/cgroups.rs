@@ -1,7 +1,8 @@
 //! Services in cgroups (cgroup v2): whatever a service forks stays its own. A helper that
 //! leaves its session is stopped with its service by `going stop`, by the removal of its
 //! file, by going's shutdown, after a `kill -9` of going and after an upgrade; what a run
-//! leaves is stopped before the next; the finish hook runs in the service's cgroup; an
+//! leaves is stopped before the next; a service killed through its cgroup starts again in
+//! it; the finish hook runs in the service's cgroup; an
 //! idle going still makes no system call; the limit keys fail clearly where their
 //! controllers are not there. Each test runs going in a cgroup of its own on the machine's
 //! hierarchy (see harness.rs), removed afterwards; where there is none to have, it says
@@ -87,6 +88,26 @@ fn going_stop_stops_a_helper_that_left_the_session() {
     // Its leader gone, the helper had the stop signal through the cgroup, and took it.
     g.next_msg(&format!("web[{main}]: stopped: killed by SIGTERM"));
     assert!(!cgroup_populated(&g.service_cgroup("web").unwrap()));
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_service_killed_through_its_cgroup_starts_again_in_it() {
+    // Linux kills every child clone3 makes in a cgroup once cgroup.kill was written to it
+    // (6.18 at least): the next start must still run.
+    let file = "cmd=/bin/sh -c 'trap \"\" TERM; exec sleep 6150'\nstop_timeout=1\nlog=null\n";
+    let Some(mut g) = going(&[("web", file)]) else {
+        return;
+    };
+    let first = g.exec_of("web", "sleep");
+    let (code, out, err) = cmd(&g, "restart", &["web"]);
+    assert_eq!(code, 0, "{out}{err}");
+    g.next_msg("web: still running 1s after SIGTERM, sending SIGKILL");
+    let second = g.exec_of("web", "sleep");
+    assert_ne!(first, second);
+    let procs = fs::read_to_string(g.service_cgroup("web").unwrap().join("cgroup.procs"));
+    assert!(procs.unwrap().lines().any(|p| p == second.to_string()));
     assert_eq!(g.stop(), 0);
 }
 
