@@ -106,11 +106,167 @@ pub struct Spawn<'a> {
     pub umask: libc::mode_t,
     /// The write end of a readiness pipe, and the fd N it becomes (`ready=fd:N`).
     pub ready: Option<(RawFd, c_int)>,
+    /// An fd the exec path names (`/proc/self/fd/N`): kept open until the exec.
+    pub exec_fd: Option<RawFd>,
 }
 
-/// Forks a service process. Returns its pid and the read end of its exec-error pipe:
-/// end-of-file there means the exec succeeded, 12 bytes mean a [`ChildError`].
+/// Where going keeps the fds it holds for long (a service's output, pidfd, readiness and
+/// exec-error pipes): at or above this number. A child is cloned sharing going's fd table
+/// and copies only the fds below the highest one it needs (close_range with
+/// CLOSE_RANGE_UNSHARE), so what going holds up here costs a spawn nothing.
+pub const HIGH_FD: RawFd = 256;
+
+/// Moves `fd` to [`HIGH_FD`] or above (close-on-exec, as every fd of going's); where the
+/// limit on open files does not allow that, it stays where it is: a spawn then copies it,
+/// which only costs time.
+pub fn high(fd: OwnedFd) -> OwnedFd {
+    if fd.as_raw_fd() >= HIGH_FD {
+        return fd;
+    }
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd that we own; `fd` is closed by its drop.
+    match unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, HIGH_FD) } {
+        moved if moved >= 0 => unsafe { OwnedFd::from_raw_fd(moved) },
+        _ => fd,
+    }
+}
+
+/// clone3(2)'s arguments (linux/sched.h), up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Set once clone3 was turned down (a kernel before 5.3, an emulator): fork from then on.
+static NO_CLONE3: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The child's stack while it shares going's memory: in the frame of [`spawn_child`], which
+/// waits (CLONE_VFORK) until the child has exec'd or exited.
+const CHILD_STACK: usize = 16 * 1024;
+#[repr(C, align(16))]
+struct ChildStack([std::mem::MaybeUninit<u8>; CHILD_STACK]);
+
+/// What the cloned child runs with, passed to [`child_entry`] by pointer.
+struct ChildArgs<'a> {
+    s: &'a Spawn<'a>,
+    argv: &'a [*const c_char],
+    envp: &'a [*const c_char],
+    report: RawFd,
+    /// The child closes its fds from this one up (none it needs is there).
+    keep: c_int,
+}
+
+extern "C" fn child_entry(arg: *mut std::ffi::c_void) -> ! {
+    // SAFETY: `arg` points to the ChildArgs in the frame of spawn_child, which waits for
+    // this child to exec or exit (CLONE_VFORK).
+    unsafe {
+        let a = &*(arg as *const ChildArgs);
+        child(a.s, a.argv, a.envp, a.report, Some(a.keep))
+    }
+}
+
+/// clone3 with the child running `entry(arg)` on its own stack (`args.stack`): the
+/// parent returns the pid, or -errno. Written out because libc has no clone3 wrapper and
+/// a child that shares the memory must not return into the parent's frames.
+///
+/// # Safety
+/// `args` is valid; with CLONE_VM, `entry` never returns and uses only its own stack.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3(
+    args: &CloneArgs,
+    entry: extern "C" fn(*mut std::ffi::c_void) -> !,
+    arg: *mut std::ffi::c_void,
+) -> libc::c_long {
+    let ret: libc::c_long;
+    std::arch::asm!(
+        "syscall",
+        "test rax, rax",
+        "jnz 2f",
+        // The child, on its stack (16-aligned): entry(arg), which never returns.
+        "mov rdi, r12",
+        "call r13",
+        "ud2",
+        "2:",
+        inlateout("rax") libc::SYS_clone3 => ret,
+        in("rdi") args as *const CloneArgs,
+        in("rsi") std::mem::size_of::<CloneArgs>(),
+        in("r12") arg,
+        in("r13") entry,
+        lateout("rcx") _,
+        lateout("r11") _,
+        options(nostack),
+    );
+    ret
+}
+
+#[cfg(target_arch = "aarch64")]
+unsafe fn clone3(
+    args: &CloneArgs,
+    entry: extern "C" fn(*mut std::ffi::c_void) -> !,
+    arg: *mut std::ffi::c_void,
+) -> libc::c_long {
+    let ret: libc::c_long;
+    std::arch::asm!(
+        "svc 0",
+        "cbnz x0, 2f",
+        "mov x0, x20",
+        "blr x21",
+        "brk #1",
+        "2:",
+        inlateout("x0") args as *const CloneArgs => ret,
+        in("x1") std::mem::size_of::<CloneArgs>(),
+        in("x8") libc::SYS_clone3,
+        in("x20") arg,
+        in("x21") entry,
+        options(nostack),
+    );
+    ret
+}
+
+/// Elsewhere: no clone3 here, going forks.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+unsafe fn clone3(
+    _: &CloneArgs,
+    _: extern "C" fn(*mut std::ffi::c_void) -> !,
+    _: *mut std::ffi::c_void,
+) -> libc::c_long {
+    -(libc::ENOSYS as libc::c_long)
+}
+
+/// A started child: its pid, the read end of its exec-error pipe (end-of-file there means
+/// the exec succeeded, 12 bytes mean a [`ChildError`]), and, when asked for and the kernel
+/// gave one, its pidfd: such a child sends no SIGCHLD and is reaped through its pidfd
+/// ([`reap_pidfd`]) alone. The fds are at [`HIGH_FD`] or above.
+pub struct Child {
+    pub pid: Pid,
+    pub report: OwnedFd,
+    pub pidfd: Option<OwnedFd>,
+}
+
+/// Starts a service process: [`spawn_child`] without a pidfd, reaped by `wait`.
 pub fn spawn(s: &Spawn) -> io::Result<(Pid, OwnedFd)> {
+    spawn_child(s, false).map(|c| (c.pid, c.report))
+}
+
+/// Starts a service process, as cheaply with 10,000 fds open as with 10: clone3 with
+/// CLONE_VM | CLONE_VFORK | CLONE_FILES, so that neither memory nor the fd table is
+/// copied; the child, on a stack of its own, unshares the fds below the highest it needs
+/// and closes the rest (close_range, CLOSE_RANGE_UNSHARE) before anything else. Going
+/// waits meanwhile, until the child has exec'd or failed (as posix_spawn does). Where
+/// clone3 is missing, a plain fork. `pidfd`: the child comes with its pidfd and sends no
+/// SIGCHLD (see [`Child`]).
+pub fn spawn_child(s: &Spawn, pidfd: bool) -> io::Result<Child> {
+    use std::sync::atomic::Ordering;
     let argv = nul_terminated(s.argv);
     let envp = nul_terminated(s.envp);
     let (rd, mut wr) = pipe()?;
@@ -121,29 +277,74 @@ pub fn spawn(s: &Spawn) -> io::Result<(Pid, OwnedFd)> {
         let moved = cvt(unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_DUPFD_CLOEXEC, n + 1) })?;
         wr = unsafe { OwnedFd::from_raw_fd(moved) };
     }
+    let needed = [s.stdin, s.stdout, wr.as_raw_fd()];
+    let keep = (needed.into_iter())
+        .chain(s.ready.map(|r| r.0))
+        .chain(s.exec_fd)
+        .max()
+        .unwrap_or(2)
+        .max(2)
+        + 1;
     // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask only write to our locals.
-    // Blocking every signal across fork keeps going's handlers from running in the child
-    // before it has reset them (they would write to going's own wake-up pipe).
+    // Blocking every signal across the clone keeps going's handlers from running in the
+    // child before it has reset them (they would write to going's own wake-up pipe).
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
     unsafe {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
-    // SAFETY: going is single-threaded, so the child inherits no lock held by another
-    // thread; `child` only makes async-signal-safe calls and never returns.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        unsafe { child(s, &argv, &envp, wr.as_raw_fd()) }
+    let mut stack = ChildStack([std::mem::MaybeUninit::uninit(); CHILD_STACK]);
+    let mut fd: c_int = -1;
+    let mut pid: libc::c_long = -(libc::ENOSYS as libc::c_long);
+    if !NO_CLONE3.load(Ordering::Relaxed) {
+        let a = ChildArgs {
+            s,
+            argv: &argv,
+            envp: &envp,
+            report: wr.as_raw_fd(),
+            keep,
+        };
+        let args = CloneArgs {
+            flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES) as u64
+                | if pidfd { libc::CLONE_PIDFD as u64 } else { 0 },
+            pidfd: &mut fd as *mut c_int as u64,
+            exit_signal: if pidfd { 0 } else { libc::SIGCHLD as u64 },
+            stack: stack.0.as_mut_ptr() as u64,
+            stack_size: CHILD_STACK as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: going is single-threaded, so the child inherits no lock held by another
+        // thread; it runs child_entry on `stack`, making only async-signal-safe calls,
+        // and going waits until it has exec'd or exited (CLONE_VFORK), so `stack`, `a`
+        // and what they point to outlive its use of them.
+        pid = unsafe { clone3(&args, child_entry, &a as *const ChildArgs as *mut _) };
+        if matches!(-pid as c_int, libc::ENOSYS | libc::EINVAL | libc::E2BIG) {
+            NO_CLONE3.store(true, Ordering::Relaxed);
+        }
     }
-    let err = io::Error::last_os_error();
+    let mut err = io::Error::from_raw_os_error((-pid) as c_int);
+    if NO_CLONE3.load(Ordering::Relaxed) {
+        // SAFETY: as above; the forked child has memory and fds of its own.
+        pid = unsafe { libc::fork() } as libc::c_long;
+        if pid == 0 {
+            unsafe { child(s, &argv, &envp, wr.as_raw_fd(), None) }
+        }
+        err = io::Error::last_os_error();
+    }
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut()) };
     if pid < 0 {
         return Err(err);
     }
     drop(wr);
-    Ok((pid, rd))
+    // SAFETY: with CLONE_PIDFD the kernel put a new fd of ours there.
+    let pidfd = (fd >= 0).then(|| high(unsafe { OwnedFd::from_raw_fd(fd) }));
+    Ok(Child {
+        pid: pid as Pid,
+        report: high(rd),
+        pidfd,
+    })
 }
 
 fn nul_terminated(v: &[CString]) -> Vec<*const c_char> {
@@ -153,16 +354,25 @@ fn nul_terminated(v: &[CString]) -> Vec<*const c_char> {
         .collect()
 }
 
-/// The forked child: a fresh session, stdio on /dev/null, default signal state, the
-/// service's limits, priority, root, identity, cwd and umask, then execve of the first
-/// candidate that exists. Limits, nice and chroot come while still root (raising a hard
-/// limit, lowering nice and chroot need it); the identity drops groups, gid, then uid,
-/// and is verified.
+/// The child: its own fd table (the fds below `keep`, when cloned sharing going's), a
+/// fresh session, stdio on /dev/null, default signal state, the service's limits,
+/// priority, root, identity, cwd and umask, then execve of the first candidate that
+/// exists. Limits, nice and chroot come while still root (raising a hard limit, lowering
+/// nice and chroot need it); the identity drops groups, gid, then uid, and is verified.
+/// Limits and identity are raw system calls: libc's wrappers would apply them to every
+/// thread of going's, through memory this child may share.
 ///
 /// # Safety
-/// Only in the child after fork; `argv` and `envp` are NUL-terminated arrays of pointers
-/// into `s`, and `report` is the write end of the exec-error pipe.
-unsafe fn child(s: &Spawn, argv: &[*const c_char], envp: &[*const c_char], report: RawFd) -> ! {
+/// Only in the child after fork or clone3; `argv` and `envp` are NUL-terminated arrays of
+/// pointers into `s`, and `report` is the write end of the exec-error pipe. `keep`: the
+/// child was cloned with CLONE_FILES and must unshare before touching any fd.
+unsafe fn child(
+    s: &Spawn,
+    argv: &[*const c_char],
+    envp: &[*const c_char],
+    report: RawFd,
+    keep: Option<c_int>,
+) -> ! {
     let fail = |step: Step, errno: i32, arg: i32| -> ! {
         let mut b = [0u8; 12];
         b[..4].copy_from_slice(&(step as i32).to_ne_bytes());
@@ -173,6 +383,15 @@ unsafe fn child(s: &Spawn, argv: &[*const c_char], envp: &[*const c_char], repor
     };
     let errno = || *libc::__errno_location();
 
+    if let Some(keep) = keep {
+        // Copies only the fds below `keep`: O(1) however many going holds above. Before
+        // close_range could unshare (Linux 5.9), the whole table is copied instead.
+        let flags = libc::CLOSE_RANGE_UNSHARE;
+        let r = libc::syscall(libc::SYS_close_range, keep as u32, u32::MAX, flags);
+        if r < 0 && libc::syscall(libc::SYS_unshare, libc::CLONE_FILES) < 0 {
+            fail(Step::Stdio, errno(), 0);
+        }
+    }
     // Handlers do not survive exec, but ignored signals would: reset every one. The raw
     // system call, because libc refuses the signals it reserves (32–34) and may lock.
     let dfl = [0u64; 4]; // the kernel's struct sigaction: SIG_DFL, no flags, empty mask
@@ -192,7 +411,8 @@ unsafe fn child(s: &Spawn, argv: &[*const c_char], envp: &[*const c_char], repor
         fail(Step::Stdio, errno(), 0);
     }
     for &(resource, ref limit) in s.limits {
-        if libc::setrlimit(resource as _, limit) < 0 {
+        let none = ptr::null_mut::<libc::rlimit>();
+        if libc::syscall(libc::SYS_prlimit64, 0, resource, limit as *const _, none) < 0 {
             fail(Step::Limit, errno(), resource);
         }
     }
@@ -233,25 +453,35 @@ unsafe fn child(s: &Spawn, argv: &[*const c_char], envp: &[*const c_char], repor
 }
 
 /// In the child: drops groups, gid, then uid, and verifies each (a service given a user
-/// never keeps root). Err: the step that failed, and errno.
+/// never keeps root). Err: the step that failed, and errno. Raw system calls: they change
+/// this process alone.
 ///
 /// # Safety
 /// As `child`: only in the child after fork.
 unsafe fn become_user(c: &Creds) -> Result<(), (Step, i32)> {
+    use libc::{syscall, SYS_getegid, SYS_geteuid, SYS_getgid, SYS_getuid};
     let errno = || *libc::__errno_location();
-    if libc::setgroups(c.groups.len() as _, c.groups.as_ptr()) < 0 {
+    if syscall(libc::SYS_setgroups, c.groups.len(), c.groups.as_ptr()) < 0 {
         return Err((Step::Groups, errno()));
     }
-    if libc::setgid(c.gid) < 0 || libc::getgid() != c.gid || libc::getegid() != c.gid {
+    let gid = c.gid as libc::c_long;
+    if syscall(libc::SYS_setgid, gid) < 0
+        || syscall(SYS_getgid) != gid
+        || syscall(SYS_getegid) != gid
+    {
         return Err((Step::Gid, errno()));
     }
     let Some(uid) = c.uid else {
         return Ok(());
     };
-    if libc::setuid(uid) < 0 {
+    let uid = uid as libc::c_long;
+    if syscall(libc::SYS_setuid, uid) < 0 {
         return Err((Step::Uid, errno()));
     }
-    if libc::getuid() != uid || libc::geteuid() != uid || (uid != 0 && libc::setuid(0) == 0) {
+    if syscall(SYS_getuid) != uid
+        || syscall(SYS_geteuid) != uid
+        || (uid != 0 && syscall(libc::SYS_setuid, 0) == 0)
+    {
         return Err((Step::Uid, libc::EPERM));
     }
     Ok(())
@@ -312,12 +542,35 @@ pub fn group_alive(pgid: Pid) -> bool {
     }
 }
 
-/// Reaps one child that has exited, any child at all: (pid, wait status).
+/// Reaps one child that has exited, any child at all, those that send no SIGCHLD too:
+/// (pid, wait status). Each call walks all of going's children: it is for the SIGCHLD of
+/// an orphan (or of a child forked where clone3 is missing), which services started with
+/// a pidfd never send.
 pub fn reap() -> Option<(Pid, c_int)> {
     let mut status = 0;
     // SAFETY: waitpid writes only to `status`.
-    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::__WALL) };
     (pid > 0).then_some((pid, status))
+}
+
+/// Reaps the child whose pidfd is `fd` if it has exited: its wait status, in the form
+/// waitpid gives. One child looked at, however many going has. None while it runs, or
+/// once it was reaped already.
+pub fn reap_pidfd(fd: RawFd) -> Option<c_int> {
+    // SAFETY: siginfo_t is plain data; waitid writes only into it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::__WALL;
+    let r = unsafe { libc::waitid(libc::P_PIDFD, fd as libc::id_t, &mut info, flags) };
+    // SAFETY: waitid filled in a SIGCHLD's fields (si_pid 0: nothing had exited).
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if r < 0 || pid == 0 {
+        return None;
+    }
+    Some(match info.si_code {
+        libc::CLD_EXITED => (status & 0xff) << 8,
+        libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+        _ => status & 0x7f,
+    })
 }
 
 /// How a process ended, from its wait status.

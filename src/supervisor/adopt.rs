@@ -29,8 +29,10 @@ pub type Done = BTreeMap<String, (Fingerprint, bool)>;
 
 /// How an adopted process is known to end.
 enum Watched {
-    /// Still going's child (handed over by an upgrade): reaped as any child.
-    Child,
+    /// Still going's child (handed over by an upgrade): reaped through its pidfd, as
+    /// this going's own children are (those started by a going since 0.2 send no
+    /// SIGCHLD); with none, as any child.
+    Child(Option<OwnedFd>),
     /// Not going's child: its pidfd says when it ends.
     Pidfd(OwnedFd),
 }
@@ -58,10 +60,16 @@ fn take(out: &mut Adopted, sys: &mut System, t: Taken, now: Instant) {
         how,
         output,
     } = t;
-    if let Watched::Pidfd(fd) = how {
-        if !sys.watch_adopted(pid, fd) {
-            return;
+    match how {
+        Watched::Pidfd(fd) => {
+            if !sys.watch_adopted(pid, sys::high(fd)) {
+                return;
+            }
         }
+        Watched::Child(Some(fd)) => {
+            sys.watch_child(pid, fd);
+        }
+        Watched::Child(None) => {}
     }
     if let Some(fd) = output {
         sys.read_output_of(pid, &name, fd);
@@ -136,7 +144,7 @@ pub fn from_handover(sys: &mut System, h: Handover, now: Instant) -> (Adopted, D
     }
     for p in h.procs {
         let how = match p.child {
-            true => Watched::Child,
+            true => Watched::Child(sys::pidfd_open(p.pid).ok().map(sys::high)),
             false => match sys::pidfd_open(p.pid) {
                 Ok(fd) => Watched::Pidfd(fd),
                 Err(_) => continue, // gone

@@ -166,6 +166,12 @@ impl Supervisor {
                     self.table.check_groups(&mut self.sys, now);
                 }
             }
+            Some(Source::Child(pid)) => {
+                if let Some(status) = self.sys.reap_child(pid) {
+                    self.sys.child_ended(pid, status, &mut self.table, now);
+                    self.table.check_groups(&mut self.sys, now);
+                }
+            }
             Some(Source::Notify) => self.sys.notified(&mut self.table, now),
             Some(Source::ReadyFd(pid)) => self.sys.ready_fd(pid, &mut self.table, now),
             None => {
@@ -258,7 +264,9 @@ impl Supervisor {
             });
     }
 
-    /// Reaps every child that ended (SIGCHLDs merge): services, orphans, an upgrade's check.
+    /// Reaps every child that ended (SIGCHLDs merge): orphans, an upgrade's check, and
+    /// services where they send SIGCHLD (forked without clone3, handed over by a going
+    /// before 0.2) or could not be watched by pidfd.
     fn reap(&mut self, now: Instant) {
         if !CHLD.swap(false, Ordering::SeqCst) {
             return;

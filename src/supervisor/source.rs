@@ -31,6 +31,8 @@ pub enum Source {
     ReadyFd(Pid),
     /// A client following services' output (`going log -f`), by its number.
     Follower(u32),
+    /// The pidfd of a child of going's, which ends there (it sends no SIGCHLD).
+    Child(Pid),
 }
 
 impl Source {
@@ -47,6 +49,7 @@ impl Source {
             Source::Notify => (9, 0),
             Source::ReadyFd(pid) => (10, pid as u32),
             Source::Follower(id) => (11, id),
+            Source::Child(pid) => (12, pid as u32),
         };
         (kind as u64) << 32 | id as u64
     }
@@ -66,6 +69,7 @@ impl Source {
             (9, 0) => Source::Notify,
             (10, _) if pid > 0 => Source::ReadyFd(pid),
             (11, id) => Source::Follower(id),
+            (12, _) if pid > 0 => Source::Child(pid),
             _ => return None,
         })
     }
@@ -92,13 +96,14 @@ mod tests {
             Source::ReadyFd(42),
             Source::Follower(0),
             Source::Follower(u32::MAX),
+            Source::Child(42),
         ];
         for s in all {
             assert_eq!(Source::from_token(s.token()), Some(s), "{s:?}");
         }
         let tokens: std::collections::BTreeSet<u64> = all.iter().map(|s| s.token()).collect();
         assert_eq!(tokens.len(), all.len());
-        for junk in [0, 1, 12 << 32, 1 << 32 | 5, 6 << 32, 9 << 32 | 1, u64::MAX] {
+        for junk in [0, 1, 12 << 32, 13 << 32 | 1, 1 << 32 | 5, 6 << 32, 9 << 32 | 1, u64::MAX] {
             assert_eq!(Source::from_token(junk), None, "{junk:#x}");
         }
     }

@@ -37,6 +37,9 @@ pub struct System {
     pub rundir: RunDir,
     /// Pidfds of adopted processes, which are not going's children.
     pidfds: BTreeMap<Pid, OwnedFd>,
+    /// Pidfds of going's children, reaped through them: one child looked at per exit,
+    /// however many going has.
+    children: BTreeMap<Pid, OwnedFd>,
     /// Process groups of adopted services: their zombies are init's to reap.
     adopted: std::collections::BTreeSet<Pid>,
     /// The new binary being asked, after SIGUSR2, whether it can take over.
@@ -66,6 +69,7 @@ impl System {
             outputs: Outputs::default(),
             rundir,
             pidfds: BTreeMap::new(),
+            children: BTreeMap::new(),
             adopted: Default::default(),
             check: None,
             notify: None,
@@ -116,6 +120,7 @@ impl System {
 
     /// Waits for the readiness line of process `pid` on `fd` (the read end of its pipe).
     pub fn watch_ready_fd(&mut self, pid: Pid, fd: OwnedFd) {
+        let fd = sys::high(fd);
         if self.watch(
             fd.as_raw_fd(),
             Source::ReadyFd(pid),
@@ -253,6 +258,25 @@ impl System {
         true
     }
 
+    /// Watches the child `pid` through its pidfd, and reaps it there once it ends; false
+    /// if epoll will not have it (it is reaped at going's next SIGCHLD then).
+    pub fn watch_child(&mut self, pid: Pid, pidfd: OwnedFd) -> bool {
+        let watched = self.watch(
+            pidfd.as_raw_fd(),
+            Source::Child(pid),
+            "it is reaped at the next SIGCHLD",
+        );
+        if watched {
+            self.children.insert(pid, pidfd);
+        }
+        watched
+    }
+
+    /// The child `pid`, watched by its pidfd, reaped if it has ended: its wait status.
+    pub fn reap_child(&mut self, pid: Pid) -> Option<libc::c_int> {
+        sys::reap_pidfd(self.children.get(&pid)?.as_raw_fd())
+    }
+
     /// Whether `pid` was adopted (watched by pidfd), not forked by this going.
     pub fn is_adopted(&self, pid: Pid) -> bool {
         self.pidfds.contains_key(&pid)
@@ -270,6 +294,7 @@ impl System {
     /// Reads the output pipe of the process `pid` of service `name` from now on; should
     /// epoll refuse it, what is in it is still read when the process ends.
     pub fn read_output_of(&mut self, pid: Pid, name: &str, fd: OwnedFd) {
+        let fd = sys::high(fd);
         self.watch(
             fd.as_raw_fd(),
             Source::Output(pid),
@@ -317,6 +342,9 @@ impl System {
 
     /// A child ended: what it reported, its last output, then its exit, to the table.
     pub fn child_ended(&mut self, pid: Pid, status: libc::c_int, table: &mut Table, now: Instant) {
+        if let Some(fd) = self.children.remove(&pid) {
+            self.epoll.delete(fd.as_raw_fd());
+        }
         if let Some(Err(err)) = self.child_report(pid) {
             table.child_failed(pid, err, self);
         }
@@ -362,7 +390,8 @@ impl Effects for System {
             _ => None,
         };
         let stdio = self.stdio.as_raw_fd();
-        let (pid, report) = sys::spawn(&sys::Spawn {
+        let child = sys::spawn_child(
+            &sys::Spawn {
             paths: &plan.paths,
             argv: &plan.argv,
             envp: &plan.envp,
@@ -379,8 +408,15 @@ impl Effects for System {
             cwd: &plan.cwd,
             umask: s.umask as libc::mode_t,
             ready: ready_fd.as_ref().map(|(_, w, n)| (w.as_raw_fd(), *n)),
-        })
+            exec_fd: None,
+        },
+            true,
+        )
         .map_err(unable("fork"))?;
+        let (pid, report) = (child.pid, child.report);
+        if let Some(fd) = child.pidfd {
+            self.watch_child(pid, fd);
+        }
         if let Some((r, _, _)) = ready_fd {
             self.watch_ready_fd(pid, r); // the write end is the child's alone from now on
         }
