@@ -37,8 +37,14 @@ RELEASE_ARCHS ?= x86_64 aarch64
 all: build
 
 # The musl build is what keeps VmPeak under 1024 kB; the target is added when missing.
-# SMALL leaves out the unwind tables, which panic=abort never reads (link/*.ld says more).
-SMALL := -C link-arg=-Wl,--no-eh-frame-hdr -C link-arg=-Wl,-T,$(CURDIR)/link/no-unwind-tables.ld
+# SMALL leaves out the unwind tables, which panic=abort never reads (link/*.ld says more);
+# links a static binary that is not position-independent (no relocations to apply at
+# start-up nor pages of them to map: 20 kB of VmPeak); and lets the read-only data share
+# the code's segment (noseparate-code: one mapping of the binary where there were three,
+# 8 kB less of page padding; the read-only data is then executable, as it was in every
+# binary before 2018).
+SMALL := -C link-arg=-Wl,--no-eh-frame-hdr -C link-arg=-Wl,-T,$(CURDIR)/link/no-unwind-tables.ld \
+	-C relocation-model=static -C link-arg=-Wl,-z,noseparate-code
 # STD builds the standard library with going's own profile (opt-level z, LTO across it)
 # and without its backtrace symbolizer, which panic=abort never runs: 210 kB less binary,
 # and as much less VmPeak. It needs the rust-src component (added when missing) and two

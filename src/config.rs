@@ -764,6 +764,64 @@ pub struct Scan {
     pub links: Vec<String>,
 }
 
+/// The files `names` of `dir` alone (what inotify said changed), the others taken as the
+/// `stamps` of the last scan say: unchanged, and links if they were (`links`). A name no
+/// longer there is in neither list: removed. Reads as many files as changed, not as many
+/// as `dir` holds.
+pub fn scan_names(
+    dir: &Path,
+    names: &std::collections::BTreeSet<String>,
+    stamps: &mut BTreeMap<String, Stamp>,
+    links: &[String],
+) -> Result<Scan, DirError> {
+    let dir_error = |err| DirError {
+        dir: dir.to_owned(),
+        err,
+    };
+    let meta = fs::metadata(dir).map_err(|e| {
+        dir_error(ReadError::Io {
+            verb: "read",
+            err: e,
+        })
+    })?;
+    trusted(&meta).map_err(|why| dir_error(ReadError::Refused(why)))?;
+    let others = |n: &&String| !names.contains(*n);
+    let mut out = Scan {
+        files: BTreeMap::new(),
+        unchanged: stamps.keys().filter(others).cloned().collect(),
+        links: links.iter().filter(others).cloned().collect(),
+    };
+    for name in names {
+        let path = dir.join(name);
+        match fs::symlink_metadata(&path) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+                stamps.remove(name);
+                continue;
+            }
+            Ok(m) if m.file_type().is_symlink() => out.links.push(name.clone()),
+            _ => {}
+        }
+        let now = stamp(&path);
+        if let (Some(st), Some(old)) = (now, stamps.get(name)) {
+            if st == *old {
+                out.unchanged.push(name.clone());
+                continue;
+            }
+        }
+        let parsed = read(&path);
+        let transient = parsed
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.iter().any(FileError::is_transient));
+        match (now, transient) {
+            (Some(st), false) => stamps.insert(name.clone(), st),
+            _ => stamps.remove(name),
+        };
+        out.files.insert(name.clone(), parsed);
+    }
+    Ok(out)
+}
+
 /// Every service file in `dir`, by name. With `stamps` (kept from the previous scan, and
 /// updated), a file that looks as it did is not read again. Err says why the directory as
 /// a whole is not read (unreadable, or not safe).

@@ -151,8 +151,9 @@ struct CloneArgs {
 static NO_CLONE3: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The child's stack while it shares going's memory: in the frame of [`spawn_child`], which
-/// waits (CLONE_VFORK) until the child has exec'd or exited.
-const CHILD_STACK: usize = 16 * 1024;
+/// waits (CLONE_VFORK) until the child has exec'd or exited. One page: the child uses some
+/// 200 bytes of it (1 kB in a debug build), and each kB here is a kB more of VmPeak.
+const CHILD_STACK: usize = 4096;
 #[repr(C, align(16))]
 struct ChildStack([std::mem::MaybeUninit<u8>; CHILD_STACK]);
 
@@ -319,6 +320,16 @@ pub fn spawn_child(s: &Spawn, pidfd: bool) -> io::Result<Child> {
         // and going waits until it has exec'd or exited (CLONE_VFORK), so `stack`, `a`
         // and what they point to outlive its use of them.
         pid = unsafe { clone3(&args, child_entry, &a as *const ChildArgs as *mut _) };
+        if pidfd && matches!(-pid as c_int, libc::EMFILE | libc::ENFILE) {
+            // No fd left for the pidfd: a child that sends SIGCHLD, reaped by wait.
+            let args = CloneArgs {
+                flags: args.flags & !(libc::CLONE_PIDFD as u64),
+                exit_signal: libc::SIGCHLD as u64,
+                ..args
+            };
+            // SAFETY: as above.
+            pid = unsafe { clone3(&args, child_entry, &a as *const ChildArgs as *mut _) };
+        }
         if matches!(-pid as c_int, libc::ENOSYS | libc::EINVAL | libc::E2BIG) {
             NO_CLONE3.store(true, Ordering::Relaxed);
         }
@@ -749,14 +760,25 @@ pub fn nofile_limit() -> libc::rlimit {
     r
 }
 
-/// Raises going's own soft fd limit to the hard one; services get the original back.
+/// Raises going's own fd limit: as root to the kernel's ceiling (fs.nr_open), as systemd
+/// does, else the soft limit to the hard one. Services get the original back. A service
+/// costs going two fds (its output pipe, its pidfd).
 pub fn raise_nofile(r: libc::rlimit) {
-    let raised = libc::rlimit {
-        rlim_cur: r.rlim_max,
-        rlim_max: r.rlim_max,
-    };
-    // SAFETY: setrlimit reads only `raised`.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) };
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::rlim_t>().ok())
+        .filter(|&c| c > r.rlim_max);
+    for max in ceiling.into_iter().chain([r.rlim_max]) {
+        let raised = libc::rlimit {
+            rlim_cur: max,
+            rlim_max: max,
+        };
+        // SAFETY: setrlimit reads only `raised`. Above the hard limit it takes
+        // CAP_SYS_RESOURCE: EPERM otherwise, and the hard limit is the next try.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return;
+        }
+    }
 }
 
 pub fn getpid() -> Pid {
