@@ -271,6 +271,14 @@ pub fn spawn_child(s: &Spawn, pidfd: bool) -> io::Result<Child> {
     let argv = nul_terminated(s.argv);
     let envp = nul_terminated(s.envp);
     let (rd, mut wr) = pipe()?;
+    let rd = high(rd);
+    // A pidfd is a second fd per service beside its output pipe: taken only while going
+    // uses less than half of its limit on open files (the fds up there are allocated
+    // lowest first, so the number of this one tells), so that a limit that held one fd
+    // per service before still holds every service's output pipe.
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+    let half = nofile_limit().rlim_cur as u64 / 2;
+    let pidfd = pidfd && (rd.as_raw_fd() as u64) < half;
     // The report pipe must stay open until the exec: never at the fd the readiness pipe is
     // put at.
     if let Some((_, n)) = s.ready.filter(|&(_, n)| n == wr.as_raw_fd()) {
@@ -353,7 +361,7 @@ pub fn spawn_child(s: &Spawn, pidfd: bool) -> io::Result<Child> {
     let pidfd = (fd >= 0).then(|| high(unsafe { OwnedFd::from_raw_fd(fd) }));
     Ok(Child {
         pid: pid as Pid,
-        report: high(rd),
+        report: rd,
         pidfd,
     })
 }
@@ -1494,5 +1502,79 @@ mod tests {
         assert_eq!(super::uptime_ms("3.5"), Some(3_500));
         assert_eq!(super::uptime_ms("7"), Some(7_000));
         assert_eq!(super::uptime_ms("x.1"), None);
+    }
+}
+
+#[cfg(test)]
+mod spawn_tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn c(s: &str) -> CString {
+        CString::new(s).unwrap()
+    }
+
+    /// Waits (up to 10 s) for the pidfd to say its process ended, then reaps it there.
+    fn reaped(pidfd: &OwnedFd) -> c_int {
+        let mut p = libc::pollfd {
+            fd: pidfd.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll reads and writes the one pollfd it is given.
+        assert_eq!(unsafe { libc::poll(&mut p, 1, 10_000) }, 1, "it ended");
+        reap_pidfd(pidfd.as_raw_fd()).expect("reaped through its pidfd")
+    }
+
+    #[test]
+    fn a_child_sees_none_of_the_fds_kept_high_and_is_reaped_through_its_pidfd() {
+        let (_r, w) = pipe().unwrap();
+        let kept = high(w);
+        assert!(kept.as_raw_fd() >= HIGH_FD, "{}", kept.as_raw_fd());
+        // Not close-on-exec, as no fd of going's is: the child must close it itself.
+        keep_on_exec(kept.as_raw_fd(), true);
+        let null = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        // Exits 7 when fd `kept` is not open in it, 1 when it is.
+        let script = format!(
+            "test -e /proc/self/fd/{} && exit 1; exit 7",
+            kept.as_raw_fd()
+        );
+        let (argv, root) = ([c("sh"), c("-c"), c(&script)], c("/"));
+        let s = Spawn {
+            paths: &[c("/bin/sh")],
+            argv: &argv,
+            envp: &[],
+            stdin: null.as_raw_fd(),
+            stdout: null.as_raw_fd(),
+            limits: &[],
+            nice: None,
+            chroot: None,
+            creds: None,
+            cwd: &root,
+            umask: 0o022,
+            ready: None,
+            exec_fd: None,
+        };
+        let child = spawn_child(&s, true).unwrap();
+        let pidfd = child.pidfd.expect("a pidfd from clone3");
+        assert!(pidfd.as_raw_fd() >= HIGH_FD && child.report.as_raw_fd() >= HIGH_FD);
+        assert_eq!(Exit::from_status(reaped(&pidfd)), Exit::Code(7));
+        assert_eq!(reap_pidfd(pidfd.as_raw_fd()), None, "reaped once");
+        // A failed exec is reported on the pipe, as from a forked child.
+        let s = Spawn {
+            paths: &[c("/nonexistent/going-test")],
+            ..s
+        };
+        let child = spawn_child(&s, true).unwrap();
+        let mut b = [0u8; 12];
+        let n = std::io::Read::read(&mut std::fs::File::from(child.report), &mut b).unwrap();
+        let err = ChildError::decode(b).filter(|_| n == 12).expect("a report");
+        assert_eq!((err.step, err.errno), (Step::Exec, libc::ENOENT));
+        let status = reaped(&child.pidfd.unwrap());
+        assert_eq!(Exit::from_status(status), Exit::Code(127));
     }
 }

@@ -39,7 +39,10 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The answer to `--handover-check`.
 pub fn check_answer() -> String {
-    format!("going {} handover 1 2 {VERSION}\n", env!("CARGO_PKG_VERSION"))
+    format!(
+        "going {} handover 1 2 {VERSION}\n",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// A live process handed over, with its output pipe: an fd number on the way out, an

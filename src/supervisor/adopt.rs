@@ -30,8 +30,8 @@ pub type Done = BTreeMap<String, (Fingerprint, bool)>;
 /// How an adopted process is known to end.
 enum Watched {
     /// Still going's child (handed over by an upgrade): reaped through its pidfd, as
-    /// this going's own children are (those started by a going since 0.2 send no
-    /// SIGCHLD); with none, as any child.
+    /// this going's own children are (those started by a going of handover
+    /// format 3 on send no SIGCHLD); with none, as any child.
     Child(Option<OwnedFd>),
     /// Not going's child: its pidfd says when it ends.
     Pidfd(OwnedFd),

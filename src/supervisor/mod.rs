@@ -266,7 +266,7 @@ impl Supervisor {
 
     /// Reaps every child that ended (SIGCHLDs merge): orphans, an upgrade's check, and
     /// services where they send SIGCHLD (forked without clone3, handed over by a going
-    /// before 0.2) or could not be watched by pidfd.
+    /// of handover format 1 or 2) or could not be watched by pidfd.
     fn reap(&mut self, now: Instant) {
         if !CHLD.swap(false, Ordering::SeqCst) {
             return;

@@ -103,7 +103,16 @@ mod tests {
         }
         let tokens: std::collections::BTreeSet<u64> = all.iter().map(|s| s.token()).collect();
         assert_eq!(tokens.len(), all.len());
-        for junk in [0, 1, 12 << 32, 13 << 32 | 1, 1 << 32 | 5, 6 << 32, 9 << 32 | 1, u64::MAX] {
+        for junk in [
+            0,
+            1,
+            12 << 32,
+            13 << 32 | 1,
+            1 << 32 | 5,
+            6 << 32,
+            9 << 32 | 1,
+            u64::MAX,
+        ] {
             assert_eq!(Source::from_token(junk), None, "{junk:#x}");
         }
     }

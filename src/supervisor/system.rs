@@ -392,24 +392,24 @@ impl Effects for System {
         let stdio = self.stdio.as_raw_fd();
         let child = sys::spawn_child(
             &sys::Spawn {
-            paths: &plan.paths,
-            argv: &plan.argv,
-            envp: &plan.envp,
-            stdin: stdio,
-            stdout: pipe.as_ref().map_or(stdio, |p| p.1.as_raw_fd()),
-            limits: &plan.limits,
-            nice: s.nice,
-            chroot: plan.chroot.as_ref(),
-            creds: s.creds.as_ref().map(|c| sys::Creds {
-                uid: c.uid,
-                gid: c.gid,
-                groups: &c.groups,
-            }),
-            cwd: &plan.cwd,
-            umask: s.umask as libc::mode_t,
-            ready: ready_fd.as_ref().map(|(_, w, n)| (w.as_raw_fd(), *n)),
-            exec_fd: None,
-        },
+                paths: &plan.paths,
+                argv: &plan.argv,
+                envp: &plan.envp,
+                stdin: stdio,
+                stdout: pipe.as_ref().map_or(stdio, |p| p.1.as_raw_fd()),
+                limits: &plan.limits,
+                nice: s.nice,
+                chroot: plan.chroot.as_ref(),
+                creds: s.creds.as_ref().map(|c| sys::Creds {
+                    uid: c.uid,
+                    gid: c.gid,
+                    groups: &c.groups,
+                }),
+                cwd: &plan.cwd,
+                umask: s.umask as libc::mode_t,
+                ready: ready_fd.as_ref().map(|(_, w, n)| (w.as_raw_fd(), *n)),
+                exec_fd: None,
+            },
             true,
         )
         .map_err(unable("fork"))?;

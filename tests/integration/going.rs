@@ -339,6 +339,58 @@ fn orphans_are_reaped() {
     assert!(alive(pid));
 }
 
+#[test]
+fn with_hundreds_of_fds_held_a_service_gets_three_and_each_exit_is_seen() {
+    // 140 output pipes and 140 pidfds: going holds more fds than it keeps below 256.
+    let files: Vec<(String, String)> = (0..140)
+        .map(|i| (format!("s{i}"), format!("cmd=sleep {}\n", 7100 + i)))
+        .collect();
+    let mut g = Going::with(Setup {
+        files,
+        ..Setup::default()
+    });
+    g.next_msg("reload: 140 started");
+    let held = || {
+        fs::read_dir(format!("/proc/{}/fd", g.pid()))
+            .unwrap()
+            .count()
+    };
+    assert!(held() > 280, "{} fds", held());
+    let fds = |pid: i32| {
+        let mut names: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let mut pids = Vec::new();
+    for i in [0, 70, 139] {
+        let pid = g.exec_of(&format!("s{i}"), "sleep");
+        assert_eq!(fds(pid), ["0", "1", "2"], "s{i}");
+        pids.push((i, pid));
+    }
+    // Each killed one is reaped and started again, and only it.
+    for (i, pid) in pids {
+        // SAFETY: kill has no memory effects; the pid is a service's, checked above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        g.next_msg(&format!("s{i}[{pid}]: killed by SIGKILL"));
+        let again = g.exec_of(&format!("s{i}"), "sleep");
+        assert_eq!(fds(again), ["0", "1", "2"]);
+        assert_eq!(running(&format!("sleep {}", 7100 + i)), [again]);
+    }
+    // One file more, one changed, one removed: one reload each, the others untouched.
+    g.write("extra", "cmd=sleep 7300\n");
+    g.next_msg("reload: 1 started, 0 stopped, 0 restarted, 0 invalid");
+    g.write("s5", "cmd=sleep 7305\n");
+    g.next_msg("reload: 0 started, 0 stopped, 1 restarted, 0 invalid");
+    fs::remove_file(g.conf().join("s6")).unwrap();
+    g.next_msg("reload: 0 started, 1 stopped, 0 restarted, 0 invalid");
+    assert_eq!(running("sleep 7106").len(), 0);
+    assert_eq!(running("sleep 7107").len(), 1);
+}
+
 // ---- reload ----
 
 #[test]
