@@ -110,8 +110,8 @@ pub struct Spawn<'a> {
     pub exec_fd: Option<RawFd>,
 }
 
-/// Where going keeps the fds it holds for long (a service's output, pidfd, readiness and
-/// exec-error pipes): at or above this number. A child is cloned sharing going's fd table
+/// Where going keeps the fds it holds for long (a service's output, readiness and
+/// exec-error pipes, an adopted process's pidfd): at or above this number. A child is cloned sharing going's fd table
 /// and copies only the fds below the highest one it needs (close_range with
 /// CLOSE_RANGE_UNSHARE), so what going holds up here costs a spawn nothing.
 pub const HIGH_FD: RawFd = 256;
@@ -245,18 +245,83 @@ unsafe fn clone3(
 }
 
 /// A started child: its pid, the read end of its exec-error pipe (end-of-file there means
-/// the exec succeeded, 12 bytes mean a [`ChildError`]), and, when asked for and the kernel
-/// gave one, its pidfd: such a child sends no SIGCHLD and is reaped through its pidfd
-/// ([`reap_pidfd`]) alone. The fds are at [`HIGH_FD`] or above.
+/// the exec succeeded, 12 bytes mean a [`ChildError`]; at [`HIGH_FD`] or above).
 pub struct Child {
     pub pid: Pid,
     pub report: OwnedFd,
-    pub pidfd: Option<OwnedFd>,
 }
 
-/// Starts a service process: [`spawn_child`] without a pidfd, reaped by `wait`.
+/// Starts a process that sends SIGCHLD when it ends, reaped by `wait`.
 pub fn spawn(s: &Spawn) -> io::Result<(Pid, OwnedFd)> {
     spawn_child(s, false).map(|c| (c.pid, c.report))
+}
+
+/// The signal a service process sends going when it ends, in place of SIGCHLD: a realtime
+/// one, so that each end is queued with the pid that ended (SIGCHLDs merge into one,
+/// which only a walk over every child can explain). Blocked in going and read from a
+/// signalfd ([`exits_fd`]); between libc's reserved signals (32–34) and SIGRTMAX.
+pub const EXIT_SIGNAL: c_int = 50;
+
+/// Empties the signal mask but for [`EXIT_SIGNAL`], which only the signalfd reads:
+/// pending, it would end going (a realtime signal's default action), and so it stays
+/// blocked across an upgrade's exec as well.
+pub fn unblock_all_but_exits() {
+    let mask = 1u64 << (EXIT_SIGNAL - 1);
+    // SAFETY: rt_sigprocmask reads an 8-byte mask and writes nothing (old set is null).
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &mask,
+            ptr::null_mut::<u64>(),
+            8,
+        )
+    };
+}
+
+/// A signalfd that reads the queued [`EXIT_SIGNAL`]s, non-blocking.
+pub fn exits_fd() -> io::Result<OwnedFd> {
+    // SAFETY: sigset_t is plain data, filled by sigemptyset/sigaddset; signalfd returns a
+    // new fd that we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, EXIT_SIGNAL);
+        let fd = cvt(libc::signalfd(
+            -1,
+            &set,
+            libc::SFD_NONBLOCK | libc::SFD_CLOEXEC,
+        ))?;
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// The pids of the children whose end is queued as [`EXIT_SIGNAL`] (the signalfd only
+/// says that some are: its records would not give the pid, as the kernel lays a
+/// realtime signal's information out as SIGIO's), as many as there are; a sender of
+/// EXIT_SIGNAL by kill(2) is no end, and left out.
+pub fn read_exits(pids: &mut Vec<Pid>) {
+    // SAFETY: sigset_t and siginfo_t are plain data; sigtimedwait with a zero timeout
+    // dequeues one pending signal of the set into `info`, or fails at once.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, EXIT_SIGNAL);
+        let now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let ended = [libc::CLD_EXITED, libc::CLD_KILLED, libc::CLD_DUMPED];
+        loop {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            if libc::sigtimedwait(&set, &mut info, &now) < 0 {
+                return;
+            }
+            if ended.contains(&info.si_code) && info.si_pid() > 0 {
+                pids.push(info.si_pid());
+            }
+        }
+    }
 }
 
 /// Starts a service process, as cheaply with 10,000 fds open as with 10: clone3 with
@@ -264,21 +329,14 @@ pub fn spawn(s: &Spawn) -> io::Result<(Pid, OwnedFd)> {
 /// copied; the child, on a stack of its own, unshares the fds below the highest it needs
 /// and closes the rest (close_range, CLOSE_RANGE_UNSHARE) before anything else. Going
 /// waits meanwhile, until the child has exec'd or failed (as posix_spawn does). Where
-/// clone3 is missing, a plain fork. `pidfd`: the child comes with its pidfd and sends no
+/// clone3 is missing, a plain fork. `exits`: the child's end comes as [`EXIT_SIGNAL`], not
 /// SIGCHLD (see [`Child`]).
-pub fn spawn_child(s: &Spawn, pidfd: bool) -> io::Result<Child> {
+pub fn spawn_child(s: &Spawn, exits: bool) -> io::Result<Child> {
     use std::sync::atomic::Ordering;
     let argv = nul_terminated(s.argv);
     let envp = nul_terminated(s.envp);
     let (rd, mut wr) = pipe()?;
     let rd = high(rd);
-    // A pidfd is a second fd per service beside its output pipe: taken only while going
-    // uses less than half of its limit on open files (the fds up there are allocated
-    // lowest first, so the number of this one tells), so that a limit that held one fd
-    // per service before still holds every service's output pipe.
-    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
-    let half = nofile_limit().rlim_cur as u64 / 2;
-    let pidfd = pidfd && (rd.as_raw_fd() as u64) < half;
     // The report pipe must stay open until the exec: never at the fd the readiness pipe is
     // put at.
     if let Some((_, n)) = s.ready.filter(|&(_, n)| n == wr.as_raw_fd()) {
@@ -304,7 +362,6 @@ pub fn spawn_child(s: &Spawn, pidfd: bool) -> io::Result<Child> {
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
     let mut stack = ChildStack([std::mem::MaybeUninit::uninit(); CHILD_STACK]);
-    let mut fd: c_int = -1;
     let mut pid: libc::c_long = -(libc::ENOSYS as libc::c_long);
     if !NO_CLONE3.load(Ordering::Relaxed) {
         let a = ChildArgs {
@@ -315,10 +372,8 @@ pub fn spawn_child(s: &Spawn, pidfd: bool) -> io::Result<Child> {
             keep,
         };
         let args = CloneArgs {
-            flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES) as u64
-                | if pidfd { libc::CLONE_PIDFD as u64 } else { 0 },
-            pidfd: &mut fd as *mut c_int as u64,
-            exit_signal: if pidfd { 0 } else { libc::SIGCHLD as u64 },
+            flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES) as u64,
+            exit_signal: if exits { EXIT_SIGNAL } else { libc::SIGCHLD } as u64,
             stack: stack.0.as_mut_ptr() as u64,
             stack_size: CHILD_STACK as u64,
             ..CloneArgs::default()
@@ -328,16 +383,6 @@ pub fn spawn_child(s: &Spawn, pidfd: bool) -> io::Result<Child> {
         // and going waits until it has exec'd or exited (CLONE_VFORK), so `stack`, `a`
         // and what they point to outlive its use of them.
         pid = unsafe { clone3(&args, child_entry, &a as *const ChildArgs as *mut _) };
-        if pidfd && matches!(-pid as c_int, libc::EMFILE | libc::ENFILE) {
-            // No fd left for the pidfd: a child that sends SIGCHLD, reaped by wait.
-            let args = CloneArgs {
-                flags: args.flags & !(libc::CLONE_PIDFD as u64),
-                exit_signal: libc::SIGCHLD as u64,
-                ..args
-            };
-            // SAFETY: as above.
-            pid = unsafe { clone3(&args, child_entry, &a as *const ChildArgs as *mut _) };
-        }
         if matches!(-pid as c_int, libc::ENOSYS | libc::EINVAL | libc::E2BIG) {
             NO_CLONE3.store(true, Ordering::Relaxed);
         }
@@ -357,12 +402,9 @@ pub fn spawn_child(s: &Spawn, pidfd: bool) -> io::Result<Child> {
         return Err(err);
     }
     drop(wr);
-    // SAFETY: with CLONE_PIDFD the kernel put a new fd of ours there.
-    let pidfd = (fd >= 0).then(|| high(unsafe { OwnedFd::from_raw_fd(fd) }));
     Ok(Child {
         pid: pid as Pid,
         report: rd,
-        pidfd,
     })
 }
 
@@ -564,7 +606,7 @@ pub fn group_alive(pgid: Pid) -> bool {
 /// Reaps one child that has exited, any child at all, those that send no SIGCHLD too:
 /// (pid, wait status). Each call walks all of going's children: it is for the SIGCHLD of
 /// an orphan (or of a child forked where clone3 is missing), which services started with
-/// a pidfd never send.
+/// [`EXIT_SIGNAL`] never send.
 pub fn reap() -> Option<(Pid, c_int)> {
     let mut status = 0;
     // SAFETY: waitpid writes only to `status`.
@@ -572,14 +614,14 @@ pub fn reap() -> Option<(Pid, c_int)> {
     (pid > 0).then_some((pid, status))
 }
 
-/// Reaps the child whose pidfd is `fd` if it has exited: its wait status, in the form
-/// waitpid gives. One child looked at, however many going has. None while it runs, or
-/// once it was reaped already.
-pub fn reap_pidfd(fd: RawFd) -> Option<c_int> {
+/// Reaps the child `pid` if it has exited: its wait status, in the form waitpid gives.
+/// One child looked at, however many going has. None while it runs, or once it was
+/// reaped already.
+pub fn reap_pid(pid: Pid) -> Option<c_int> {
     // SAFETY: siginfo_t is plain data; waitid writes only into it.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     let flags = libc::WEXITED | libc::WNOHANG | libc::__WALL;
-    let r = unsafe { libc::waitid(libc::P_PIDFD, fd as libc::id_t, &mut info, flags) };
+    let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
     // SAFETY: waitid filled in a SIGCHLD's fields (si_pid 0: nothing had exited).
     let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
     if r < 0 || pid == 0 {
@@ -770,7 +812,7 @@ pub fn nofile_limit() -> libc::rlimit {
 
 /// Raises going's own fd limit: as root to the kernel's ceiling (fs.nr_open), as systemd
 /// does, else the soft limit to the hard one. Services get the original back. A service
-/// costs going two fds (its output pipe, its pidfd).
+/// costs going an fd, its output pipe.
 pub fn raise_nofile(r: libc::rlimit) {
     let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
@@ -1514,8 +1556,9 @@ mod spawn_tests {
         CString::new(s).unwrap()
     }
 
-    /// Waits (up to 10 s) for the pidfd to say its process ended, then reaps it there.
-    fn reaped(pidfd: &OwnedFd) -> c_int {
+    /// Waits (up to 10 s) for the process `pid` to end, then reaps it.
+    fn reaped(pid: Pid) -> c_int {
+        let pidfd = pidfd_open(pid).unwrap();
         let mut p = libc::pollfd {
             fd: pidfd.as_fd().as_raw_fd(),
             events: libc::POLLIN,
@@ -1523,11 +1566,11 @@ mod spawn_tests {
         };
         // SAFETY: poll reads and writes the one pollfd it is given.
         assert_eq!(unsafe { libc::poll(&mut p, 1, 10_000) }, 1, "it ended");
-        reap_pidfd(pidfd.as_raw_fd()).expect("reaped through its pidfd")
+        reap_pid(pid).expect("reaped")
     }
 
     #[test]
-    fn a_child_sees_none_of_the_fds_kept_high_and_is_reaped_through_its_pidfd() {
+    fn a_child_sees_none_of_the_fds_kept_high_and_its_failure_is_reported() {
         let (_r, w) = pipe().unwrap();
         let kept = high(w);
         assert!(kept.as_raw_fd() >= HIGH_FD, "{}", kept.as_raw_fd());
@@ -1559,22 +1602,22 @@ mod spawn_tests {
             ready: None,
             exec_fd: None,
         };
-        let child = spawn_child(&s, true).unwrap();
-        let pidfd = child.pidfd.expect("a pidfd from clone3");
-        assert!(pidfd.as_raw_fd() >= HIGH_FD && child.report.as_raw_fd() >= HIGH_FD);
-        assert_eq!(Exit::from_status(reaped(&pidfd)), Exit::Code(7));
-        assert_eq!(reap_pidfd(pidfd.as_raw_fd()), None, "reaped once");
+        // SIGCHLD, not EXIT_SIGNAL: the test's threads do not block that one.
+        let child = spawn_child(&s, false).unwrap();
+        assert!(child.report.as_raw_fd() >= HIGH_FD);
+        assert_eq!(Exit::from_status(reaped(child.pid)), Exit::Code(7));
+        assert_eq!(reap_pid(child.pid), None, "reaped once");
         // A failed exec is reported on the pipe, as from a forked child.
         let s = Spawn {
             paths: &[c("/nonexistent/going-test")],
             ..s
         };
-        let child = spawn_child(&s, true).unwrap();
+        let child = spawn_child(&s, false).unwrap();
         let mut b = [0u8; 12];
         let n = std::io::Read::read(&mut std::fs::File::from(child.report), &mut b).unwrap();
         let err = ChildError::decode(b).filter(|_| n == 12).expect("a report");
         assert_eq!((err.step, err.errno), (Step::Exec, libc::ENOENT));
-        let status = reaped(&child.pidfd.unwrap());
+        let status = reaped(child.pid);
         assert_eq!(Exit::from_status(status), Exit::Code(127));
     }
 }

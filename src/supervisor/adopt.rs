@@ -29,10 +29,9 @@ pub type Done = BTreeMap<String, (Fingerprint, bool)>;
 
 /// How an adopted process is known to end.
 enum Watched {
-    /// Still going's child (handed over by an upgrade): reaped through its pidfd, as
-    /// this going's own children are (those started by a going of handover
-    /// format 3 on send no SIGCHLD); with none, as any child.
-    Child(Option<OwnedFd>),
+    /// Still going's child (handed over by an upgrade): reaped as any child, at its
+    /// EXIT_SIGNAL (started by a going of handover format 3 on) or its SIGCHLD.
+    Child,
     /// Not going's child: its pidfd says when it ends.
     Pidfd(OwnedFd),
 }
@@ -66,10 +65,7 @@ fn take(out: &mut Adopted, sys: &mut System, t: Taken, now: Instant) {
                 return;
             }
         }
-        Watched::Child(Some(fd)) => {
-            sys.watch_child(pid, fd);
-        }
-        Watched::Child(None) => {}
+        Watched::Child => {}
     }
     if let Some(fd) = output {
         sys.read_output_of(pid, &name, fd);
@@ -144,7 +140,7 @@ pub fn from_handover(sys: &mut System, h: Handover, now: Instant) -> (Adopted, D
     }
     for p in h.procs {
         let how = match p.child {
-            true => Watched::Child(sys::pidfd_open(p.pid).ok().map(sys::high)),
+            true => Watched::Child,
             false => match sys::pidfd_open(p.pid) {
                 Ok(fd) => Watched::Pidfd(fd),
                 Err(_) => continue, // gone

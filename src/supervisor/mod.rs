@@ -166,12 +166,7 @@ impl Supervisor {
                     self.table.check_groups(&mut self.sys, now);
                 }
             }
-            Some(Source::Child(pid)) => {
-                if let Some(status) = self.sys.reap_child(pid) {
-                    self.sys.child_ended(pid, status, &mut self.table, now);
-                    self.table.check_groups(&mut self.sys, now);
-                }
-            }
+            Some(Source::Exits) => self.sys.reap_exits(&mut self.table, now),
             Some(Source::Notify) => self.sys.notified(&mut self.table, now),
             Some(Source::ReadyFd(pid)) => self.sys.ready_fd(pid, &mut self.table, now),
             None => {

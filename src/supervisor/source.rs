@@ -31,8 +31,8 @@ pub enum Source {
     ReadyFd(Pid),
     /// A client following services' output (`going log -f`), by its number.
     Follower(u32),
-    /// The pidfd of a child of going's, which ends there (it sends no SIGCHLD).
-    Child(Pid),
+    /// The signalfd of EXIT_SIGNAL: services' processes that ended.
+    Exits,
 }
 
 impl Source {
@@ -49,7 +49,7 @@ impl Source {
             Source::Notify => (9, 0),
             Source::ReadyFd(pid) => (10, pid as u32),
             Source::Follower(id) => (11, id),
-            Source::Child(pid) => (12, pid as u32),
+            Source::Exits => (12, 0),
         };
         (kind as u64) << 32 | id as u64
     }
@@ -69,7 +69,7 @@ impl Source {
             (9, 0) => Source::Notify,
             (10, _) if pid > 0 => Source::ReadyFd(pid),
             (11, id) => Source::Follower(id),
-            (12, _) if pid > 0 => Source::Child(pid),
+            (12, 0) => Source::Exits,
             _ => return None,
         })
     }
@@ -96,7 +96,7 @@ mod tests {
             Source::ReadyFd(42),
             Source::Follower(0),
             Source::Follower(u32::MAX),
-            Source::Child(42),
+            Source::Exits,
         ];
         for s in all {
             assert_eq!(Source::from_token(s.token()), Some(s), "{s:?}");
@@ -106,7 +106,7 @@ mod tests {
         for junk in [
             0,
             1,
-            12 << 32,
+            12 << 32 | 1,
             13 << 32 | 1,
             1 << 32 | 5,
             6 << 32,

@@ -41,7 +41,7 @@ fn os(what: &str, e: io::Error) -> Fatal {
 
 pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
     sys::sanitize_fds();
-    sys::unblock_all();
+    sys::unblock_all_but_exits();
     let nofile = sys::nofile_limit();
     sys::raise_nofile(nofile);
     sys::become_subreaper();
@@ -60,7 +60,17 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
     (epoll.add(wake.as_raw_fd(), Source::Signals.token()))
         .map_err(|e| os("watch the signal pipe", e))?;
     (epoll.add(watch.fd(), Source::Inotify.token())).map_err(|e| os("watch inotify", e))?;
-    let mut sys = System::new(epoll, Logger::new(opts.syslog), stdio, nofile, rundir);
+    let exits = sys::exits_fd().map_err(|e| os("create a signalfd", e))?;
+    (epoll.add(exits.as_raw_fd(), Source::Exits.token()))
+        .map_err(|e| os("watch the signalfd", e))?;
+    let mut sys = System::new(
+        epoll,
+        Logger::new(opts.syslog),
+        stdio,
+        nofile,
+        rundir,
+        exits,
+    );
     (sys.log.watch(&sys.epoll, Source::Log.token()))
         .map_err(|e| os("watch the syslog socket", e))?;
     let control = control(&sys, h.control.take())?;

@@ -37,9 +37,10 @@ pub struct System {
     pub rundir: RunDir,
     /// Pidfds of adopted processes, which are not going's children.
     pidfds: BTreeMap<Pid, OwnedFd>,
-    /// Pidfds of going's children, reaped through them: one child looked at per exit,
-    /// however many going has.
-    children: BTreeMap<Pid, OwnedFd>,
+    /// The signalfd of EXIT_SIGNAL, in epoll: children ended, each one's pid queued with
+    /// its signal, one looked at per exit however many going has.
+    #[allow(dead_code)] // held open: epoll watches it
+    exits: OwnedFd,
     /// Process groups of adopted services: their zombies are init's to reap.
     adopted: std::collections::BTreeSet<Pid>,
     /// The new binary being asked, after SIGUSR2, whether it can take over.
@@ -59,6 +60,7 @@ impl System {
         stdio: File,
         nofile: libc::rlimit,
         rundir: RunDir,
+        exits: OwnedFd,
     ) -> System {
         System {
             epoll,
@@ -69,7 +71,7 @@ impl System {
             outputs: Outputs::default(),
             rundir,
             pidfds: BTreeMap::new(),
-            children: BTreeMap::new(),
+            exits,
             adopted: Default::default(),
             check: None,
             notify: None,
@@ -258,23 +260,17 @@ impl System {
         true
     }
 
-    /// Watches the child `pid` through its pidfd, and reaps it there once it ends; false
-    /// if epoll will not have it (it is reaped at going's next SIGCHLD then).
-    pub fn watch_child(&mut self, pid: Pid, pidfd: OwnedFd) -> bool {
-        let watched = self.watch(
-            pidfd.as_raw_fd(),
-            Source::Child(pid),
-            "it is reaped at the next SIGCHLD",
-        );
-        if watched {
-            self.children.insert(pid, pidfd);
+    /// The children that ended, as their EXIT_SIGNALs say: each reaped alone, and told to
+    /// the table. (One that SIGCHLD's walk reaped first is not reaped twice.)
+    pub fn reap_exits(&mut self, table: &mut Table, now: Instant) {
+        let mut pids = Vec::new();
+        sys::read_exits(&mut pids);
+        for pid in pids {
+            if let Some(status) = sys::reap_pid(pid) {
+                self.child_ended(pid, status, table, now);
+            }
         }
-        watched
-    }
-
-    /// The child `pid`, watched by its pidfd, reaped if it has ended: its wait status.
-    pub fn reap_child(&mut self, pid: Pid) -> Option<libc::c_int> {
-        sys::reap_pidfd(self.children.get(&pid)?.as_raw_fd())
+        table.check_groups(self, now);
     }
 
     /// Whether `pid` was adopted (watched by pidfd), not forked by this going.
@@ -342,9 +338,6 @@ impl System {
 
     /// A child ended: what it reported, its last output, then its exit, to the table.
     pub fn child_ended(&mut self, pid: Pid, status: libc::c_int, table: &mut Table, now: Instant) {
-        if let Some(fd) = self.children.remove(&pid) {
-            self.epoll.delete(fd.as_raw_fd());
-        }
         if let Some(Err(err)) = self.child_report(pid) {
             table.child_failed(pid, err, self);
         }
@@ -414,9 +407,6 @@ impl Effects for System {
         )
         .map_err(unable("fork"))?;
         let (pid, report) = (child.pid, child.report);
-        if let Some(fd) = child.pidfd {
-            self.watch_child(pid, fd);
-        }
         if let Some((r, _, _)) = ready_fd {
             self.watch_ready_fd(pid, r); // the write end is the child's alone from now on
         }

@@ -262,7 +262,10 @@ fn a_cycle_is_an_error_in_every_file_of_it_and_the_rest_runs() {
 #[test]
 fn commands_that_wait_say_when_services_are_up_failed_or_late() {
     let mut g = Going::start(&[]);
+    g.next_msg("reload: 0 started");
     let go = fifo(&g, "go");
+    // Held still while both files land, so that they make one reload.
+    g.pause();
     g.write(
         "db",
         &format!(
@@ -271,6 +274,7 @@ fn commands_that_wait_say_when_services_are_up_failed_or_late() {
         ),
     );
     g.write("bad", "cmd=/nonexistent/bad\n");
+    g.signal(libc::SIGCONT);
     g.started("db");
     g.next_msg("reload: 2 started");
     // Not ready within the time given: 75 (EX_TEMPFAIL), saying where it is.
