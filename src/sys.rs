@@ -2,9 +2,12 @@
 //! epoll and a few start-up calls that std does not wrap. The rest of the program sees safe
 //! functions returning `io::Result`.
 //!
-//! Invariant: between `fork` and `execve` the child makes only async-signal-safe system
-//! calls on memory prepared before the fork — no allocation, no logging, no locks — and
-//! reports a failure as 8 bytes on a close-on-exec pipe, then `_exit`s.
+//! Invariant: between `clone3` (or `fork`) and `execve` the child makes only
+//! async-signal-safe system calls on memory prepared before — no allocation, no logging,
+//! no locks — on a stack of its own in going's frame while it shares going's memory and
+//! fds, unshares the fds before it touches one, and reports a failure as 12 bytes on a
+//! close-on-exec pipe, then `_exit`s. Service processes end with [`EXIT_SIGNAL`], which
+//! going keeps blocked.
 
 use std::ffi::{c_char, c_int, CString};
 use std::io;

@@ -29,8 +29,8 @@ use crate::sys::{self, Pid};
 
 const VAR: &str = "GOING_UPGRADE";
 /// The handover format this going writes; it reads this one, 2 and going 0.1.0's (1).
-/// 3: children may send no SIGCHLD (they were started with a pidfd): the new binary
-/// must reap them through pidfds, which a going that reads only 1 and 2 does not.
+/// 3: children end with EXIT_SIGNAL (50), not SIGCHLD: the new binary must block it and
+/// read it (src/sys.rs), where a going that reads only 1 and 2 would be killed by it.
 pub const VERSION: u32 = 3;
 /// The flag that makes a going say which handovers it reads, and exit.
 pub const CHECK_FLAG: &str = "--handover-check";

@@ -260,8 +260,9 @@ impl Supervisor {
     }
 
     /// Reaps every child that ended (SIGCHLDs merge): orphans, an upgrade's check, and
-    /// services where they send SIGCHLD (forked without clone3, handed over by a going
-    /// of handover format 1 or 2) or could not be watched by pidfd.
+    /// services where they send SIGCHLD (forked where clone3 is missing, or handed over by
+    /// a going of handover format 1 or 2). Services started by clone3 end with
+    /// EXIT_SIGNAL instead, and are reaped one by one (`System::reap_exits`).
     fn reap(&mut self, now: Instant) {
         if !CHLD.swap(false, Ordering::SeqCst) {
             return;

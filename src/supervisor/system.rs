@@ -1,6 +1,7 @@
 //! The table's effects done for real, and the fds they leave going to watch: each child's
 //! exec-error pipe until it exec'd, each service process's output pipe, each adopted
-//! process's pidfd. This is the one place that forks, signals and reads from processes.
+//! process's pidfd, and the signalfd on which children's ends arrive. This is the one
+//! place that forks, signals, reaps and reads from processes.
 //!
 //! Invariants: an fd is in epoll exactly while it is in one of these registries, under the
 //! token of its [`Source`]; a signal goes to a process group, and to a lone pid only when
