@@ -6,8 +6,8 @@
 //! async-signal-safe system calls on memory prepared before — no allocation, no logging,
 //! no locks — on a stack of its own in going's frame while it shares going's memory and
 //! fds, unshares the fds before it touches one, and reports a failure as 12 bytes on a
-//! close-on-exec pipe, then `_exit`s. Service processes end with [`EXIT_SIGNAL`], which
-//! going keeps blocked.
+//! close-on-exec pipe, then `_exit`s. going keeps SIGCHLD blocked, and reads it through a
+//! signalfd.
 
 use std::ffi::{c_char, c_int, CString};
 use std::io;
@@ -254,22 +254,15 @@ pub struct Child {
     pub report: OwnedFd,
 }
 
-/// Starts a process that sends SIGCHLD when it ends, reaped by `wait`.
+/// [`spawn_child`], as (pid, exec-error pipe).
 pub fn spawn(s: &Spawn) -> io::Result<(Pid, OwnedFd)> {
-    spawn_child(s, false).map(|c| (c.pid, c.report))
+    spawn_child(s).map(|c| (c.pid, c.report))
 }
 
-/// The signal a service process sends going when it ends, in place of SIGCHLD: a realtime
-/// one, so that each end is queued with the pid that ended (SIGCHLDs merge into one,
-/// which only a walk over every child can explain). Blocked in going and read from a
-/// signalfd ([`exits_fd`]); between libc's reserved signals (32–34) and SIGRTMAX.
-pub const EXIT_SIGNAL: c_int = 50;
-
-/// Empties the signal mask but for [`EXIT_SIGNAL`], which only the signalfd reads:
-/// pending, it would end going (a realtime signal's default action), and so it stays
-/// blocked across an upgrade's exec as well.
+/// Empties the signal mask but for SIGCHLD, which only the signalfd reads ([`exits_fd`]):
+/// each one dequeued with the pid that ended, so that that one child is reaped alone.
 pub fn unblock_all_but_exits() {
-    let mask = 1u64 << (EXIT_SIGNAL - 1);
+    let mask = 1u64 << (libc::SIGCHLD - 1);
     // SAFETY: rt_sigprocmask reads an 8-byte mask and writes nothing (old set is null).
     unsafe {
         libc::syscall(
@@ -282,14 +275,14 @@ pub fn unblock_all_but_exits() {
     };
 }
 
-/// A signalfd that reads the queued [`EXIT_SIGNAL`]s, non-blocking.
+/// A signalfd that says when SIGCHLD is pending, non-blocking.
 pub fn exits_fd() -> io::Result<OwnedFd> {
     // SAFETY: sigset_t is plain data, filled by sigemptyset/sigaddset; signalfd returns a
     // new fd that we own.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, EXIT_SIGNAL);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
         let fd = cvt(libc::signalfd(
             -1,
             &set,
@@ -299,17 +292,17 @@ pub fn exits_fd() -> io::Result<OwnedFd> {
     }
 }
 
-/// The pids of the children whose end is queued as [`EXIT_SIGNAL`] (the signalfd only
-/// says that some are: its records would not give the pid, as the kernel lays a
-/// realtime signal's information out as SIGIO's), as many as there are; a sender of
-/// EXIT_SIGNAL by kill(2) is no end, and left out.
+/// The pid of the child whose end the pending SIGCHLD tells, if one is pending (a SIGCHLD
+/// sent by kill(2), or for a child stopped or continued, is no end, and left out). Each
+/// child that ends sends one, but one pending already swallows the next: the caller
+/// looks at every child soon after ([`reap`]) for those.
 pub fn read_exits(pids: &mut Vec<Pid>) {
     // SAFETY: sigset_t and siginfo_t are plain data; sigtimedwait with a zero timeout
     // dequeues one pending signal of the set into `info`, or fails at once.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, EXIT_SIGNAL);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
         let now = libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
@@ -332,9 +325,8 @@ pub fn read_exits(pids: &mut Vec<Pid>) {
 /// copied; the child, on a stack of its own, unshares the fds below the highest it needs
 /// and closes the rest (close_range, CLOSE_RANGE_UNSHARE) before anything else. Going
 /// waits meanwhile, until the child has exec'd or failed (as posix_spawn does). Where
-/// clone3 is missing, a plain fork. `exits`: the child's end comes as [`EXIT_SIGNAL`], not
-/// SIGCHLD (see [`Child`]).
-pub fn spawn_child(s: &Spawn, exits: bool) -> io::Result<Child> {
+/// clone3 is missing, a plain fork.
+pub fn spawn_child(s: &Spawn) -> io::Result<Child> {
     use std::sync::atomic::Ordering;
     let argv = nul_terminated(s.argv);
     let envp = nul_terminated(s.envp);
@@ -376,7 +368,7 @@ pub fn spawn_child(s: &Spawn, exits: bool) -> io::Result<Child> {
         };
         let args = CloneArgs {
             flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES) as u64,
-            exit_signal: if exits { EXIT_SIGNAL } else { libc::SIGCHLD } as u64,
+            exit_signal: libc::SIGCHLD as u64,
             stack: stack.0.as_mut_ptr() as u64,
             stack_size: CHILD_STACK as u64,
             ..CloneArgs::default()
@@ -607,9 +599,8 @@ pub fn group_alive(pgid: Pid) -> bool {
 }
 
 /// Reaps one child that has exited, any child at all, those that send no SIGCHLD too:
-/// (pid, wait status). Each call walks all of going's children: it is for the SIGCHLD of
-/// an orphan (or of a child forked where clone3 is missing), which services started with
-/// [`EXIT_SIGNAL`] never send.
+/// (pid, wait status). Each call walks all of going's children: it is for the ends that a
+/// pending SIGCHLD swallowed ([`read_exits`]), looked for once in a while.
 pub fn reap() -> Option<(Pid, c_int)> {
     let mut status = 0;
     // SAFETY: waitpid writes only to `status`.
@@ -1605,8 +1596,7 @@ mod spawn_tests {
             ready: None,
             exec_fd: None,
         };
-        // SIGCHLD, not EXIT_SIGNAL: the test's threads do not block that one.
-        let child = spawn_child(&s, false).unwrap();
+        let child = spawn_child(&s).unwrap();
         assert!(child.report.as_raw_fd() >= HIGH_FD);
         assert_eq!(Exit::from_status(reaped(child.pid)), Exit::Code(7));
         assert_eq!(reap_pid(child.pid), None, "reaped once");
@@ -1615,7 +1605,7 @@ mod spawn_tests {
             paths: &[c("/nonexistent/going-test")],
             ..s
         };
-        let child = spawn_child(&s, false).unwrap();
+        let child = spawn_child(&s).unwrap();
         let mut b = [0u8; 12];
         let n = std::io::Read::read(&mut std::fs::File::from(child.report), &mut b).unwrap();
         let err = ChildError::decode(b).filter(|_| n == 12).expect("a report");

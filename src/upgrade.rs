@@ -28,10 +28,8 @@ use crate::fingerprint::Fingerprint;
 use crate::sys::{self, Pid};
 
 const VAR: &str = "GOING_UPGRADE";
-/// The handover format this going writes; it reads this one, 2 and going 0.1.0's (1).
-/// 3: children end with EXIT_SIGNAL (50), not SIGCHLD: the new binary must block it and
-/// read it (src/sys.rs), where a going that reads only 1 and 2 would be killed by it.
-pub const VERSION: u32 = 3;
+/// The handover format this going writes; it reads this one and going 0.1.0's (1).
+pub const VERSION: u32 = 2;
 /// The flag that makes a going say which handovers it reads, and exit.
 pub const CHECK_FLAG: &str = "--handover-check";
 /// How long the new binary has to answer.
@@ -39,10 +37,7 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The answer to `--handover-check`.
 pub fn check_answer() -> String {
-    format!(
-        "going {} handover 1 2 {VERSION}\n",
-        env!("CARGO_PKG_VERSION")
-    )
+    format!("going {} handover 1 {VERSION}\n", env!("CARGO_PKG_VERSION"))
 }
 
 /// A live process handed over, with its output pipe: an fd number on the way out, an
@@ -409,7 +404,7 @@ mod tests {
         let text = format(&kept, &procs);
         assert_eq!(
             text,
-            "v=3 lock=3 control=4 rundir=5 confdir=6 ready=42 done=setup,77,1 proc=web,42,99,1500,1,7"
+            "v=2 lock=3 control=4 rundir=5 confdir=6 ready=42 done=setup,77,1 proc=web,42,99,1500,1,7"
         );
         let mut seen = Vec::new();
         // Any fd number is "open" here; they are only counted, never closed.
@@ -434,7 +429,7 @@ mod tests {
     fn the_check_answer_names_this_version() {
         let a = check_answer();
         assert!(
-            a.starts_with("going ") && a.ends_with(" handover 1 2 3\n"),
+            a.starts_with("going ") && a.ends_with(" handover 1 2\n"),
             "{a}"
         );
     }

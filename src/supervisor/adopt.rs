@@ -29,8 +29,7 @@ pub type Done = BTreeMap<String, (Fingerprint, bool)>;
 
 /// How an adopted process is known to end.
 enum Watched {
-    /// Still going's child (handed over by an upgrade): reaped as any child, at its
-    /// EXIT_SIGNAL (started by a going of handover format 3 on) or its SIGCHLD.
+    /// Still going's child (handed over by an upgrade): reaped as any child.
     Child,
     /// Not going's child: its pidfd says when it ends.
     Pidfd(OwnedFd),

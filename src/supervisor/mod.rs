@@ -62,6 +62,9 @@ static UPGRADE: AtomicBool = AtomicBool::new(false);
 
 /// A file or the directory unreadable for want of fds or memory: another try after this.
 const RETRY: Duration = Duration::from_secs(1);
+/// How soon after a SIGCHLD every child is looked at, for ends whose SIGCHLD was
+/// swallowed by another's: a walk over all children, at most this often.
+const SWEEP: Duration = Duration::from_millis(100);
 
 pub struct Supervisor {
     confdir: PathBuf,
@@ -84,6 +87,8 @@ pub struct Supervisor {
     code: u8,
     /// Commands that wait (`-w`) for services to get somewhere: the client, and what.
     waiters: Vec<(u32, admin::Wait)>,
+    /// When every child is next looked at for ends not reaped yet ([`SWEEP`]).
+    sweep: Option<Instant>,
 }
 
 /// Supervises until stopped; Ok(going's exit status) once every service is gone.
@@ -122,6 +127,7 @@ impl Supervisor {
             self.control.next_deadline(),
             self.sys.check.as_ref().and_then(|c| c.due()),
             self.waiters.iter().map(|w| w.1.until).min(),
+            self.sweep,
         ];
         let timeout = due.into_iter().flatten().min().map_or(-1, |d| {
             let ns = d.saturating_duration_since(now).as_nanos();
@@ -166,7 +172,7 @@ impl Supervisor {
                     self.table.check_groups(&mut self.sys, now);
                 }
             }
-            Some(Source::Exits) => self.sys.reap_exits(&mut self.table, now),
+            Some(Source::Exits) => self.reap_exits(now),
             Some(Source::Notify) => self.sys.notified(&mut self.table, now),
             Some(Source::ReadyFd(pid)) => self.sys.ready_fd(pid, &mut self.table, now),
             None => {
@@ -259,20 +265,43 @@ impl Supervisor {
             });
     }
 
-    /// Reaps every child that ended (SIGCHLDs merge): orphans, an upgrade's check, and
-    /// services where they send SIGCHLD (forked where clone3 is missing, or handed over by
-    /// a going of handover format 1 or 2). Services started by clone3 end with
-    /// EXIT_SIGNAL instead, and are reaped one by one (`System::reap_exits`).
+    /// SIGCHLD: the child it names is reaped alone, at the same cost with 10,000 children
+    /// as with 10. A SIGCHLD pending swallows the next ones, so every child is looked at
+    /// once soon after ([`SWEEP`]): off the way of the restart, and at most so often
+    /// however many end.
+    fn reap_exits(&mut self, now: Instant) {
+        let mut pids = Vec::new();
+        sys::read_exits(&mut pids);
+        for pid in pids {
+            if let Some(status) = sys::reap_pid(pid) {
+                self.ended(pid, status, now);
+            }
+        }
+        self.table.check_groups(&mut self.sys, now);
+        self.sweep.get_or_insert(now + SWEEP);
+    }
+
+    /// A child ended with `status`: the upgrade's check, or a service's process or orphan.
+    fn ended(&mut self, pid: sys::Pid, status: libc::c_int, now: Instant) {
+        if self.sys.check.as_ref().is_some_and(|c| c.pid == pid) {
+            self.finish_upgrade(status);
+        } else {
+            self.sys.child_ended(pid, status, &mut self.table, now);
+        }
+    }
+
+    /// Reaps every child that ended and was not reaped yet (its SIGCHLD swallowed by
+    /// another's), once the sweep is due, or at once after an upgrade's exec.
     fn reap(&mut self, now: Instant) {
-        if !CHLD.swap(false, Ordering::SeqCst) {
+        let due = self.sweep.is_some_and(|d| d <= now);
+        if !CHLD.swap(false, Ordering::SeqCst) && !due {
             return;
         }
+        if due {
+            self.sweep = None;
+        }
         while let Some((pid, status)) = sys::reap() {
-            if self.sys.check.as_ref().is_some_and(|c| c.pid == pid) {
-                self.finish_upgrade(status);
-            } else {
-                self.sys.child_ended(pid, status, &mut self.table, now);
-            }
+            self.ended(pid, status, now);
         }
         self.table.check_groups(&mut self.sys, now);
     }

@@ -31,7 +31,7 @@ pub enum Source {
     ReadyFd(Pid),
     /// A client following services' output (`going log -f`), by its number.
     Follower(u32),
-    /// The signalfd of EXIT_SIGNAL: services' processes that ended.
+    /// The signalfd of SIGCHLD: a child that ended.
     Exits,
 }
 

@@ -106,6 +106,7 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
         stopping: false,
         code: 0,
         waiters: Vec::new(),
+        sweep: None,
     })
 }
 
@@ -157,7 +158,6 @@ fn signals() -> Result<UnixStream, Fatal> {
     wake.set_nonblocking(true)
         .map_err(|e| os("create the signal pipe", e))?;
     for (sig, flag) in [
-        (libc::SIGCHLD, &CHLD),
         (libc::SIGHUP, &HUP),
         (libc::SIGTERM, &TERM),
         (libc::SIGINT, &TERM),

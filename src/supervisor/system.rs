@@ -38,8 +38,7 @@ pub struct System {
     pub rundir: RunDir,
     /// Pidfds of adopted processes, which are not going's children.
     pidfds: BTreeMap<Pid, OwnedFd>,
-    /// The signalfd of EXIT_SIGNAL, in epoll: children ended, each one's pid queued with
-    /// its signal, one looked at per exit however many going has.
+    /// The signalfd of SIGCHLD, in epoll: a child ended, and which one.
     #[allow(dead_code)] // held open: epoll watches it
     exits: OwnedFd,
     /// Process groups of adopted services: their zombies are init's to reap.
@@ -261,19 +260,6 @@ impl System {
         true
     }
 
-    /// The children that ended, as their EXIT_SIGNALs say: each reaped alone, and told to
-    /// the table. (One that SIGCHLD's walk reaped first is not reaped twice.)
-    pub fn reap_exits(&mut self, table: &mut Table, now: Instant) {
-        let mut pids = Vec::new();
-        sys::read_exits(&mut pids);
-        for pid in pids {
-            if let Some(status) = sys::reap_pid(pid) {
-                self.child_ended(pid, status, table, now);
-            }
-        }
-        table.check_groups(self, now);
-    }
-
     /// Whether `pid` was adopted (watched by pidfd), not forked by this going.
     pub fn is_adopted(&self, pid: Pid) -> bool {
         self.pidfds.contains_key(&pid)
@@ -384,28 +370,25 @@ impl Effects for System {
             _ => None,
         };
         let stdio = self.stdio.as_raw_fd();
-        let child = sys::spawn_child(
-            &sys::Spawn {
-                paths: &plan.paths,
-                argv: &plan.argv,
-                envp: &plan.envp,
-                stdin: stdio,
-                stdout: pipe.as_ref().map_or(stdio, |p| p.1.as_raw_fd()),
-                limits: &plan.limits,
-                nice: s.nice,
-                chroot: plan.chroot.as_ref(),
-                creds: s.creds.as_ref().map(|c| sys::Creds {
-                    uid: c.uid,
-                    gid: c.gid,
-                    groups: &c.groups,
-                }),
-                cwd: &plan.cwd,
-                umask: s.umask as libc::mode_t,
-                ready: ready_fd.as_ref().map(|(_, w, n)| (w.as_raw_fd(), *n)),
-                exec_fd: None,
-            },
-            true,
-        )
+        let child = sys::spawn_child(&sys::Spawn {
+            paths: &plan.paths,
+            argv: &plan.argv,
+            envp: &plan.envp,
+            stdin: stdio,
+            stdout: pipe.as_ref().map_or(stdio, |p| p.1.as_raw_fd()),
+            limits: &plan.limits,
+            nice: s.nice,
+            chroot: plan.chroot.as_ref(),
+            creds: s.creds.as_ref().map(|c| sys::Creds {
+                uid: c.uid,
+                gid: c.gid,
+                groups: &c.groups,
+            }),
+            cwd: &plan.cwd,
+            umask: s.umask as libc::mode_t,
+            ready: ready_fd.as_ref().map(|(_, w, n)| (w.as_raw_fd(), *n)),
+            exec_fd: None,
+        })
         .map_err(unable("fork"))?;
         let (pid, report) = (child.pid, child.report);
         if let Some((r, _, _)) = ready_fd {

@@ -191,7 +191,7 @@ fn a_new_binary_that_dies_after_taking_over_leaves_services_the_next_going_adopt
 #include <string.h>
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--handover-check") == 0) {
-        puts("going 9.9.9 handover 1 2 3");
+        puts("going 9.9.9 handover 1 2");
         return 0;
     }
     return 3;
