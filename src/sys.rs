@@ -295,7 +295,7 @@ pub fn exits_fd() -> io::Result<OwnedFd> {
 /// The pid of the child whose end the pending SIGCHLD tells, if one is pending (a SIGCHLD
 /// sent by kill(2), or for a child stopped or continued, is no end, and left out). Each
 /// child that ends sends one, but one pending already swallows the next: the caller
-/// looks at every child soon after ([`reap`]) for those.
+/// looks at every child after ([`reap`]) for those.
 pub fn read_exits(pids: &mut Vec<Pid>) {
     // SAFETY: sigset_t and siginfo_t are plain data; sigtimedwait with a zero timeout
     // dequeues one pending signal of the set into `info`, or fails at once.
@@ -600,7 +600,7 @@ pub fn group_alive(pgid: Pid) -> bool {
 
 /// Reaps one child that has exited, any child at all, those that send no SIGCHLD too:
 /// (pid, wait status). Each call walks all of going's children: it is for the ends that a
-/// pending SIGCHLD swallowed ([`read_exits`]), looked for once in a while.
+/// pending SIGCHLD swallowed ([`read_exits`]), looked for after the named one's restart.
 pub fn reap() -> Option<(Pid, c_int)> {
     let mut status = 0;
     // SAFETY: waitpid writes only to `status`.

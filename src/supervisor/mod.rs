@@ -62,9 +62,6 @@ static UPGRADE: AtomicBool = AtomicBool::new(false);
 
 /// A file or the directory unreadable for want of fds or memory: another try after this.
 const RETRY: Duration = Duration::from_secs(1);
-/// How soon after a SIGCHLD every child is looked at, for ends whose SIGCHLD was
-/// swallowed by another's: a walk over all children, at most this often.
-const SWEEP: Duration = Duration::from_millis(100);
 
 pub struct Supervisor {
     confdir: PathBuf,
@@ -87,8 +84,6 @@ pub struct Supervisor {
     code: u8,
     /// Commands that wait (`-w`) for services to get somewhere: the client, and what.
     waiters: Vec<(u32, admin::Wait)>,
-    /// When every child is next looked at for ends not reaped yet ([`SWEEP`]).
-    sweep: Option<Instant>,
 }
 
 /// Supervises until stopped; Ok(going's exit status) once every service is gone.
@@ -127,7 +122,6 @@ impl Supervisor {
             self.control.next_deadline(),
             self.sys.check.as_ref().and_then(|c| c.due()),
             self.waiters.iter().map(|w| w.1.until).min(),
-            self.sweep,
         ];
         let timeout = due.into_iter().flatten().min().map_or(-1, |d| {
             let ns = d.saturating_duration_since(now).as_nanos();
@@ -265,10 +259,10 @@ impl Supervisor {
             });
     }
 
-    /// SIGCHLD: the child it names is reaped alone, at the same cost with 10,000 children
-    /// as with 10. A SIGCHLD pending swallows the next ones, so every child is looked at
-    /// once soon after ([`SWEEP`]): off the way of the restart, and at most so often
-    /// however many end.
+    /// SIGCHLD: the child it names is reaped alone and restarted, at the same cost with
+    /// 10,000 children as with 10. A SIGCHLD pending swallows the next ones, so every
+    /// child is looked at once after that, in this turn (`reap`): off the way of the
+    /// restart, and with no wake-up of its own.
     fn reap_exits(&mut self, now: Instant) {
         let mut pids = Vec::new();
         sys::read_exits(&mut pids);
@@ -278,7 +272,7 @@ impl Supervisor {
             }
         }
         self.table.check_groups(&mut self.sys, now);
-        self.sweep.get_or_insert(now + SWEEP);
+        CHLD.store(true, Ordering::SeqCst);
     }
 
     /// A child ended with `status`: the upgrade's check, or a service's process or orphan.
@@ -291,14 +285,10 @@ impl Supervisor {
     }
 
     /// Reaps every child that ended and was not reaped yet (its SIGCHLD swallowed by
-    /// another's), once the sweep is due, or at once after an upgrade's exec.
+    /// another's): after a SIGCHLD, and after an upgrade's exec. A walk over all children.
     fn reap(&mut self, now: Instant) {
-        let due = self.sweep.is_some_and(|d| d <= now);
-        if !CHLD.swap(false, Ordering::SeqCst) && !due {
+        if !CHLD.swap(false, Ordering::SeqCst) {
             return;
-        }
-        if due {
-            self.sweep = None;
         }
         while let Some((pid, status)) = sys::reap() {
             self.ended(pid, status, now);

@@ -106,7 +106,6 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
         stopping: false,
         code: 0,
         waiters: Vec::new(),
-        sweep: None,
     })
 }
 
