@@ -63,6 +63,16 @@ impl Wait {
     /// while it waits. Codes: 0 all got there; 1 one failed (or is not known); 75 one did
     /// not get there in time.
     pub fn answer(&self, table: &Table, now: Instant) -> Option<String> {
+        self.answer_or_cut(table, now, None)
+    }
+
+    /// The answer now, whatever is still to come: going is about to replace itself
+    /// (`why`), and the connection does not survive it.
+    pub fn cut(&self, table: &Table, now: Instant, why: &str) -> String {
+        (self.answer_or_cut(table, now, Some(why))).expect("an answer for each service")
+    }
+
+    fn answer_or_cut(&self, table: &Table, now: Instant, cut: Option<&str>) -> Option<String> {
         let (mut text, mut code) = (self.done.clone(), self.code);
         for name in &self.names {
             let p = table.progress(name);
@@ -89,10 +99,17 @@ impl Wait {
                     code = code.max(FAILED);
                     let _ = writeln!(text, "!{name}: failed: {why}");
                 }
-                _ if now >= self.until => {
+                _ if now >= self.until || cut.is_some() => {
                     code = code.max(crate::exit::EX_TEMPFAIL);
                     let state = table.view(name, now).map_or_else(String::new, |v| v.state);
-                    let _ = writeln!(text, "!{name}: still {state} after {secs}s");
+                    match cut {
+                        Some(why) => {
+                            let _ = writeln!(text, "!{name}: still {state}: {why}");
+                        }
+                        None => {
+                            let _ = writeln!(text, "!{name}: still {state} after {secs}s");
+                        }
+                    }
                 }
                 _ => return None,
             }
@@ -174,9 +191,13 @@ pub fn handle(
         _ => Goal::Stopped,
     };
     let reply = match words.as_slice() {
-        ["status", names @ ..] if opts.json => status::json(table, names, now, confdir),
-        ["status"] => status::overview(table, now, opts.width),
-        ["status", names @ ..] => status::details(table, names, now, confdir),
+        ["status", names @ ..] if opts.json => {
+            status::json(table, names, now, confdir, &mut |n| fx.cgroup(n))
+        }
+        ["status"] => status::overview(table, now, opts.width, &mut |n| fx.cgroup(n)),
+        ["status", names @ ..] => {
+            status::details(table, names, now, confdir, &mut |n| fx.cgroup(n))
+        }
         ["log", names @ ..] if !names.is_empty() => {
             let lines = opts.lines.unwrap_or(usize::MAX);
             return log(table, names, lines, opts.follow, now);
@@ -345,10 +366,16 @@ mod tests {
             Ok(4242)
         }
         fn mark_down(&mut self, _: &str, _: Option<u64>) {}
-        fn signal(&mut self, pgid: sys::Pid, _: bool, sig: libc::c_int) {
+        fn signal(&mut self, _: &str, pgid: sys::Pid, _: crate::service::To, sig: libc::c_int) {
             self.0.push((pgid, sig));
         }
-        fn group_alive(&mut self, _: sys::Pid) -> bool {
+        fn kill(&mut self, _: &str, pgid: sys::Pid, _: bool) {
+            self.0.push((pgid, libc::SIGKILL));
+        }
+        fn group_alive(&mut self, _: &str, _: sys::Pid) -> bool {
+            false
+        }
+        fn gone(&mut self, _: sys::Pid) -> bool {
             false
         }
         fn log(&mut self, _: Level, _: fmt::Arguments) {}

@@ -1,7 +1,7 @@
 //! The command line, getopt style: `going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f]
-//! [-n LINES]` supervises, `going check [-d CONFDIR]` checks the service files, the other
-//! commands make a request to a running going (client.rs). Exit codes follow sysexits(3):
-//! 64 for a usage error.
+//! [-n LINES] [-c NAME|off]` supervises, `going check [-d CONFDIR] [-c NAME|off]` checks
+//! the service files, the other commands make a request to a running going (client.rs).
+//! Exit codes follow sysexits(3): 64 for a usage error.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -12,9 +12,13 @@ use crate::exit::EX_USAGE;
 use crate::service::Held;
 use crate::supervisor::{self, Options};
 
+/// The options of `going` itself (getopt's spec), also read back from a running going's
+/// command line by `going check`.
+const SUPERVISE: &str = "d:r:l:fn:c:hV";
+
 const USAGE: &str = "\
-usage: going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f] [-n LINES]
-       going check [-d CONFDIR]
+usage: going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f] [-n LINES] [-c NAME|off]
+       going check [-d CONFDIR] [-c NAME|off]
        going status [-r RUNDIR] [-j] [NAME...]
        going log [-r RUNDIR] [-f] [-n LINES] NAME...
        going start|stop|restart [-r RUNDIR] [-w SECONDS] NAME...
@@ -29,6 +33,7 @@ usage: going [-d CONFDIR] [-r RUNDIR] [-l SOCKET | -f] [-n LINES]
   -f          log to stderr instead of syslog;  log -f: follow new lines
   -n LINES    lines of output held per service (default 10, at most 1000);
               log -n: show the last LINES of them
+  -c NAME     going's cgroup subtree (default going);  -c off: no cgroups
   -j, --json  status as one JSON document
   -w SECONDS  wait until the services are up (ready) or stopped, SECONDS at most
   -h, --help  this help;  -V, --version  the version
@@ -125,8 +130,8 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         _ => ("", &args[..]),
     };
     let spec = match command {
-        "" => "d:r:l:fn:hV",
-        "check" => "d:h",
+        "" => SUPERVISE,
+        "check" => "d:c:h",
         "start" | "stop" | "restart" => "r:w:h",
         "status" => "r:jh",
         "log" => "r:fn:h",
@@ -178,14 +183,32 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         return usage(&format!("unexpected argument \"{extra}\""));
     }
     let confdir = PathBuf::from(opts.get('d').unwrap_or("/etc/going.d"));
+    let cgroup = match cgroup_name(opts.get('c')) {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
+    };
     match command {
-        "check" => check(&confdir),
-        _ => supervise(&opts, confdir, rundir),
+        "check" => check(&confdir, cgroup.as_deref()),
+        _ => supervise(&opts, confdir, rundir, cgroup),
+    }
+}
+
+/// The NAME of `-c`: going's cgroup subtree, `going` unless given; None for `off`.
+fn cgroup_name(arg: Option<&str>) -> Result<Option<String>, String> {
+    match arg {
+        Some("off") => Ok(None),
+        None => Ok(Some(crate::cgroup::NAME.to_string())),
+        Some(name) if config::valid_name(name) && name != "supervisor" => {
+            Ok(Some(name.to_string()))
+        }
+        Some(name) => Err(format!(
+            "-c takes off, or a NAME of letters, digits, _, - and @, not \"{name}\""
+        )),
     }
 }
 
 /// `going`: supervises until stopped; a failure to start is said, and its code returned.
-fn supervise(opts: &Opts, confdir: PathBuf, rundir: PathBuf) -> ExitCode {
+fn supervise(opts: &Opts, confdir: PathBuf, rundir: PathBuf, cgroup: Option<String>) -> ExitCode {
     if opts.has('f') && opts.has('l') {
         return usage("-f and -l exclude each other");
     }
@@ -203,6 +226,7 @@ fn supervise(opts: &Opts, confdir: PathBuf, rundir: PathBuf) -> ExitCode {
         rundir,
         syslog,
         held,
+        cgroup,
     }) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
@@ -261,8 +285,9 @@ fn usage(msg: &str) -> ExitCode {
 }
 
 /// `going check`: every problem as `PATH:LINE: message` on stderr, a summary on stdout;
-/// 0 when every service file is valid, 1 otherwise.
-fn check(dir: &std::path::Path) -> ExitCode {
+/// 0 when every service file is valid, 1 otherwise. Cgroup limit keys are checked against
+/// what the going that runs on CONFDIR has, or else what one started here would have.
+fn check(dir: &std::path::Path, cgroup: Option<&str>) -> ExitCode {
     let mut scan = match config::scan(dir, None) {
         Ok(s) => s.files,
         Err(e) => {
@@ -271,6 +296,12 @@ fn check(dir: &std::path::Path) -> ExitCode {
         }
     };
     crate::service::Table::default().cycles(dir, &mut scan, &mut Vec::new());
+    if scan
+        .values()
+        .any(|p| p.as_ref().is_ok_and(|s| s.cgroup.is_some()))
+    {
+        config::check_limits(dir, &mut scan, &available(dir, cgroup));
+    }
     let mut invalid = 0;
     for errors in scan.values().filter_map(|p| p.as_ref().err()) {
         invalid += 1;
@@ -288,6 +319,34 @@ fn check(dir: &std::path::Path) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// The controllers the going that holds CONFDIR's lock can give its services (as its own
+/// `-c` says), or, when none does, a going started here with `cgroup` (`-c`).
+fn available(dir: &std::path::Path, cgroup: Option<&str>) -> crate::cgroup::Available {
+    let running = std::fs::metadata(dir)
+        .ok()
+        .and_then(|m| crate::sys::lock_holders(&m).first().copied());
+    // The running going's own -c, from its command line.
+    let theirs = running.and_then(|pid| {
+        let line = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<String> = (line.split(|&b| b == 0))
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .skip(1)
+            .filter(|a| !a.is_empty())
+            .collect();
+        let (opts, _) = getopt(&args, SUPERVISE).ok()?;
+        cgroup_name(opts.get('c')).ok()
+    });
+    let name = match theirs.unwrap_or_else(|| cgroup.map(String::from)) {
+        Some(name) => name,
+        None => return crate::cgroup::Available::Off(crate::cgroup::OFF.into()),
+    };
+    let pid = running.unwrap_or_else(crate::sys::getpid);
+    match crate::cgroup::discover(pid, &name) {
+        Ok(found) => found.available(),
+        Err(why) => crate::cgroup::Available::Off(why.to_string()),
     }
 }
 

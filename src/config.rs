@@ -16,6 +16,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::cgroup::{Available, Key as LimitKey, Limits};
+
 /// Files larger than this are refused: a service file is a few lines.
 pub const MAX_FILE: u64 = 64 * 1024;
 
@@ -51,6 +53,18 @@ pub struct Settings {
     /// Readiness, order, restart policy and finish hook: None when the file sets none of
     /// their keys, so that a service without them pays one pointer.
     pub life: Option<Box<Life>>,
+    /// The cgroup limits (`memory_max`, `cpu_max`, …): None when the file sets none, so
+    /// that a service without them pays one pointer. They apply without a restart.
+    pub cgroup: Option<Box<CgroupLimits>>,
+}
+
+/// The cgroup limit keys of a file, and the line of each, for the error that names a
+/// controller going cannot have (the lines are no setting: no part of the fingerprint,
+/// nor of what needs a restart).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupLimits {
+    pub limits: Limits,
+    pub lines: [usize; 7],
 }
 
 /// How a service says that it is ready (`ready=`).
@@ -142,6 +156,7 @@ impl Default for Settings {
             stop_signal: libc::SIGTERM,
             stop_timeout: Duration::from_secs(10),
             life: None,
+            cgroup: None,
         }
     }
 }
@@ -154,13 +169,15 @@ impl Settings {
     }
 
     /// Whether the two differ in nothing that needs a restart: how the service is stopped,
-    /// its order, its restart policy, its finish hook and how long its readiness may take
-    /// apply to the process running; how it says it is ready does not.
+    /// its order, its restart policy, its finish hook, how long its readiness may take and
+    /// its cgroup limits (changed in place) apply to the process running; how it says it is
+    /// ready does not.
     pub fn same_run(&self, other: &Settings) -> bool {
         let with_ours = Settings {
             stop_signal: self.stop_signal,
             stop_timeout: self.stop_timeout,
             life: self.life.clone(),
+            cgroup: self.cgroup.clone(),
             ..other.clone()
         };
         let (a, b) = (self.life(), other.life());
@@ -174,6 +191,11 @@ impl Settings {
 
     fn life_mut(&mut self) -> &mut Life {
         self.life.get_or_insert_with(Box::default)
+    }
+
+    /// The cgroup limits, none where the file sets none.
+    pub fn cgroup_limits(&self) -> &Limits {
+        self.cgroup.as_ref().map_or(&Limits::NONE, |c| &c.limits)
     }
 }
 
@@ -641,6 +663,17 @@ const KEYS: &[Key] = &[
             Ok(())
         })
     },
+    key("memory_max", |d, v| cgroup_limit(d, LimitKey::MemoryMax, v)),
+    key("memory_high", |d, v| {
+        cgroup_limit(d, LimitKey::MemoryHigh, v)
+    }),
+    key("memory_swap_max", |d, v| {
+        cgroup_limit(d, LimitKey::MemorySwapMax, v)
+    }),
+    key("pids_max", |d, v| cgroup_limit(d, LimitKey::PidsMax, v)),
+    key("cpu_weight", |d, v| cgroup_limit(d, LimitKey::CpuWeight, v)),
+    key("cpu_max", |d, v| cgroup_limit(d, LimitKey::CpuMax, v)),
+    key("io_weight", |d, v| cgroup_limit(d, LimitKey::IoWeight, v)),
     key("finish", |d, v| {
         let words = split_words(v).map_err(|e| e.replace(" in cmd", " in finish"))?;
         if words.first().is_none_or(|w| w.trim().is_empty()) {
@@ -650,6 +683,29 @@ const KEYS: &[Key] = &[
         Ok(())
     }),
 ];
+
+/// A cgroup limit key: its value checked as the kernel will take it (whether going can
+/// apply it at all is checked once the whole directory is read: [`check_limits`]).
+fn cgroup_limit(d: &mut Draft, key: LimitKey, v: &str) -> Result<(), String> {
+    let c = d.s.cgroup.get_or_insert_with(Box::default);
+    c.limits.set(key, v)
+}
+
+/// The cgroup limit keys of the files read that going cannot apply, as each file's errors
+/// (`PATH:LINE: memory_max needs the memory controller, …`): such a file is invalid, as a
+/// file with a bad value is, so that a limit is never silently not there.
+pub fn check_limits(dir: &Path, files: &mut BTreeMap<String, Parsed>, available: &Available) {
+    for (name, parsed) in files.iter_mut() {
+        let Ok(s) = parsed else { continue };
+        let Some(c) = &s.cgroup else { continue };
+        let errors: Vec<FileError> = (c.limits.check(available).into_iter())
+            .map(|(k, msg)| FileError::new(dir.join(name), c.lines[k as usize], msg))
+            .collect();
+        if !errors.is_empty() {
+            *parsed = Err(errors);
+        }
+    }
+}
 
 /// `SOFT[:HARD]` or `unlimited`: one value sets both.
 fn limit(d: &mut Draft, which: usize, v: &str) -> Result<(), String> {
@@ -1079,6 +1135,13 @@ fn parse_as(path: &Path, bytes: &[u8], uid: u32, gid: u32) -> Parsed {
     }
     if uid != 0 {
         r.unprivileged(uid, gid);
+    }
+    if let Some(c) = r.draft.s.cgroup.as_mut() {
+        for (key, line) in LimitKey::ALL.into_iter().zip(c.lines.iter_mut()) {
+            *line = (r.seen.iter())
+                .find(|k| k.0 == key.name())
+                .map_or(0, |k| k.1);
+        }
     }
     if r.errors.is_empty() {
         return Ok(Box::new(r.draft.finish()));

@@ -128,6 +128,8 @@ fn records(s: &Settings) -> String {
         );
     }
     life(&mut r, s.life());
+    // The cgroup limits (memory_max, …) are no part of it: they are written in place, to a
+    // process adopted as to one running, so no difference in them is a reason to restart.
     r.0
 }
 
@@ -181,7 +183,8 @@ pub fn of(s: &Settings) -> u64 {
 /// What going 0.1.0 would have computed for a file with these settings: None when the
 /// file uses a key that release did not know (it could not have started it).
 pub fn legacy(s: &Settings) -> Option<u64> {
-    // A file with a key that 0.1.0 did not know is none it could have started.
+    // A file with a key that 0.1.0 did not know is none it could have started (but the
+    // cgroup limits, written in place to what it started).
     if s.life.is_some() {
         return None;
     }
@@ -267,6 +270,17 @@ mod tests {
             "{:#x?}",
             legacy(&full)
         );
+        // The cgroup limits are written in place: none of them makes another fingerprint,
+        // of either version, so none restarts what runs, adopted or not.
+        let limited = settings(
+            "cmd=sleep 1000
+memory_max=100M
+cpu_max=50%
+pids_max=64
+",
+        );
+        assert_eq!(of(&limited), of(&plain));
+        assert_eq!(legacy(&limited), legacy(&plain));
     }
 
     #[test]

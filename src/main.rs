@@ -2,6 +2,7 @@
 //! leaves with the exit code it gets back.
 
 mod admin;
+mod cgroup;
 mod cli;
 mod client;
 mod config;

@@ -22,6 +22,8 @@ pub enum SpawnError {
     Nul(String),
     /// The `env_file` could not be read, or has a bad line: its own message.
     EnvFile(String),
+    /// The service's cgroup could not be made ready: what failed, on what.
+    Cgroup(String),
     /// A system call failed: what going was doing, and the error. `nofile` is going's own
     /// limit on open files, to say what ran out.
     Unable {
@@ -38,6 +40,7 @@ impl fmt::Display for SpawnError {
                 write!(f, "unable to start: {what} contains a NUL character")
             }
             SpawnError::EnvFile(e) => write!(f, "env_file {e}"),
+            SpawnError::Cgroup(e) => f.write_str(e),
             SpawnError::Unable { what, err, nofile } => match err.raw_os_error() {
                 Some(libc::EMFILE) => write!(
                     f,

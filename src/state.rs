@@ -8,8 +8,12 @@
 //! a process that started (or whose settings' fingerprint changed), `-PID` for one that
 //! ended. Reading replays them in order. So a respawn among 10,000 services appends one
 //! line instead of rewriting 600 kB; the snapshot is rewritten once the changes outnumber
-//! the live processes. A file without the header is going 0.1.0's: its fingerprints are of
-//! version 1, and it names no boot.
+//! the live processes. Lines of other kinds start with `+` or `-` and a word: readiness
+//! (`+ready PID`), one-shots that finished (`+done NAME FP OK`, `-done NAME`) and process
+//! groups being stopped after their leader ended (`+group NAME PGID KILL_AT`, `-group
+//! PGID`). A file without the header is going 0.1.0's: its fingerprints are of
+//! version 1, and it names no boot. A header of a later version is believed for its boot,
+//! and the lines of shapes this going knows are read; the others are skipped.
 //!
 //! Invariants: a snapshot replaces the file atomically; changes are appended with one
 //! write(2), so that a killed going leaves all or none of them; after a failed append the
@@ -44,15 +48,28 @@ pub struct Entry {
     pub ready: bool,
 }
 
+/// A process group being stopped whose leader is gone (others of it were left): the
+/// service's name, the group, and when its SIGKILL is due, in milliseconds of the
+/// monotonic clock (which a pid and a boot id leave as meaningful as they are).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    pub pgid: Pid,
+    pub kill_at: u64,
+}
+
 /// A change to append: a process that started (or whose entry changed), one that became
 /// ready, one that ended; a one-shot that finished (with its settings' fingerprint and
-/// whether it succeeded), or no longer counts as finished.
+/// whether it succeeded), or no longer counts as finished; a group left by its leader
+/// that is being stopped, and one that is gone.
 pub enum Change {
     Live(Entry),
     Ready(Pid),
     Ended(Pid),
     Done { name: String, fp: u64, ok: bool },
     Undone(String),
+    Draining(Group),
+    Drained(Pid),
 }
 
 fn line(text: &mut String, e: &Entry) {
@@ -79,6 +96,8 @@ fn change(text: &mut String, c: &Change) {
         Change::Ended(pid) => writeln!(text, "-{pid}"),
         Change::Done { name, fp, ok } => writeln!(text, "+done {name} {fp} {}", *ok as u8),
         Change::Undone(name) => writeln!(text, "-done {name}"),
+        Change::Draining(g) => writeln!(text, "+group {} {} {}", g.name, g.pgid, g.kill_at),
+        Change::Drained(pgid) => writeln!(text, "-group {pgid}"),
     };
 }
 
@@ -119,12 +138,14 @@ pub struct Read {
     pub entries: Vec<Entry>,
     /// One-shots that had finished: fingerprint of their settings, and success.
     pub done: std::collections::BTreeMap<String, (Fingerprint, bool)>,
+    /// Groups being stopped whose leaders were gone.
+    pub groups: Vec<Group>,
     pub problems: Vec<String>,
 }
 
 /// The entries of the state file; none when there is no file. Err when it is not to be
-/// believed as a whole (not a regular file of going's own, another boot's, an unknown
-/// version), with the reason.
+/// believed as a whole (not a regular file of going's own, another boot's), with the
+/// reason.
 pub fn read(rundir: &RunDir, boot: Option<&str>) -> Result<Read, String> {
     let path = rundir.path().join(FILE);
     let bytes = match rundir.read(FILE, READ_MAX) {
@@ -139,84 +160,144 @@ pub fn read(rundir: &RunDir, boot: Option<&str>) -> Result<Read, String> {
 }
 
 /// The live processes the snapshot and changes of `bytes` leave, the last entry of each
-/// pid winning; in the order they were last written.
+/// pid winning; in the order they were last written. A header of a version this going
+/// does not know costs nothing but its fingerprints: the lines of shapes it knows are
+/// read (an entry's process is verified by /proc all the same, and a fingerprint of
+/// another encoding matches nothing, so the worst is a restart), the others skipped.
 fn replay(bytes: &[u8], boot: Option<&str>) -> Result<Read, String> {
-    let mut version = 1;
-    let mut live = std::collections::BTreeMap::new();
-    let mut out = Read::default();
+    let mut r = Replay {
+        version: 1,
+        ..Replay::default()
+    };
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     for (seq, raw) in body.split(|&b| b == b'\n').enumerate() {
         let l = std::str::from_utf8(raw).unwrap_or("\u{fffd}");
-        if seq == 0 {
-            if let Some(rest) = l.strip_prefix(HEADER).and_then(|r| r.strip_prefix(' ')) {
-                let mut w = rest.split(' ');
-                version = w.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-                if version != VERSION {
-                    return Err(format!("format {:?} is not one this going reads", rest));
-                }
-                match (w.next().filter(|b| *b != "-"), boot) {
-                    (Some(theirs), Some(ours)) if theirs != ours => {
-                        return Err("written during another boot".into())
-                    }
-                    _ => {}
-                }
-                continue;
+        if let Some((v, theirs)) = header(l).filter(|_| seq == 0) {
+            r.version = v.max(VERSION); // a header's fingerprints are never 0.1.0's
+            if v != VERSION {
+                let msg =
+                    format!("format {v} is not this going's ({VERSION}): reading what it can");
+                r.out.problems.push(msg);
             }
+            match (theirs, boot) {
+                (Some(theirs), Some(ours)) if theirs != ours => {
+                    return Err("written during another boot".into())
+                }
+                _ => {}
+            }
+            continue;
         }
-        if let Some(pid) = l.strip_prefix('-').and_then(|p| p.parse::<Pid>().ok()) {
-            live.remove(&pid);
-        } else if let Some(rest) = l.strip_prefix('+').or_else(|| l.strip_prefix("-done ")) {
-            if !mark(l, rest, version, &mut live, &mut out.done) {
-                let shown = crate::output::escape(&raw[..raw.len().min(80)]);
-                (out.problems).push(format!("line {}: not understood: \"{shown}\"", seq + 1));
+        let understood = match l.strip_prefix('-').map(|p| p.parse::<Pid>()) {
+            Some(Ok(pid)) => {
+                r.live.remove(&pid);
+                true
             }
-        } else if let Some(e) = parse(l, version) {
-            out.done.remove(&e.name);
-            live.insert(e.pid, (seq, e));
-        } else {
+            Some(Err(_)) => r.mark(b'-', &l[1..]),
+            None if l.starts_with('+') => r.mark(b'+', &l[1..]),
+            None => match parse(l, r.version) {
+                Some(e) => {
+                    r.out.done.remove(&e.name);
+                    r.live.insert(e.pid, (seq, e));
+                    true
+                }
+                None => false,
+            },
+        };
+        if !understood {
             let shown = crate::output::escape(&raw[..raw.len().min(80)]);
-            out.problems
-                .push(format!("line {}: not understood: \"{shown}\"", seq + 1));
+            (r.out.problems).push(format!("line {}: not understood: \"{shown}\"", seq + 1));
         }
     }
+    let Replay {
+        live,
+        groups,
+        mut out,
+        ..
+    } = r;
     let mut entries: Vec<_> = live.into_values().collect();
     entries.sort_by_key(|(seq, _)| *seq);
     out.entries = entries.into_iter().map(|(_, e)| e).collect();
+    out.groups = groups.into_values().collect();
     Ok(out)
 }
 
-/// A line of a mark: `+ready PID`, `+done NAME FP OK`, `-done NAME`; false when it is none.
-fn mark(
-    line: &str,
-    rest: &str,
+/// What the lines read so far leave.
+#[derive(Default)]
+struct Replay {
     version: u32,
-    live: &mut std::collections::BTreeMap<Pid, (usize, Entry)>,
-    done: &mut std::collections::BTreeMap<String, (Fingerprint, bool)>,
-) -> bool {
-    let w: Vec<&str> = rest.split(' ').collect();
-    let fp = |v: &str| match version {
-        1 => v.parse().ok().map(Fingerprint::V1),
-        _ => v.parse().ok().map(Fingerprint::V2),
-    };
-    match (line.as_bytes()[0], &w[..]) {
-        (b'+', ["ready", pid]) => {
-            // Of a process ended since: nothing to say.
-            if let Some((_, e)) = pid.parse::<Pid>().ok().and_then(|p| live.get_mut(&p)) {
-                e.ready = true;
+    /// Live processes by pid, with the number of the line that last said so.
+    live: std::collections::BTreeMap<Pid, (usize, Entry)>,
+    groups: std::collections::BTreeMap<Pid, Group>,
+    out: Read,
+}
+
+impl Replay {
+    /// A line of a mark, after its `+` or `-` (`sign`): `+ready PID`, `+done NAME FP OK`,
+    /// `-done NAME`, `+group NAME PGID KILL_AT`, `-group PGID`; false when it is none.
+    fn mark(&mut self, sign: u8, rest: &str) -> bool {
+        let w: Vec<&str> = rest.split(' ').collect();
+        let fp = |v: &str| match self.version {
+            1 => v.parse().ok().map(Fingerprint::V1),
+            _ => v.parse().ok().map(Fingerprint::V2),
+        };
+        let pid = |v: &str| v.parse::<Pid>().ok().filter(|p| *p > 1);
+        let name = |n: &&str| crate::config::valid_name(n);
+        match (sign, &w[..]) {
+            (b'+', ["ready", p]) => {
+                // Of a process ended since: nothing to say.
+                if let Some((_, e)) = pid(p).and_then(|p| self.live.get_mut(&p)) {
+                    e.ready = true;
+                }
             }
+            (b'+', ["done", n, f, ok @ ("0" | "1")]) if name(n) => {
+                let Some(f) = fp(f) else {
+                    return false;
+                };
+                self.out.done.insert(n.to_string(), (f, *ok == "1"));
+            }
+            (b'-', ["done", n]) if name(n) => {
+                self.out.done.remove(*n);
+            }
+            (b'+', ["group", n, g, at]) if name(n) => {
+                let (Some(pgid), Ok(kill_at)) = (pid(g), at.parse()) else {
+                    return false;
+                };
+                let name = n.to_string();
+                (self.groups).insert(
+                    pgid,
+                    Group {
+                        name,
+                        pgid,
+                        kill_at,
+                    },
+                );
+            }
+            (b'-', ["group", g]) => match pid(g) {
+                Some(pgid) => {
+                    self.groups.remove(&pgid);
+                }
+                None => return false,
+            },
+            _ => return false,
         }
-        (b'+', ["done", name, f, ok @ ("0" | "1")]) if crate::config::valid_name(name) => {
-            let Some(f) = fp(f) else {
-                return false;
-            };
-            done.insert(name.to_string(), (f, *ok == "1"));
-        }
-        (b'-', [name]) if crate::config::valid_name(name) => {
-            done.remove(*name);
-        }
-        _ => return false,
+        true
     }
-    true
+}
+
+/// The version and boot id (None: `-`) of a header line `going-state VERSION BOOT_ID`
+/// (words a later version adds after it are its own). None for any other line, such as
+/// an entry of going 0.1.0's for a service named `going-state`: its third word is a
+/// process group, a decimal number, which no boot id is.
+fn header(line: &str) -> Option<(u32, Option<&str>)> {
+    let mut w = line.split(' ');
+    if w.next() != Some(HEADER) {
+        return None;
+    }
+    let version = w.next()?.parse().ok()?;
+    let boot = w
+        .next()
+        .filter(|b| !b.is_empty() && !b.bytes().all(|c| c.is_ascii_digit()))?;
+    Some((version, (boot != "-").then_some(boot)))
 }
 
 fn parse(line: &str, version: u32) -> Option<Entry> {
@@ -323,6 +404,37 @@ mod tests {
     }
 
     #[test]
+    fn groups_left_by_their_leader_are_kept_until_gone() {
+        let g = |name: &str, pgid, kill_at| Group {
+            name: name.into(),
+            pgid,
+            kill_at,
+        };
+        let mut text = String::from("going-state 2 b\nweb 42 42 1 1 7\n");
+        for c in [
+            Change::Ended(42),
+            Change::Draining(g("web", 42, 9000)),
+            Change::Draining(g("db", 50, 8000)),
+            Change::Drained(50),
+        ] {
+            change(&mut text, &c);
+        }
+        let r = replay(text.as_bytes(), Some("b")).unwrap();
+        assert!(r.entries.is_empty());
+        assert_eq!(r.groups, [g("web", 42, 9000)]);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        for junk in [
+            "+group web 42",
+            "+group ../x 42 1",
+            "+group web 1 1",
+            "-group x",
+        ] {
+            let r = replay(format!("going-state 2 b\n{junk}\n").as_bytes(), None).unwrap();
+            assert_eq!(r.problems.len(), 1, "{junk}");
+        }
+    }
+
+    #[test]
     fn a_bad_line_or_byte_costs_that_line_only() {
         let r = replay(
             b"going-state 2 b\nweb 42 42 1 1 7\n\xff\xfe\ndb 50 50 1 1 0\nweb 43 x\n-",
@@ -346,7 +458,35 @@ mod tests {
         ] {
             assert_eq!(parse(junk, 2), None, "{junk:?}");
         }
-        assert!(replay(b"going-state 3 b\n", None).is_err());
+    }
+
+    #[test]
+    fn a_later_format_is_read_as_far_as_known_and_its_boot_believed() {
+        let r = replay(
+            b"going-state 3 b more words\nweb 42 42 1 7 0\n+new thing\n~other\n",
+            Some("b"),
+        )
+        .unwrap();
+        assert_eq!(r.entries.len(), 1);
+        assert_eq!(r.entries[0].fingerprint, Fingerprint::V2(7));
+        assert!(r.problems[0].starts_with("format 3 is not this going's (2)"));
+        assert_eq!(r.problems.len(), 3, "{:?}", r.problems);
+        let err = replay(b"going-state 3 b\nweb 42 42 1 7 0\n", Some("c")).unwrap_err();
+        assert_eq!(err, "written during another boot");
+    }
+
+    #[test]
+    fn a_service_named_going_state_is_no_header() {
+        // going 0.1.0 wrote no header: its first line may be an entry of that service.
+        let r = replay(b"going-state 42 42 1234 99 7\nweb 50 50 1 5\n", Some("b")).unwrap();
+        let names: Vec<&str> = r.entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["going-state", "web"]);
+        assert_eq!(r.entries[0].fingerprint, Fingerprint::V1(99));
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(header("going-state 2 -"), Some((2, None)));
+        assert_eq!(header("going-state 2 5e0c-a1"), Some((2, Some("5e0c-a1"))));
+        assert_eq!(header("going-state 2 42 1 5"), None);
+        assert_eq!(header("going-state x b"), None);
     }
 
     #[test]

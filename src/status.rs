@@ -8,7 +8,7 @@
 //! enough for it): no timer, nothing kept between requests, nothing when idle.
 
 use std::fmt::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::exit::{NOT_RUNNING, OK, UNKNOWN};
@@ -18,6 +18,17 @@ use crate::output::escape;
 use crate::service::{How, Table, View};
 use crate::sys::{self, Pid};
 use crate::usage::{self, Size, Usage};
+
+/// Where the cgroup of a service is and what it says (src/cgroup.rs), None when it has none:
+/// what the supervisor knows, asked only when a request shows what services cost.
+pub type CgroupOf<'a> = dyn FnMut(&str) -> Option<(PathBuf, crate::cgroup::Usage)> + 'a;
+
+/// What a service costs, and its cgroup where it has one.
+#[derive(Default)]
+struct Cost {
+    usage: Usage,
+    cgroup: Option<PathBuf>,
+}
 
 /// The version of the JSON document's layout (going(8), STATUS IN JSON): fields may be
 /// added within a version; one removed, renamed or changed in meaning makes a new one.
@@ -30,10 +41,10 @@ const LAST_EXIT_ROOM: usize = 20;
 /// CPU when `width` (the client's terminal) has room for them, and the last exit. Passes
 /// over the services, widths (the cost columns' apart) then text, so that no copy of the
 /// table is held.
-pub fn overview(table: &Table, now: Instant, width: Option<usize>) -> String {
+pub fn overview(table: &Table, now: Instant, width: Option<usize>, cg: &mut CgroupOf) -> String {
     let views = || table.views(now);
     let dash = || "-".to_string();
-    let cells = |v: &View, cost: Option<&Usage>| {
+    let cells = |v: &View, cost: Option<&Cost>| {
         let mut row = vec![
             v.name.to_string(),
             v.state.to_string(),
@@ -42,7 +53,7 @@ pub fn overview(table: &Table, now: Instant, width: Option<usize>) -> String {
             v.restarts.to_string(),
         ];
         match cost {
-            Some(c) if v.group.is_some() => row.extend([
+            Some(Cost { usage: c, .. }) if v.group.is_some() || c.processes > 0 => row.extend([
                 c.processes.to_string(),
                 Size(c.memory).to_string(),
                 Age(c.cpu()).to_string(),
@@ -67,7 +78,7 @@ pub fn overview(table: &Table, now: Instant, width: Option<usize>) -> String {
     let before_last: usize = width_of[..5].iter().map(|w| w + 2).sum();
     let costs = width
         .filter(|&w| before_last + 24 + LAST_EXIT_ROOM <= w)
-        .map(|_| measure(views().map(|v| v.group)));
+        .map(|_| measure(views().map(|v| (v.name, v.group)), cg));
     if let Some(costs) = &costs {
         head.splice(5..5, ["PROCS", "MEM", "CPU"]);
         width_of.splice(5..5, [5, 3, 3]);
@@ -104,17 +115,48 @@ pub fn overview(table: &Table, now: Instant, width: Option<usize>) -> String {
     out
 }
 
-/// What the process groups `groups` cost now, in their order, from one pass over /proc;
-/// all zeros for None (nothing runs) or should /proc not be readable.
-fn measure(groups: impl Iterator<Item = Option<Pid>>) -> Vec<Usage> {
-    let pgids: Vec<Pid> = groups.map(|g| g.unwrap_or(0)).collect();
-    usage::groups(&pgids).unwrap_or_else(|_| vec![Usage::default(); pgids.len()])
+/// What the services `of` (name, process group) cost now, in their order: those with a
+/// cgroup from it, the others from one pass over /proc by their process groups; all zeros
+/// for no group (nothing runs) or should /proc not be readable.
+fn measure<'a>(of: impl Iterator<Item = (&'a str, Option<Pid>)>, cg: &mut CgroupOf) -> Vec<Cost> {
+    let mut costs = Vec::new();
+    let mut pgids = Vec::new();
+    for (name, group) in of {
+        let cost = match cg(name) {
+            Some((path, u)) => Cost {
+                usage: usage::members(&u.pids, u.memory),
+                cgroup: Some(path),
+            },
+            None => Cost::default(),
+        };
+        // A service with a cgroup is not counted by its group again.
+        pgids.push(if cost.cgroup.is_some() {
+            0
+        } else {
+            group.unwrap_or(0)
+        });
+        costs.push(cost);
+    }
+    if let Ok(by_group) = usage::groups(&pgids) {
+        for ((c, u), g) in costs.iter_mut().zip(by_group).zip(&pgids) {
+            if *g > 1 {
+                c.usage = u;
+            }
+        }
+    }
+    costs
 }
 
 /// `going status NAME…`: everything going knows of each, in `text`; the exit code.
-pub fn details(table: &Table, names: &[&str], now: Instant, confdir: &Path) -> String {
+pub fn details(
+    table: &Table,
+    names: &[&str],
+    now: Instant,
+    confdir: &Path,
+    cg: &mut CgroupOf,
+) -> String {
     let views = named(table, names, now);
-    let costs = measure(views.iter().map(|v| v.as_ref().ok().and_then(|v| v.group)));
+    let costs = measure(views.iter().map(|v| of(v)), cg);
     let mut code = OK;
     let mut text = String::new();
     for (view, cost) in views.iter().zip(&costs) {
@@ -123,7 +165,7 @@ pub fn details(table: &Table, names: &[&str], now: Instant, confdir: &Path) -> S
                 if !v.is_up() {
                     code = code.max(NOT_RUNNING);
                 }
-                one(&mut text, v, v.group.map(|_| cost), confdir);
+                one(&mut text, v, cost, confdir);
             }
             Err(name) => {
                 code = code.max(UNKNOWN);
@@ -132,6 +174,14 @@ pub fn details(table: &Table, names: &[&str], now: Instant, confdir: &Path) -> S
         }
     }
     format!("{code}\n{text}")
+}
+
+/// The name and process group of a service asked for; none for a name no service has.
+fn of<'a>(v: &Result<View<'a>, &'a str>) -> (&'a str, Option<Pid>) {
+    match v {
+        Ok(v) => (v.name, v.group),
+        Err(_) => ("", None),
+    }
 }
 
 /// The services `names` asked for, each once however often it is named: a view, or the
@@ -143,7 +193,7 @@ fn named<'a>(table: &'a Table, names: &[&'a str], now: Instant) -> Vec<Result<Vi
 }
 
 /// One service, as `going status NAME` shows it.
-fn one(out: &mut String, v: &View, cost: Option<&Usage>, confdir: &Path) {
+fn one(out: &mut String, v: &View, cost: &Cost, confdir: &Path) {
     let _ = writeln!(out, "{}: \x02{}{}\x03", v.name, v.class, v.state);
     let mut field = |k: &str, val: String| {
         let _ = writeln!(out, "  {k:<11}{val}");
@@ -154,11 +204,21 @@ fn one(out: &mut String, v: &View, cost: Option<&Usage>, confdir: &Path) {
     if let Some(up) = v.up {
         field("uptime", Age(up).to_string());
     }
-    if let Some(c) = cost {
+    if v.group.is_some() || cost.usage.processes > 0 {
+        let c = &cost.usage;
         field("processes", c.processes.to_string());
         let kind = c.memory_kind.label();
         field("memory", format!("{} ({kind})", Size(c.memory)));
         field("cpu", Age(c.cpu()).to_string());
+    }
+    if let Some(path) = &cost.cgroup {
+        field("cgroup", path.display().to_string());
+    }
+    let limits: Vec<String> = (crate::cgroup::Key::ALL.iter())
+        .filter_map(|k| v.limits.show(*k))
+        .collect();
+    if !limits.is_empty() {
+        field("limits", limits.join(" "));
     }
     if let Some(next) = v.next_start {
         field("next start", format!("in {}", Age(next)));
@@ -210,12 +270,18 @@ fn quote(word: &str) -> String {
 /// `going status --json [NAME…]`: one JSON document on one line, of every service (or
 /// of those named, with the exit code `going status NAME` has), as going(8) lists its
 /// fields.
-pub fn json(table: &Table, names: &[&str], now: Instant, confdir: &Path) -> String {
+pub fn json(
+    table: &Table,
+    names: &[&str],
+    now: Instant,
+    confdir: &Path,
+    cg: &mut CgroupOf,
+) -> String {
     let views: Vec<Result<View, &str>> = match names {
         [] => table.views(now).map(Ok).collect(),
         names => named(table, names, now),
     };
-    let costs = measure(views.iter().map(|v| v.as_ref().ok().and_then(|v| v.group)));
+    let costs = measure(views.iter().map(|v| of(v)), cg);
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -231,13 +297,7 @@ pub fn json(table: &Table, names: &[&str], now: Instant, confdir: &Path) -> Stri
                 if !names.is_empty() && !v.is_up() {
                     code = code.max(NOT_RUNNING);
                 }
-                service(
-                    j,
-                    v,
-                    v.group.map(|_| cost),
-                    confdir,
-                    wall.as_millis() as u64,
-                );
+                service(j, v, cost, confdir, wall.as_millis() as u64);
             }
             Err(name) => {
                 code = code.max(UNKNOWN);
@@ -250,7 +310,7 @@ pub fn json(table: &Table, names: &[&str], now: Instant, confdir: &Path) -> Stri
 }
 
 /// One service in the JSON document; `wall`: the time now, in ms since the Unix epoch.
-fn service(j: &mut Json, v: &View, cost: Option<&Usage>, confdir: &Path, wall: u64) {
+fn service(j: &mut Json, v: &View, cost: &Cost, confdir: &Path, wall: u64) {
     let ms = |d: std::time::Duration| d.as_millis() as u64;
     j.object().key("name").str(v.name);
     j.key("state").str(&v.state).key("up").bool(v.is_up());
@@ -274,8 +334,13 @@ fn service(j: &mut Json, v: &View, cost: Option<&Usage>, confdir: &Path, wall: u
     for p in v.problems {
         j.str(p);
     }
-    j.end_array().key("usage");
-    match cost {
+    j.end_array().key("cgroup");
+    match &cost.cgroup {
+        Some(p) => j.bytes(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())),
+        None => j.null(),
+    };
+    j.key("usage");
+    match (v.group.is_some() || cost.usage.processes > 0).then_some(&cost.usage) {
         Some(c) => {
             j.object().key("processes").uint(c.processes.into());
             j.key("memory_bytes").uint(c.memory);

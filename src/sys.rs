@@ -40,11 +40,13 @@ pub enum Step {
     Exec,
     /// `arg` is the fd: the readiness pipe put at fd N (`ready=fd:N`).
     ReadyFd,
+    /// Moving into the service's cgroup (writing to its `cgroup.procs`).
+    Cgroup,
 }
 
 /// In the order of their numbers: a number, once given, is a step's for good (a child
 /// reports it to a going that may be a newer binary).
-const STEPS: [Step; 11] = [
+const STEPS: [Step; 12] = [
     Step::Session,
     Step::Stdio,
     Step::Limit,
@@ -56,6 +58,7 @@ const STEPS: [Step; 11] = [
     Step::Chdir,
     Step::Exec,
     Step::ReadyFd,
+    Step::Cgroup,
 ];
 
 /// Why a child never became the service: which step failed, with which errno.
@@ -111,12 +114,17 @@ pub struct Spawn<'a> {
     pub ready: Option<(RawFd, c_int)>,
     /// An fd the exec path names (`/proc/self/fd/N`): kept open until the exec.
     pub exec_fd: Option<RawFd>,
+    /// The service's cgroup, its directory open, and whether the child may be made in it
+    /// (clone3 with CLONE_INTO_CGROUP); else, or on kernels before 5.7, it moves itself
+    /// there first; so that everything it becomes and forks is the service's.
+    pub cgroup: Option<(RawFd, bool)>,
 }
 
 /// Where going keeps the fds it holds for long (a service's output, readiness and
-/// exec-error pipes, an adopted process's pidfd): at or above this number. A child is cloned sharing going's fd table
-/// and copies only the fds below the highest one it needs (close_range with
-/// CLOSE_RANGE_UNSHARE), so what going holds up here costs a spawn nothing.
+/// exec-error pipes, an adopted process's pidfd, a cgroup's directory and event files):
+/// at or above this number. A child is cloned sharing going's fd table and copies only
+/// the fds below the highest one it needs (close_range with CLOSE_RANGE_UNSHARE), so what
+/// going holds up here costs a spawn nothing.
 pub const HIGH_FD: RawFd = 256;
 
 /// Moves `fd` to [`HIGH_FD`] or above (close-on-exec, as every fd of going's); where the
@@ -131,6 +139,14 @@ pub fn high(fd: OwnedFd) -> OwnedFd {
         moved if moved >= 0 => unsafe { OwnedFd::from_raw_fd(moved) },
         _ => fd,
     }
+}
+
+/// A copy of `fd` at the lowest free number (close-on-exec): for a child cloned sharing
+/// going's fds, which keeps only those below the highest it needs.
+fn low(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd that we own.
+    let fd = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// clone3(2)'s arguments (linux/sched.h), up to `cgroup` (CLONE_ARGS_SIZE_VER2).
@@ -150,8 +166,14 @@ struct CloneArgs {
     cgroup: u64,
 }
 
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
 /// Set once clone3 was turned down (a kernel before 5.3, an emulator): fork from then on.
 static NO_CLONE3: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Set once clone3 turned CLONE_INTO_CGROUP down (a kernel before 5.7): a child moves
+/// itself into its cgroup from then on.
+static NO_CLONE_INTO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The child's stack while it shares going's memory: in the frame of [`spawn_child`], which
 /// waits (CLONE_VFORK) until the child has exec'd or exited. One page: the child uses some
@@ -168,6 +190,8 @@ struct ChildArgs<'a> {
     report: RawFd,
     /// The child closes its fds from this one up (none it needs is there).
     keep: c_int,
+    /// The directory of the cgroup the child moves itself into, below `keep`.
+    enter: Option<RawFd>,
 }
 
 extern "C" fn child_entry(arg: *mut std::ffi::c_void) -> ! {
@@ -175,7 +199,7 @@ extern "C" fn child_entry(arg: *mut std::ffi::c_void) -> ! {
     // this child to exec or exit (CLONE_VFORK).
     unsafe {
         let a = &*(arg as *const ChildArgs);
-        child(a.s, a.argv, a.envp, a.report, Some(a.keep))
+        child(a.s, a.argv, a.envp, a.report, Some(a.keep), a.enter)
     }
 }
 
@@ -339,14 +363,26 @@ pub fn spawn_child(s: &Spawn) -> io::Result<Child> {
         let moved = cvt(unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_DUPFD_CLOEXEC, n + 1) })?;
         wr = unsafe { OwnedFd::from_raw_fd(moved) };
     }
-    let needed = [s.stdin, s.stdout, wr.as_raw_fd()];
-    let keep = (needed.into_iter())
-        .chain(s.ready.map(|r| r.0))
-        .chain(s.exec_fd)
-        .max()
-        .unwrap_or(2)
-        .max(2)
-        + 1;
+    // Made in its cgroup (CLONE_INTO_CGROUP) where it may be; else the child moves itself
+    // there through a copy of the cgroup's directory below `keep` (going holds it high).
+    let mut into = (s.cgroup)
+        .filter(|c| c.1 && !NO_CLONE_INTO.load(Ordering::Relaxed))
+        .map(|c| c.0);
+    let mut enter = match (s.cgroup, into) {
+        (Some((dir, _)), None) => Some(low(dir)?),
+        _ => None,
+    };
+    let keep = |enter: &Option<OwnedFd>| {
+        let needed = [s.stdin, s.stdout, wr.as_raw_fd()];
+        (needed.into_iter())
+            .chain(s.ready.map(|r| r.0))
+            .chain(s.exec_fd)
+            .chain(enter.as_ref().map(|e| e.as_raw_fd()))
+            .max()
+            .unwrap_or(2)
+            .max(2)
+            + 1
+    };
     // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask only write to our locals.
     // Blocking every signal across the clone keeps going's handlers from running in the
     // child before it has reset them (they would write to going's own wake-up pipe).
@@ -358,19 +394,22 @@ pub fn spawn_child(s: &Spawn) -> io::Result<Child> {
     }
     let mut stack = ChildStack([std::mem::MaybeUninit::uninit(); CHILD_STACK]);
     let mut pid: libc::c_long = -(libc::ENOSYS as libc::c_long);
-    if !NO_CLONE3.load(Ordering::Relaxed) {
+    while !NO_CLONE3.load(Ordering::Relaxed) {
         let a = ChildArgs {
             s,
             argv: &argv,
             envp: &envp,
             report: wr.as_raw_fd(),
-            keep,
+            keep: keep(&enter),
+            enter: enter.as_ref().map(|e| e.as_raw_fd()),
         };
+        let into_flag = into.map_or(0, |_| CLONE_INTO_CGROUP);
         let args = CloneArgs {
-            flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES) as u64,
+            flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES) as u64 | into_flag,
             exit_signal: libc::SIGCHLD as u64,
             stack: stack.0.as_mut_ptr() as u64,
             stack_size: CHILD_STACK as u64,
+            cgroup: into.map_or(0, |dir| dir as u64),
             ..CloneArgs::default()
         };
         // SAFETY: going is single-threaded, so the child inherits no lock held by another
@@ -378,16 +417,33 @@ pub fn spawn_child(s: &Spawn) -> io::Result<Child> {
         // and going waits until it has exec'd or exited (CLONE_VFORK), so `stack`, `a`
         // and what they point to outlive its use of them.
         pid = unsafe { clone3(&args, child_entry, &a as *const ChildArgs as *mut _) };
-        if matches!(-pid as c_int, libc::ENOSYS | libc::EINVAL | libc::E2BIG) {
-            NO_CLONE3.store(true, Ordering::Relaxed);
+        let refused = matches!(-pid as c_int, libc::ENOSYS | libc::EINVAL | libc::E2BIG);
+        match (s.cgroup, into) {
+            // A kernel before 5.7 (no CLONE_INTO_CGROUP): the child moves itself from now
+            // on, and clone3 is tried again without it before it is taken for unusable.
+            (Some((dir, _)), Some(_)) if refused && -pid as c_int != libc::ENOSYS => {
+                NO_CLONE_INTO.store(true, Ordering::Relaxed);
+                into = None;
+                match low(dir) {
+                    Ok(fd) => enter = Some(fd),
+                    Err(e) => {
+                        pid = -(e.raw_os_error().unwrap_or(libc::EMFILE) as libc::c_long);
+                        break;
+                    }
+                }
+            }
+            _ if refused => NO_CLONE3.store(true, Ordering::Relaxed),
+            _ => break,
         }
     }
     let mut err = io::Error::from_raw_os_error((-pid) as c_int);
     if NO_CLONE3.load(Ordering::Relaxed) {
+        // Without clone3 there is no CLONE_INTO_CGROUP either: the child moves itself.
+        let dir = s.cgroup.map(|c| c.0);
         // SAFETY: as above; the forked child has memory and fds of its own.
         pid = unsafe { libc::fork() } as libc::c_long;
         if pid == 0 {
-            unsafe { child(s, &argv, &envp, wr.as_raw_fd(), None) }
+            unsafe { child(s, &argv, &envp, wr.as_raw_fd(), None, dir) }
         }
         err = io::Error::last_os_error();
     }
@@ -410,24 +466,26 @@ fn nul_terminated(v: &[CString]) -> Vec<*const c_char> {
         .collect()
 }
 
-/// The child: its own fd table (the fds below `keep`, when cloned sharing going's), a
-/// fresh session, stdio on /dev/null, default signal state, the service's limits,
-/// priority, root, identity, cwd and umask, then execve of the first candidate that
-/// exists. Limits, nice and chroot come while still root (raising a hard limit, lowering
-/// nice and chroot need it); the identity drops groups, gid, then uid, and is verified.
-/// Limits and identity are raw system calls: libc's wrappers would apply them to every
-/// thread of going's, through memory this child may share.
+/// The child: its own fd table (the fds below `keep`, when cloned sharing going's),
+/// default signal state, the service's cgroup, a fresh session, stdio on /dev/null, the
+/// service's limits, priority, root, identity, cwd and umask, then execve of the first
+/// candidate that exists. Limits, nice and chroot come while still root (raising a hard
+/// limit, lowering nice and chroot need it); the identity drops groups, gid, then uid, and
+/// is verified. Limits and identity are raw system calls: libc's wrappers would apply them
+/// to every thread of going's, through memory this child may share.
 ///
 /// # Safety
 /// Only in the child after fork or clone3; `argv` and `envp` are NUL-terminated arrays of
 /// pointers into `s`, and `report` is the write end of the exec-error pipe. `keep`: the
-/// child was cloned with CLONE_FILES and must unshare before touching any fd.
+/// child was cloned with CLONE_FILES and must unshare before touching any fd. `enter`: the
+/// directory of the cgroup to move into (when the child was not made in it), below `keep`.
 unsafe fn child(
     s: &Spawn,
     argv: &[*const c_char],
     envp: &[*const c_char],
     report: RawFd,
     keep: Option<c_int>,
+    enter: Option<RawFd>,
 ) -> ! {
     let fail = |step: Step, errno: i32, arg: i32| -> ! {
         let mut b = [0u8; 12];
@@ -459,6 +517,15 @@ unsafe fn child(
             ptr::null_mut::<u64>(),
             8,
         );
+    }
+    // "0" is the writer: the child moves itself, before it can fork anything.
+    if let Some(dir) = enter {
+        let flags = libc::O_WRONLY | libc::O_CLOEXEC;
+        let procs = libc::openat(dir, c"cgroup.procs".as_ptr(), flags);
+        if procs < 0 || libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
+            fail(Step::Cgroup, errno(), 0);
+        }
+        libc::close(procs);
     }
     if libc::setsid() < 0 {
         fail(Step::Session, errno(), 0);
@@ -751,7 +818,8 @@ pub fn sanitize_fds() {
 }
 
 /// Empties the signal mask (raw, as libc keeps its reserved signals out of reach). going
-/// calls it at start-up too: a SIGCHLD blocked by whoever started going would blind it.
+/// calls it at start-up too, once its handlers are in place: a SIGCHLD blocked by whoever
+/// started going would blind it.
 pub fn unblock_all() {
     let empty = 0u64;
     // SAFETY: rt_sigprocmask reads an 8-byte mask and writes nothing (old set is null).
@@ -760,6 +828,48 @@ pub fn unblock_all() {
             libc::SYS_rt_sigprocmask,
             libc::SIG_SETMASK,
             &empty,
+            ptr::null_mut::<u64>(),
+            8,
+        )
+    };
+}
+
+/// A signal mask as the kernel keeps it: bit N-1 for signal N.
+pub type SigMask = u64;
+
+/// Blocks `sigs` as well; returns the mask as it was. A signal that comes while it is
+/// blocked waits, pending, even across an exec: for the handlers of the new binary.
+pub fn block_signals(sigs: &[c_int]) -> SigMask {
+    let set = sigs.iter().fold(0u64, |m, &s| m | 1 << (s - 1));
+    let mut old = 0u64;
+    // SAFETY: rt_sigprocmask reads one 8-byte mask and writes another, both live locals.
+    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_BLOCK, &set, &mut old, 8) };
+    old
+}
+
+/// Unblocks `sigs`.
+pub fn unblock_signals(sigs: &[c_int]) {
+    let set = sigs.iter().fold(0u64, |m, &s| m | 1 << (s - 1));
+    // SAFETY: rt_sigprocmask reads an 8-byte mask and writes nothing (old set is null).
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_UNBLOCK,
+            &set,
+            ptr::null_mut::<u64>(),
+            8,
+        )
+    };
+}
+
+/// Sets the signal mask back to what [`block_signals`] returned.
+pub fn set_signal_mask(mask: SigMask) {
+    // SAFETY: rt_sigprocmask reads an 8-byte mask and writes nothing (old set is null).
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &mask,
             ptr::null_mut::<u64>(),
             8,
         )
@@ -1054,6 +1164,26 @@ fn proc_stat(pid: Pid) -> Option<(u8, Pid, u64)> {
     Some((state, pgid, fields.nth(16)?.parse().ok()?))
 }
 
+/// The monotonic clock (CLOCK_MONOTONIC, as `Instant` reads it) in milliseconds: a time
+/// that means the same to every process of this boot, for deadlines that outlive going.
+pub fn monotonic_ms() -> u64 {
+    // SAFETY: timespec is plain data; clock_gettime writes only to it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// A deadline as [`monotonic_ms`] reads it, told from `now` (`Instant::now()`, read with
+/// `clock` = `monotonic_ms()`), and back.
+pub fn deadline_ms(at: std::time::Instant, now: std::time::Instant, clock: u64) -> u64 {
+    clock + at.saturating_duration_since(now).as_millis() as u64
+}
+
+/// See [`deadline_ms`].
+pub fn deadline_at(ms: u64, now: std::time::Instant, clock: u64) -> std::time::Instant {
+    now + std::time::Duration::from_millis(ms.saturating_sub(clock))
+}
+
 /// How long ago a process with this start time (clock ticks since boot) started.
 pub fn age(start_ticks: u64) -> Option<std::time::Duration> {
     // SAFETY: sysconf has no memory effects.
@@ -1079,14 +1209,27 @@ fn uptime_ms(text: &str) -> Option<u64> {
 /// whose members are not going's children, whose zombies it cannot reap (`group_alive`
 /// counts them).
 pub fn group_has_live(pgid: Pid) -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return group_alive(pgid);
-    };
+    // No member at all, not even a zombie: known without reading every process's stat
+    // (10,000 of them on a busy machine, read at each look at the group).
+    if !group_alive(pgid) {
+        return false;
+    }
+    match group_members(pgid) {
+        Some(members) => !members.is_empty(),
+        None => true,
+    }
+}
+
+/// The processes of group `pgid` but zombies, from /proc; None when /proc cannot be read.
+pub fn group_members(pgid: Pid) -> Option<Vec<Pid>> {
+    let dir = std::fs::read_dir("/proc").ok()?;
     let pids = dir
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<Pid>().ok());
-    pids.filter_map(proc_identity)
-        .any(|(group, _)| group == pgid)
+    Some(
+        pids.filter(|&p| proc_identity(p).is_some_and(|(group, _)| group == pgid))
+            .collect(),
+    )
 }
 
 /// Takes over an fd inherited across going's own re-exec: None unless it is open. It is
@@ -1137,9 +1280,24 @@ impl Dir {
         Ok(Dir(unsafe { std::fs::File::from_raw_fd(fd) }))
     }
 
+    /// The same directory, its fd moved to [`HIGH_FD`] or above: see [`high`].
+    pub fn high(self) -> Dir {
+        Dir(std::fs::File::from(high(OwnedFd::from(self.0))))
+    }
+
     /// A directory that another part of going handed over (an upgrade), made close-on-exec.
     pub fn from_fd(fd: OwnedFd) -> Dir {
         Dir(std::fs::File::from(fd))
+    }
+
+    /// The directory open as `file` (which stays open too).
+    pub fn from_file(file: &std::fs::File) -> io::Result<Dir> {
+        Ok(Dir(file.try_clone()?))
+    }
+
+    /// What `name` in the directory is, itself (a symbolic link is not followed).
+    pub fn stat_at(&self, name: &str) -> io::Result<std::fs::Metadata> {
+        self.open_at(name, libc::O_PATH, 0)?.metadata()
     }
 
     pub fn fd(&self) -> RawFd {
@@ -1224,26 +1382,55 @@ impl Dir {
 }
 
 /// The processes that hold a lock (flock or POSIX) on the file of this device and inode,
-/// from /proc/locks: to name who holds a lock going could not take.
+/// from /proc/locks: to name who holds a lock going could not take. For a flock that is
+/// the process that took it, which may have ended since, its fd passed on to a child.
 pub fn lock_holders(meta: &std::fs::Metadata) -> Vec<Pid> {
-    use std::os::unix::fs::MetadataExt;
-    let (dev, ino) = (meta.dev(), meta.ino());
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
     let Ok(text) = std::fs::read_to_string("/proc/locks") else {
         return Vec::new();
     };
-    // "1: FLOCK  ADVISORY  WRITE 1234 08:01:567 0 EOF" (major and minor in hex)
     text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (pid, id) = (f.get(4)?.parse::<Pid>().ok()?, f.get(5)?);
-            let mut parts = id.split(':');
-            let maj = u32::from_str_radix(parts.next()?, 16).ok()?;
-            let min = u32::from_str_radix(parts.next()?, 16).ok()?;
-            let i = parts.next()?.parse::<u64>().ok()?;
-            (maj == major && min == minor && i == ino && pid > 0).then_some(pid)
-        })
+        .filter_map(|l| lock_line(l, meta).map(|(_, pid)| pid))
         .collect()
+}
+
+/// A line of /proc/locks, or of a `lock:` line of /proc/PID/fdinfo after the tag, if it
+/// is a lock (not a waiter's `->`) on the file of `meta`: its kind (`FLOCK`, `POSIX`,
+/// `OFDLCK`) and the pid that took it.
+/// "1: FLOCK  ADVISORY  WRITE 1234 08:01:567 0 EOF" (major and minor in hex)
+fn lock_line<'a>(line: &'a str, meta: &std::fs::Metadata) -> Option<(&'a str, Pid)> {
+    use std::os::unix::fs::MetadataExt;
+    let (dev, ino) = (meta.dev(), meta.ino());
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (kind, pid, id) = (*f.get(1)?, f.get(4)?.parse::<Pid>().ok()?, f.get(5)?);
+    let mut parts = id.split(':');
+    let maj = u32::from_str_radix(parts.next()?, 16).ok()?;
+    let min = u32::from_str_radix(parts.next()?, 16).ok()?;
+    let i = parts.next()?.parse::<u64>().ok()?;
+    let ours = maj == libc::major(dev) && min == libc::minor(dev) && i == ino;
+    (ours && pid > 0).then_some((kind, pid))
+}
+
+/// The process `pid`, with its real and effective uids, if it holds a flock(2) on the
+/// file of `meta` through an fd of its own: /proc/PID/fdinfo says which open file holds a
+/// lock, where /proc/locks names only the process that took it. Taken to hold it when its
+/// fds cannot be read (another user's, to a going that is not root), if it runs.
+pub fn flock_holder(pid: Pid, meta: &std::fs::Metadata) -> Option<(Pid, u32, u32)> {
+    let holds = match std::fs::read_dir(format!("/proc/{pid}/fdinfo")) {
+        Ok(fds) => fds.flatten().any(|fd| {
+            let text = std::fs::read_to_string(fd.path()).unwrap_or_default();
+            text.lines()
+                .filter_map(|l| l.strip_prefix("lock:"))
+                .any(|l| lock_line(l, meta).is_some_and(|(kind, _)| kind == "FLOCK"))
+        }),
+        Err(e) => e.kind() == io::ErrorKind::PermissionDenied,
+    };
+    if !holds {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    let mut w = uids.split_whitespace().map(|u| u.parse::<u32>().ok());
+    Some((pid, w.next()??, w.next()??))
 }
 
 /// This boot's identity (/proc/sys/kernel/random/boot_id): a pid and start time name a
@@ -1320,6 +1507,19 @@ pub fn writable_now(fd: RawFd) -> io::Result<bool> {
     } else {
         Ok(false)
     }
+}
+
+/// Whether `fd` can be read now (poll(2) without waiting): a pidfd is, once its process
+/// ended. False when that cannot be told.
+pub fn readable_now(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes the one pollfd it is given.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & libc::POLLIN != 0
 }
 
 /// How many bytes wait unread on the socket `fd` (FIONREAD); 0 when that cannot be told.
@@ -1473,6 +1673,37 @@ pub fn recv_with_creds(fd: RawFd, buf: &mut [u8]) -> io::Result<Datagram> {
     })
 }
 
+// cgroup v2 (src/cgroup.rs): removing and locking a cgroup's directories, and watching its
+// cgroup.events. The members of a cgroup are signalled one by one with `kill`.
+
+impl Dir {
+    /// Removes the directory `name` in the directory (rmdir(2) semantics: a cgroup goes
+    /// only once it holds no process and no cgroup).
+    pub fn rmdir(&self, name: &str) -> io::Result<()> {
+        let n = c_name(name)?;
+        // SAFETY: unlinkat reads a valid C string.
+        cvt(unsafe { libc::unlinkat(self.fd(), n.as_ptr(), libc::AT_REMOVEDIR) }).map(drop)
+    }
+
+    /// Takes an exclusive flock(2) on the directory without waiting: false when another
+    /// open file description holds it. Released when the directory is closed.
+    pub fn try_lock(&self) -> io::Result<bool> {
+        match self.0.try_lock() {
+            Ok(()) => Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+impl Epoll {
+    /// Watches `fd` for priority events alone: a cgroup's `cgroup.events` is always
+    /// readable, and tells of a change with EPOLLPRI until it is read again.
+    pub fn add_priority(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLPRI as u32, token)
+    }
+}
+
 // What a service costs (usage.rs): /proc read without an allocation per process.
 
 /// Calls `f` with the pid of every process in /proc, in one readdir(3) pass: std's
@@ -1595,6 +1826,7 @@ mod spawn_tests {
             umask: 0o022,
             ready: None,
             exec_fd: None,
+            cgroup: None,
         };
         let child = spawn_child(&s).unwrap();
         assert!(child.report.as_raw_fd() >= HIGH_FD);
@@ -1613,4 +1845,71 @@ mod spawn_tests {
         let status = reaped(child.pid);
         assert_eq!(Exit::from_status(status), Exit::Code(127));
     }
+}
+
+/// The unwinder's entry points, as going's release binary has them: nothing unwinds in a
+/// panic=abort build, and the linker script (link/no-unwind-tables.ld) drops the tables an
+/// unwinder would read, so the backtrace of a panic message finds no frame whatever
+/// unwinder answers. Defined here, they keep the linker from pulling in musl's libunwind
+/// for std's backtrace and personality code that never runs: 48 kB of code, and the
+/// stdio it logs with, that VmPeak counted.
+#[cfg(all(target_env = "musl", panic = "abort", not(test)))]
+mod no_unwinder {
+    use std::ffi::{c_int, c_void};
+
+    /// `_URC_END_OF_STACK`: no frame to walk, no handler found.
+    const END_OF_STACK: c_int = 5;
+
+    // SAFETY (all of them): they touch no memory; callers get "no frame" or a zero.
+    #[no_mangle]
+    extern "C" fn _Unwind_Backtrace(_: *mut c_void, _: *mut c_void) -> c_int {
+        END_OF_STACK
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_RaiseException(_: *mut c_void) -> c_int {
+        END_OF_STACK
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_Resume(_: *mut c_void) -> ! {
+        std::process::abort()
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_DeleteException(_: *mut c_void) {}
+    #[no_mangle]
+    extern "C" fn _Unwind_GetIP(_: *mut c_void) -> usize {
+        0
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_GetIPInfo(_: *mut c_void, before: *mut c_int) -> usize {
+        let _ = before;
+        0
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_GetCFA(_: *mut c_void) -> usize {
+        0
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_FindEnclosingFunction(_: *mut c_void) -> *mut c_void {
+        std::ptr::null_mut()
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_GetLanguageSpecificData(_: *mut c_void) -> *mut c_void {
+        std::ptr::null_mut()
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_GetRegionStart(_: *mut c_void) -> usize {
+        0
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_GetTextRelBase(_: *mut c_void) -> usize {
+        0
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_GetDataRelBase(_: *mut c_void) -> usize {
+        0
+    }
+    #[no_mangle]
+    extern "C" fn _Unwind_SetGR(_: *mut c_void, _: c_int, _: usize) {}
+    #[no_mangle]
+    extern "C" fn _Unwind_SetIP(_: *mut c_void, _: usize) {}
 }

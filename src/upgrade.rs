@@ -2,7 +2,8 @@
 //! the path it was started from — keeping its pid (init sees nothing), its children, their
 //! output pipes, its lock, RUNDIR, CONFDIR's lock and its control socket. What the new
 //! binary needs travels in one environment variable: a version, the fds to take back, and
-//! each live process's name, pid, settings fingerprint and age. The new binary adopts them
+//! each live process's name, pid, settings fingerprint and age (and each process group
+//! being stopped whose leader is gone). The new binary adopts them
 //! as a restart after `kill -9` would, but they are still its children (or, for processes
 //! adopted before, watched by pidfd).
 //!
@@ -21,6 +22,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -62,6 +64,8 @@ pub struct Handover {
     pub control: Option<OwnedFd>,
     pub rundir: Option<OwnedFd>,
     pub confdir: Option<OwnedFd>,
+    /// CONFDIR/.going.lock, when it was locked.
+    pub conflock: Option<OwnedFd>,
     /// The sd_notify socket, with what services sent meanwhile.
     pub notify: Option<OwnedFd>,
     pub procs: Vec<Proc<OwnedFd>>,
@@ -71,6 +75,9 @@ pub struct Handover {
     pub ready_fds: Vec<(Pid, OwnedFd)>,
     /// One-shots that had finished: fingerprint of their settings, and success.
     pub done: std::collections::BTreeMap<String, (Fingerprint, bool)>,
+    /// Process groups being stopped whose leaders were gone, and whether their members
+    /// are going's children.
+    pub groups: Vec<(crate::state::Group, bool)>,
 }
 
 /// The handover, when this going was exec'd by an upgrade; the variable is removed.
@@ -94,6 +101,7 @@ fn parse(text: &str, mut fd: impl FnMut(RawFd) -> Option<OwnedFd>) -> Handover {
             Some(("control", v)) => h.control = take(v),
             Some(("rundir", v)) => h.rundir = take(v),
             Some(("confdir", v)) => h.confdir = take(v),
+            Some(("conflock", v)) => h.conflock = take(v),
             Some(("notify", v)) => h.notify = take(v),
             Some(("ready", v)) => h.ready.extend(v.parse::<Pid>().ok()),
             Some(("readyfd", v)) => {
@@ -111,6 +119,21 @@ fn parse(text: &str, mut fd: impl FnMut(RawFd) -> Option<OwnedFd>) -> Handover {
                         h.done
                             .insert(name.to_string(), (Fingerprint::V2(fp), ok == "1"));
                     }
+                }
+            }
+            Some(("group", g)) => {
+                let f: Vec<&str> = g.split(',').collect();
+                let [name, pgid, kill_at, child @ ("0" | "1")] = f[..] else {
+                    continue;
+                };
+                if let (Ok(pgid), Ok(kill_at)) = (pgid.parse(), kill_at.parse()) {
+                    let name = name.to_string();
+                    let g = crate::state::Group {
+                        name,
+                        pgid,
+                        kill_at,
+                    };
+                    h.groups.push((g, child == "1"));
                 }
             }
             Some(("proc", p)) => {
@@ -145,6 +168,7 @@ pub struct Kept {
     pub control: RawFd,
     pub rundir: RawFd,
     pub confdir: Option<RawFd>,
+    pub conflock: Option<RawFd>,
     pub notify: Option<RawFd>,
     /// Pids of the processes that said they were ready.
     pub ready: Vec<Pid>,
@@ -152,6 +176,9 @@ pub struct Kept {
     pub ready_fds: Vec<(Pid, RawFd)>,
     /// Finished one-shots: name, fingerprint, success.
     pub done: Vec<(String, u64, bool)>,
+    /// Process groups being stopped whose leaders are gone (when their SIGKILL is due, in
+    /// the monotonic clock's milliseconds), and whether their members are going's children.
+    pub groups: Vec<(crate::state::Group, bool)>,
 }
 
 fn format(kept: &Kept, procs: &[Leaving]) -> String {
@@ -161,6 +188,9 @@ fn format(kept: &Kept, procs: &[Leaving]) -> String {
     );
     if let Some(fd) = kept.confdir {
         text.push_str(&format!(" confdir={fd}"));
+    }
+    if let Some(fd) = kept.conflock {
+        text.push_str(&format!(" conflock={fd}"));
     }
     if let Some(fd) = kept.notify {
         text.push_str(&format!(" notify={fd}"));
@@ -173,6 +203,10 @@ fn format(kept: &Kept, procs: &[Leaving]) -> String {
     }
     for (name, fp, ok) in &kept.done {
         text.push_str(&format!(" done={name},{fp},{}", *ok as u8));
+    }
+    for (g, child) in &kept.groups {
+        let (name, pgid, at) = (&g.name, g.pgid, g.kill_at);
+        text.push_str(&format!(" group={name},{pgid},{at},{}", *child as u8));
     }
     for p in procs {
         let (ms, child, out) = (p.age.as_millis(), p.child as u8, p.output.unwrap_or(-1));
@@ -234,10 +268,17 @@ pub struct Check {
 
 /// Runs `path --handover-check` in a child, its output into a pipe; Err says what failed.
 pub fn start_check(path: PathBuf, nofile: libc::rlimit, now: Instant) -> Result<Check, String> {
+    // Without waiting: a FIFO put at the path would block the open until a writer came.
     let binary = std::fs::OpenOptions::new()
         .read(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open(&path)
         .map_err(|e| format!("open {}: {}", path.display(), crate::log::Errno(&e)))?;
+    match binary.metadata() {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(format!("{} is not a regular file", path.display())),
+        Err(e) => return Err(format!("{}: {}", path.display(), crate::log::Errno(&e))),
+    }
     // A script is run by its path: its interpreter could not open a close-on-exec fd.
     let mut magic = [0u8; 2];
     let script = (&binary).read(&mut magic).is_ok_and(|n| n == 2) && &magic == b"#!";
@@ -265,6 +306,7 @@ pub fn start_check(path: PathBuf, nofile: libc::rlimit, now: Instant) -> Result<
         umask: 0o022,
         ready: None,
         exec_fd: Some(binary.as_raw_fd()),
+        cgroup: None,
     })
     .map_err(|e| format!("fork: {}", crate::log::Errno(&e)))?;
     Ok(Check {
@@ -298,16 +340,37 @@ impl Check {
     /// Its time is up: killed (with its process group, it runs in a session of its own),
     /// and what to say of it.
     pub fn give_up(&mut self) -> String {
-        self.deadline = None;
-        let killed = match sys::kill_group(self.pid, libc::SIGKILL) {
-            Ok(()) => String::new(),
-            Err(e) => format!(" (and could not be killed: {})", crate::log::Errno(&e)),
+        let killed = match self.kill() {
+            None => String::new(),
+            Some(e) => format!(" (and could not be killed: {})", crate::log::Errno(&e)),
         };
         format!(
             "{} did not answer within {}s{killed}; carrying on",
             self.path.display(),
             CHECK_TIMEOUT.as_secs()
         )
+    }
+
+    /// going is stopping: the check is killed (with its process group), and its end is no
+    /// answer. What to add to the message saying so: nothing, or why it could not be.
+    pub fn abandon(&mut self) -> String {
+        match self.kill() {
+            None => String::new(),
+            Some(e) => format!(
+                " ({} could not be killed: {})",
+                self.path.display(),
+                crate::log::Errno(&e)
+            ),
+        }
+    }
+
+    /// SIGKILL to its process group, whose end is then no answer; the error, if any.
+    fn kill(&mut self) -> Option<std::io::Error> {
+        self.deadline = None;
+        match sys::kill_group(self.pid, libc::SIGKILL) {
+            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => Some(e),
+            _ => None,
+        }
     }
 
     /// The checked binary ended with `status`: Ok when it said it reads this handover,
@@ -355,6 +418,7 @@ impl Check {
         let fds = [kept.lock, kept.control, kept.rundir]
             .into_iter()
             .chain(kept.confdir)
+            .chain(kept.conflock)
             .chain(kept.notify)
             .chain(kept.ready_fds.iter().map(|r| r.1))
             .chain(procs.iter().filter_map(|p| p.output));
@@ -388,10 +452,19 @@ mod tests {
             control: 4,
             rundir: 5,
             confdir: Some(6),
+            conflock: Some(8),
             notify: None,
             ready: vec![42],
             ready_fds: vec![],
             done: vec![("setup".into(), 77, true)],
+            groups: vec![(
+                crate::state::Group {
+                    name: "old".into(),
+                    pgid: 40,
+                    kill_at: 123456,
+                },
+                true,
+            )],
         };
         let procs = [Leaving {
             name: "web".into(),
@@ -404,7 +477,7 @@ mod tests {
         let text = format(&kept, &procs);
         assert_eq!(
             text,
-            "v=2 lock=3 control=4 rundir=5 confdir=6 ready=42 done=setup,77,1 proc=web,42,99,1500,1,7"
+            "v=2 lock=3 control=4 rundir=5 confdir=6 conflock=8 ready=42 done=setup,77,1 group=old,40,123456,1 proc=web,42,99,1500,1,7"
         );
         let mut seen = Vec::new();
         // Any fd number is "open" here; they are only counted, never closed.
@@ -412,13 +485,14 @@ mod tests {
             seen.push(fd);
             None
         });
-        assert_eq!(seen, [3, 4, 5, 6, 7]);
+        assert_eq!(seen, [3, 4, 5, 6, 8, 7]);
         assert_eq!(h.procs[0].fingerprint, Fingerprint::V2(99));
         assert_eq!(
             (h.ready, h.done["setup"]),
             (vec![42], (Fingerprint::V2(77), true))
         );
         assert_eq!(h.procs[0].age, Duration::from_millis(1500));
+        assert_eq!(h.groups, kept.groups);
         // What going 0.1.0 hands over: no version, version 1 fingerprints.
         let old = parse("lock=3 control=4 proc=web,42,99,10,1,-1 junk", |_| None);
         assert_eq!(old.procs.len(), 1);

@@ -19,9 +19,11 @@
 //!   it: earlier runs of the service, processes that left the group (setsid), and
 //!   orphans that going reaps as subreaper (their time goes to going's own cutime).
 //!
-//! With a cgroup per service, the cgroup's list of pids would take the place of the
-//! process group, and its own counters (memory.current, cpu.stat) would come as a
-//! [`MemoryKind`] of their own, which the JSON's `memory_kind` already names.
+//! A service with a cgroup (src/cgroup.rs) is measured by its cgroup instead: the
+//! processes of its `cgroup.procs` take the place of the process group (so a helper that
+//! left the session counts), and the memory is the cgroup's own `memory.current` where the
+//! memory controller is enabled for it (labelled `cgroup`: page cache and kernel memory
+//! charged to it included), else the RSS of those processes as above ([`members`]).
 
 use std::fmt;
 use std::io;
@@ -44,6 +46,8 @@ pub enum MemoryKind {
     /// Resident set sizes, summed over the processes.
     #[default]
     Rss,
+    /// The cgroup's `memory.current`: what the kernel charges to it.
+    Cgroup,
 }
 
 impl MemoryKind {
@@ -51,6 +55,7 @@ impl MemoryKind {
     pub fn label(self) -> &'static str {
         match self {
             MemoryKind::Rss => "rss",
+            MemoryKind::Cgroup => "cgroup",
         }
     }
 }
@@ -83,6 +88,20 @@ pub fn groups(pgids: &[Pid]) -> io::Result<Vec<Usage>> {
     })?;
     let (page, hz) = (sys::page_size(), sys::clock_ticks());
     Ok(tally.into_iter().map(|t| t.usage(page, hz)).collect())
+}
+
+/// The usage of the processes `pids` (a service's cgroup's), read one by one; `memory`,
+/// the cgroup's `memory.current` where there is one, takes the place of their RSS.
+pub fn members(pids: &[Pid], memory: Option<u64>) -> Usage {
+    let mut t = Tally::default();
+    for s in pids.iter().filter_map(|&p| stat(p)) {
+        t.add(&s);
+    }
+    let mut u = t.usage(sys::page_size(), sys::clock_ticks());
+    if let Some(m) = memory {
+        (u.memory, u.memory_kind) = (m, MemoryKind::Cgroup);
+    }
+    u
 }
 
 /// Sums in the units of /proc, made into a [`Usage`] once at the end.

@@ -217,6 +217,16 @@ impl Watch {
         full
     }
 
+    /// `name` is read again at the next reload, whatever its stamp says: a file a cycle of
+    /// `after=` made invalid, as the cycle may be gone by then through another file's
+    /// edit. A reload of the files events named reads it too.
+    pub fn reread(&mut self, name: &str) {
+        self.stamps.remove(name);
+        if let Some(dirty) = &mut self.dirty {
+            dirty.insert(name.to_string());
+        }
+    }
+
     /// Scans `dir`, the CONFDIR this watch was made for, with the stamps: the way to it
     /// watched before, and the way to each service file that is a link after (then looked
     /// at again). `log` hears of a directory that cannot be watched.

@@ -550,6 +550,7 @@ fn an_adopted_service_keeps_its_readiness_and_a_done_one_shot_stays_done() {
                 since,
                 fingerprint: fp("db"),
                 ready: false,
+                drain: None,
             },
         ),
         (
@@ -559,11 +560,12 @@ fn an_adopted_service_keeps_its_readiness_and_a_done_one_shot_stays_done() {
                 since,
                 fingerprint: fp("pg"),
                 ready: true,
+                drain: None,
             },
         ),
     ]);
     let done = BTreeMap::from([("setup".to_string(), (fp("setup"), true))]);
-    t.adopt(&files, adopt, done, &mut fx, t0);
+    t.adopt(&files, adopt, done, &[], &mut fx, t0);
     assert!(fx
         .logs
         .contains(&"db[50]: adopted, running for 1m0s, not ready yet".to_string()));
@@ -672,4 +674,170 @@ fn an_essential_service_that_cannot_be_started_ends_going_and_a_one_shot_fails_f
     assert_eq!((e.name.as_str(), e.code), ("app", 126));
     assert_eq!(state(&t, "once", t0), "failed");
     assert_eq!(t.next_deadline(), None, "nothing retried");
+}
+
+#[test]
+fn an_after_edited_away_lets_a_waiting_service_start_at_once() {
+    let mut fx = Fake::default();
+    let (mut t, t0) = table(&[("web", "cmd=/bin/web\nafter=db")], &mut fx);
+    assert_eq!(state(&t, "web", t0), "waiting for db");
+    t.reconcile(scan(&[("web", "cmd=/bin/web")]), &[], &mut fx, t0);
+    assert_eq!(
+        spawned(&fx, "/bin/web").len(),
+        1,
+        "no restart needed, started"
+    );
+}
+
+#[test]
+fn a_one_shot_not_ready_in_time_has_failed_for_good() {
+    let mut fx = Fake::default();
+    let once = "cmd=/bin/m\nrestart=never\nready=fd:3\nready_timeout=2";
+    let (mut t, t0) = table(&[("m", once), ("web", "cmd=/bin/web\nafter=m")], &mut fx);
+    let m = pid_of(&t, "m");
+    t.tick(&mut fx, t0 + secs(2));
+    assert!(
+        !fx.logs.iter().any(|l| l.contains("next start")),
+        "no quarantine"
+    );
+    t.exited(
+        m,
+        Exit::Signal {
+            sig: TERM,
+            core: false,
+        },
+        &mut fx,
+        t0 + secs(2),
+    );
+    assert_eq!(state(&t, "m", t0 + secs(3)), "failed");
+    t.tick(&mut fx, t0 + secs(100));
+    assert_eq!(spawned(&fx, "/bin/m"), [m], "not run again");
+    assert_eq!(spawned(&fx, "/bin/web"), [], "what is after it waits");
+}
+
+#[test]
+fn a_quarantine_that_ends_while_going_stops_starts_nothing() {
+    let mut fx = Fake::default();
+    let files = [("db", "cmd=/bin/db"), ("web", "cmd=/bin/web\nafter=db")];
+    let (mut t, t0) = table(&files, &mut fx);
+    t.exec_ok(pid_of(&t, "db"), &mut fx, t0);
+    let web = pid_of(&t, "web");
+    t.exited(pid_of(&t, "db"), DIED, &mut fx, t0 + secs(1));
+    assert_eq!(state(&t, "db", t0 + secs(1)), "quarantined");
+    fx.alive_groups.insert(web);
+    t.shutdown(&mut fx, t0 + secs(1));
+    t.tick(&mut fx, t0 + secs(3));
+    assert_eq!(spawned(&fx, "/bin/db").len(), 1, "db not started again");
+    fx.alive_groups.remove(&web);
+    t.exited(
+        web,
+        Exit::Signal {
+            sig: TERM,
+            core: false,
+        },
+        &mut fx,
+        t0 + secs(3),
+    );
+    assert!(t.is_empty(), "all gone: {:?}", t.services.keys());
+}
+
+#[test]
+fn a_start_asked_for_while_a_service_stops_follows_the_stop_at_once() {
+    let mut fx = Fake::default();
+    let once = "cmd=/bin/m\nrestart=never\nfinish=/bin/f";
+    let (mut t, t0) = table(&[("m", once)], &mut fx);
+    t.exited(pid_of(&t, "m"), Exit::Code(0), &mut fx, t0 + secs(1));
+    let f = fx.last_pid();
+    let said = t.admin("m", Admin::Start, &mut fx, t0 + secs(1)).unwrap();
+    assert_eq!(said, "m: starts once stopped");
+    t.exited(f, Exit::Code(0), &mut fx, t0 + secs(2));
+    assert_eq!(spawned(&fx, "/bin/m").len(), 2, "run again, as asked");
+}
+
+#[test]
+fn a_cycle_through_a_file_made_invalid_is_found_with_its_running_settings() {
+    let mut fx = Fake::default();
+    let (mut t, _) = table(&[("a", "cmd=/bin/a\nafter=b")], &mut fx);
+    let mut files = scan(&[("a", "bad line"), ("b", "cmd=/bin/b\nafter=a")]);
+    let made = t.cycles(Path::new("/c"), &mut files, &mut Vec::new());
+    assert_eq!(made, ["b"], "a keeps its own error");
+    assert!(matches!(&files["b"], Err(e) if e[0].to_string().contains("b -> a -> b")));
+    assert!(matches!(&files["a"], Err(e) if !e[0].to_string().contains("cycle")));
+    t.reconcile(files, &[], &mut fx, Instant::now());
+}
+
+#[test]
+fn an_edit_of_a_done_one_shot_that_needs_no_run_keeps_it_done_under_its_new_print() {
+    let mut fx = Fake::default();
+    let (mut t, t0) = table(&[("m", "cmd=/bin/m\nrestart=never")], &mut fx);
+    t.exited(pid_of(&t, "m"), Exit::Code(0), &mut fx, t0);
+    t.take_changes();
+    t.reconcile(
+        scan(&[("m", "cmd=/bin/m\nrestart=never\nstop_timeout=3")]),
+        &[],
+        &mut fx,
+        t0,
+    );
+    assert_eq!(t.take_changes(), [Change::Done("m".into())]);
+    assert_eq!(
+        t.done().map(|d| d.1).collect::<Vec<_>>(),
+        [t.services["m"].fingerprint]
+    );
+}
+
+#[test]
+fn what_a_finish_hook_leaves_in_its_group_is_killed_when_it_ends() {
+    let mut fx = Fake::default();
+    let (mut t, t0) = table(&[("web", "cmd=/bin/web\nfinish=/bin/f")], &mut fx);
+    t.exited(pid_of(&t, "web"), Exit::Code(1), &mut fx, t0 + secs(10));
+    let f = fx.last_pid();
+    assert_eq!(spawned(&fx, "/bin/f"), [f]);
+    fx.alive_groups.insert(f);
+    t.exited(f, Exit::Code(0), &mut fx, t0 + secs(11));
+    assert!(fx.signals.contains(&(f, KILL)), "{:?}", fx.signals);
+    assert!(fx
+        .logs
+        .contains(&format!("web: finish[{f}]: killing what it left")));
+    assert_eq!(
+        spawned(&fx, "/bin/web").len(),
+        2,
+        "and the service starts again"
+    );
+}
+
+#[test]
+fn adoption_keeps_an_unchanged_service_and_stops_a_changed_or_removed_one() {
+    let (mut t, mut fx, t0) = (Table::default(), Fake::default(), Instant::now());
+    let files = scan(&[("same", "cmd=/bin/same"), ("edited", "cmd=/bin/new")]);
+    let old = scan(&[("x", "cmd=/bin/old")]);
+    let fp = |p: &crate::config::Parsed| match p {
+        Ok(s) => crate::fingerprint::Fingerprint::V2(crate::fingerprint::of(s)),
+        Err(_) => unreachable!(),
+    };
+    let one = |pid, fingerprint| Adoptable {
+        pid,
+        since: t0 - secs(60),
+        fingerprint,
+        ready: false,
+        drain: None,
+    };
+    let adopt = BTreeMap::from([
+        ("same".to_string(), one(60, fp(&files["same"]))),
+        ("edited".to_string(), one(61, fp(&old["x"]))),
+        ("removed".to_string(), one(62, fp(&old["x"]))),
+    ]);
+    t.adopt(&files, adopt, BTreeMap::new(), &[], &mut fx, t0);
+    assert!(
+        fx.logs
+            .contains(&"same[60]: adopted, running for 1m0s".to_string()),
+        "{:?}",
+        fx.logs
+    );
+    assert_eq!(pid_of(&t, "same"), 60);
+    assert!(fx.signals.contains(&(61, TERM)) && fx.signals.contains(&(62, TERM)));
+    assert!(
+        !fx.signals.iter().any(|s| s.0 == 60),
+        "the unchanged one runs on"
+    );
+    assert!(fx.spawned.is_empty(), "nothing started twice");
 }

@@ -43,6 +43,9 @@ pub use view::{Ended, View};
 pub const MIN_RUN: Duration = Duration::from_secs(5);
 /// The longest quarantine between two starts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long what is left of a service may take to be gone after SIGKILL (a process stuck
+/// in the kernel never is) before going carries on without it.
+pub const KILL_WAIT: Duration = Duration::from_secs(1);
 
 /// What a process is started to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,11 +65,41 @@ pub trait Effects {
     /// Keeps (Some: the settings' fingerprint) or forgets (None) that the admin stopped
     /// `name`, across restarts of going.
     fn mark_down(&mut self, name: &str, fingerprint: Option<u64>);
-    /// Signals the process group `pgid`. `leader`: its leader, of the same pid, is a live
-    /// process of the service, which may not have made its group yet (just forked).
-    fn signal(&mut self, pgid: Pid, leader: bool, sig: c_int);
-    fn group_alive(&mut self, pgid: Pid) -> bool;
+    /// Signals processes of service `name`, of its process group `pgid`: see [`To`].
+    fn signal(&mut self, name: &str, pgid: Pid, to: To, sig: c_int);
+    /// SIGKILL to everything of service `name`: its whole cgroup where it has one, what
+    /// left its process group included; else as [`Effects::signal`] sends it.
+    fn kill(&mut self, name: &str, pgid: Pid, leader: bool);
+    /// Whether anything of service `name` is left: a process in its cgroup where it has
+    /// one, else in the process group `pgid`.
+    fn group_alive(&mut self, name: &str, pgid: Pid) -> bool;
+    /// Whether the process `pid`, a service's whose end the table waits for, is known to be
+    /// gone: its end was missed. False while it is there, or cannot be told.
+    fn gone(&mut self, pid: Pid) -> bool;
     fn log(&mut self, level: Level, msg: fmt::Arguments);
+    /// The settings of `name` changed in what applies to its processes as they run (its
+    /// cgroup limits).
+    fn changed(&mut self, _name: &str, _settings: &Settings) {}
+    /// Service `name` left the table: what was kept for it (its cgroup) goes too.
+    fn dropped(&mut self, _name: &str) {}
+    /// Where the cgroup of `name` is and what it says, for `going status`; None without one.
+    fn cgroup(&mut self, _name: &str) -> Option<(std::path::PathBuf, crate::cgroup::Usage)> {
+        None
+    }
+}
+
+/// Which processes of a service a signal is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum To {
+    /// Its process group, whose leader (of the same pid) is a live process of the service,
+    /// which may not have made its group yet (just forked).
+    Group,
+    /// What is left of it, its leader gone: every process of its cgroup where it has one
+    /// (a group whose leader is gone may be another's by now), else the process group.
+    Rest,
+    /// What of it left its process group (a helper that called setsid): the processes of
+    /// its cgroup in other groups; none without a cgroup.
+    Strays,
 }
 
 /// What is wanted of a service (runit's want: up, down, exit).
@@ -91,7 +124,8 @@ enum Next {
 }
 
 /// A stop under way, of the group `pgid`: `pid` is its leader until reaped (while others
-/// of its group may be left); `since` when the process started; `next` what follows.
+/// of its group, or of its cgroup, may be left; 0 for what an earlier going left in its
+/// cgroup); `since` when the process started; `next` what follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stop {
     pid: Option<Pid>,
@@ -99,6 +133,29 @@ struct Stop {
     since: Instant,
     next: Next,
 }
+
+/// What is due at the deadline of a stop or a finish hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    /// SIGKILL, to whatever is left of it.
+    Kill(Instant),
+    /// SIGKILL was sent, and the end of the process is not seen yet: a look whether it is
+    /// still there (stuck in the kernel) or gone (its end missed), so that no stop waits
+    /// for good. Its leader gone, the end of the wait for the rest ([`KILL_WAIT`]), which
+    /// going then carries on without.
+    Look(Instant),
+}
+
+impl Due {
+    fn at(self) -> Instant {
+        match self {
+            Due::Kill(at) | Due::Look(at) => at,
+        }
+    }
+}
+
+/// How long after a SIGKILL a process whose end is not seen is looked for, and again.
+pub const AFTER_KILL: Duration = Duration::from_secs(5);
 
 /// Where a service is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,17 +175,10 @@ enum State {
     Waiting { until: Instant },
     /// Waiting for the services it starts after (`after=`) to be up.
     Blocked,
-    /// The stop signal sent; `kill_at` is None once SIGKILL has been sent too.
-    Stopping {
-        stop: Stop,
-        kill_at: Option<Instant>,
-    },
-    /// Its finish hook runs (process `pid`, its own group), at most until `kill_at`.
-    Finishing {
-        pid: Pid,
-        next: Next,
-        kill_at: Option<Instant>,
-    },
+    /// The stop signal sent; what is due next, and when.
+    Stopping { stop: Stop, due: Due },
+    /// Its finish hook runs (process `pid`, its own group), at most until its SIGKILL.
+    Finishing { pid: Pid, next: Next, due: Due },
     /// Nothing runs and nothing is due (down).
     Idle,
     /// A one-shot, or an `on-failure` service, that finished; `ok`: successfully.
@@ -144,7 +194,7 @@ impl State {
                 ready_by,
                 ..
             } => ready_by,
-            State::Stopping { kill_at, .. } | State::Finishing { kill_at, .. } => kill_at,
+            State::Stopping { due, .. } | State::Finishing { due, .. } => Some(due.at()),
             _ => None,
         }
     }
@@ -174,7 +224,8 @@ impl State {
         }
     }
 
-    /// Stopping, its leader reaped, others of its group left: what `check_groups` watches.
+    /// Stopping, its leader reaped, others of its group (or cgroup) left: what
+    /// `check_groups` watches.
     fn draining(&self) -> bool {
         matches!(
             self,
@@ -183,6 +234,20 @@ impl State {
                 ..
             }
         )
+    }
+
+    /// The process group being stopped when its leader is gone (none for what an earlier
+    /// going left in a cgroup, found through it again).
+    fn group(&self) -> Option<Pid> {
+        match *self {
+            State::Stopping {
+                stop: Stop {
+                    pid: None, pgid, ..
+                },
+                ..
+            } if pgid > 0 => Some(pgid),
+            _ => None,
+        }
     }
 
     /// Whether a process of the service (or its finish hook) is still there.
@@ -301,6 +366,17 @@ pub struct Adoptable {
     pub fingerprint: Fingerprint,
     /// Whether it had said it was ready.
     pub ready: bool,
+    /// Some for a process group being stopped whose leader was gone (`pid` is the group):
+    /// when its SIGKILL is due.
+    pub drain: Option<Instant>,
+}
+
+/// A process group being stopped whose leader is gone, for the state file and an
+/// upgrade's handover: the service's name, the group, and when its SIGKILL is due.
+pub struct Drain<'a> {
+    pub name: &'a str,
+    pub pgid: Pid,
+    pub kill_at: Instant,
 }
 
 /// A live service process, for the state file and an upgrade's handover.
@@ -325,6 +401,10 @@ pub enum Change {
     /// A one-shot finished (or no longer counts as finished): its name.
     Done(String),
     Undone(String),
+    /// The process group of a service, its leader gone, is being stopped: its name.
+    Draining(String),
+    /// That group is done with: its pgid.
+    Drained(Pid),
 }
 
 #[derive(Default)]
@@ -391,6 +471,16 @@ impl Table {
         std::mem::take(&mut self.changes)
     }
 
+    /// Whether `name` is a service of the table (whatever is wanted of it).
+    pub fn contains(&self, name: &str) -> bool {
+        self.services.contains_key(name)
+    }
+
+    /// The live main process of service `name`.
+    pub fn main_pid(&self, name: &str) -> Option<Pid> {
+        self.services.get(name)?.state.live().map(|l| l.0)
+    }
+
     /// The live process `pid`; None once it is no service's live process.
     pub fn live_entry(&self, pid: Pid) -> Option<Live<'_>> {
         let name = self.pids.get(&pid)?;
@@ -414,6 +504,29 @@ impl Table {
             State::Done { ok } => Some((name.as_str(), s.fingerprint, ok)),
             _ => None,
         })
+    }
+
+    /// Every process group being stopped whose leader is gone.
+    pub fn drains(&self) -> impl Iterator<Item = Drain<'_>> {
+        self.draining.iter().filter_map(|name| self.drain_of(name))
+    }
+
+    /// The process group of `name` being stopped, its leader gone; None if it is not.
+    pub fn drain_of(&self, name: &str) -> Option<Drain<'_>> {
+        let (name, svc) = self.services.get_key_value(name)?;
+        match svc.state {
+            State::Stopping {
+                stop: Stop {
+                    pid: None, pgid, ..
+                },
+                due: Due::Kill(kill_at),
+            } if pgid > 0 => Some(Drain {
+                name,
+                pgid,
+                kill_at,
+            }),
+            _ => None,
+        }
     }
 
     fn by_pid_mut(&mut self, pid: Pid) -> Option<(String, &mut Service)> {
@@ -457,7 +570,15 @@ impl Table {
                 self.stop(name, fx, now);
                 "restarting"
             }
-            (_, State::Stopping { .. } | State::Finishing { .. }) => "starts once stopped",
+            (_, State::Stopping { .. } | State::Finishing { .. }) => {
+                // Whatever was to follow (a quarantine, done): the admin asked for a start.
+                match &mut svc.state {
+                    State::Stopping { stop, .. } => stop.next = Next::Start(None),
+                    State::Finishing { next, .. } => *next = Next::Start(None),
+                    _ => {}
+                }
+                "starts once stopped"
+            }
             (_, State::Blocked) => "waits for what it starts after",
             (_, State::Waiting { .. } | State::Idle | State::Done { .. }) => {
                 match self.begin(name, fx, now) {
@@ -479,7 +600,7 @@ impl Table {
         let State::Running { pid, .. } = self.known(name)?.state else {
             return Err(Refusal::NotRunning);
         };
-        fx.signal(pid, true, sig);
+        fx.signal(name, pid, To::Group, sig);
         let sig = sys::signal_name(sig).map_or(sig.to_string(), |n| format!("SIG{n}"));
         Ok(format!("{name}: sent {sig} to process group {pid}"))
     }
@@ -500,6 +621,12 @@ impl Table {
         if was != is {
             self.changes.extend(was.map(Change::Ended));
             self.changes.extend(is.map(Change::Began));
+        }
+        if old.group() != state.group() {
+            self.changes.extend(old.group().map(Change::Drained));
+            if state.draining() {
+                self.changes.push(Change::Draining(name.to_string()));
+            }
         }
         match (old, state) {
             (

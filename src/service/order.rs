@@ -101,18 +101,22 @@ impl Table {
     /// The files of a reload whose `after=` make a cycle, with the services they leave
     /// as they are (`unchanged`, not read again), become invalid: every file of the cycle
     /// gets the error, spelled out, at the line of its `after=`. A file not read again is
-    /// taken out of `unchanged` for it.
+    /// taken out of `unchanged` for it. Returns the names made invalid, which the next
+    /// reload must read again: the cycle may be gone by then by another file's edit.
     pub fn cycles(
         &self,
         confdir: &std::path::Path,
         files: &mut BTreeMap<String, crate::config::Parsed>,
         unchanged: &mut Vec<String>,
-    ) {
+    ) -> Vec<String> {
         let mut graph: BTreeMap<&str, &[String]> = BTreeMap::new();
         for (name, p) in files.iter() {
-            if let Ok(s) = p {
-                graph.insert(name, &s.life().after);
-            }
+            // An invalid file leaves its service running as it was: with its old `after=`.
+            let current = self.services.get(name).map(|s| &s.settings);
+            match (p, current) {
+                (Ok(s), _) | (Err(_), Some(s)) => graph.insert(name, &s.life().after),
+                (Err(_), None) => None,
+            };
         }
         for name in unchanged.iter() {
             if let Some(s) = self.services.get(name) {
@@ -120,7 +124,7 @@ impl Table {
             }
         }
         if graph.values().all(|a| a.is_empty()) {
-            return;
+            return Vec::new();
         }
         let found: Vec<(String, String, usize)> = (cycles(&graph).into_iter())
             .map(|(name, spelled)| {
@@ -134,15 +138,21 @@ impl Table {
                 (name.to_string(), spelled, line)
             })
             .collect();
+        let mut made = Vec::new();
         for (name, spelled, line) in found {
+            if files.get(&name).is_some_and(|p| p.is_err()) {
+                continue; // its own errors say why it is not read
+            }
             unchanged.retain(|n| *n != name);
             let error = crate::config::FileError::new(
                 confdir.join(&name),
                 line,
                 format!("after: a cycle: {spelled}"),
             );
-            files.insert(name, Err(vec![error]));
+            files.insert(name.clone(), Err(vec![error]));
+            made.push(name);
         }
+        made
     }
 }
 

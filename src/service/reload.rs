@@ -5,20 +5,24 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::{Adoptable, Change, Effects, Service, State, Summary, Table, Want};
+use super::{Adoptable, Change, Due, Effects, Next, Service, State, Stop, Summary, Table, Want};
 use crate::config::{Parsed, Restart, Settings};
 use crate::fingerprint::Fingerprint;
 use crate::log::{Age, Level};
 
 impl Table {
     /// Takes over what a previous going left: the processes (`adopt`) — each whose file is
-    /// unchanged runs on, the others are stopped as a reload would — and the one-shots
-    /// that had finished (`done`: name, fingerprint, success), which are not run again.
+    /// unchanged runs on, the others are stopped as a reload would — the one-shots that
+    /// had finished (`done`: name, fingerprint, success), which are not run again, and the
+    /// services whose cgroups hold processes none of which was adopted (`leftovers`: what
+    /// a run left, or a run whose main process is gone), which are stopped before they
+    /// start.
     pub fn adopt(
         &mut self,
         scan: &BTreeMap<String, Parsed>,
         adopt: BTreeMap<String, Adoptable>,
         done: BTreeMap<String, (Fingerprint, bool)>,
+        leftovers: &[String],
         fx: &mut impl Effects,
         now: Instant,
     ) {
@@ -35,6 +39,52 @@ impl Table {
         for (name, a) in adopt {
             self.adopt_one(name, a, scan, fx, now);
         }
+        for name in leftovers {
+            self.stop_leftovers(name, scan, fx, now);
+        }
+    }
+
+    /// What an earlier going left in the cgroup of `name`, with no main process known: it is
+    /// stopped as what a run leaves is, then the service starts (or stays done, or down,
+    /// or goes, as its file and the admin say).
+    fn stop_leftovers(
+        &mut self,
+        name: &str,
+        scan: &BTreeMap<String, Parsed>,
+        fx: &mut impl Effects,
+        now: Instant,
+    ) {
+        let next = match self.services.get(name).map(|s| s.state) {
+            Some(State::Done { ok }) => Next::Done { ok },
+            Some(_) => return, // adopted: its own run, stopped as any
+            None => Next::Start(None),
+        };
+        if !self.services.contains_key(name) {
+            let (settings, want) = match scan.get(name) {
+                Some(Ok(s)) => {
+                    // Left down by the admin, and the file unchanged since: it stays down.
+                    let mark = self.down_marks.remove(name);
+                    if mark.is_some_and(|fp| fp.matches(s)) {
+                        (s.clone(), Want::Down)
+                    } else {
+                        fx.mark_down(name, None);
+                        (s.clone(), Want::Up)
+                    }
+                }
+                _ => (Box::default(), Want::Gone),
+            };
+            self.services
+                .insert(name.to_string(), Service::new(settings, want));
+        }
+        let msg = format_args!("{name}: stopping what an earlier going left in its cgroup");
+        fx.log(Level::Notice, msg);
+        let stop = Stop {
+            pid: None,
+            pgid: 0,
+            since: now,
+            next,
+        };
+        self.signal_stop(name, stop, fx, now);
     }
 
     fn adopt_one(
@@ -50,15 +100,48 @@ impl Table {
             Some(Ok(s)) => (s.clone(), true),
             _ => (Box::default(), false),
         };
-        let keep = valid && a.fingerprint.matches(&settings);
+        // Stopped by the admin, and killed (or upgraded) before it had stopped: the stop
+        // goes on, unless the file changed since, which lifts it.
+        let mark = if valid {
+            self.down_marks.remove(&name)
+        } else {
+            None
+        };
+        let down = mark.is_some_and(|fp| fp.matches(&settings));
+        if mark.is_some() && !down {
+            fx.mark_down(&name, None);
+        }
+        let keep = valid && !down && a.fingerprint.matches(&settings);
         let waits = settings.life().ready.is_some() && !a.ready;
         let ready_by = settings.life().ready_timeout.map(|t| now + t);
-        let mut svc = Service::new(settings, if valid { Want::Up } else { Want::Gone });
+        let want = match (valid, down) {
+            (false, _) => Want::Gone,
+            (true, true) => Want::Down,
+            (true, false) => Want::Up,
+        };
+        let mut svc = Service::new(settings, want);
         svc.starts = 1;
         // Of other settings than the file's: whatever a later state file says of it, it
         // never matches.
         svc.running = if keep { svc.fingerprint } else { 0 };
         self.services.insert(name.clone(), svc);
+        if let Some(kill_at) = a.drain {
+            // What its last run left, still being stopped: its SIGKILL stays due as it
+            // was, and the service starts again (or not, as wanted) once it is gone.
+            let pgid = a.pid;
+            let msg = format_args!(
+                "{name}: adopted what is left of its process group {pgid}, being stopped"
+            );
+            fx.log(Level::Notice, msg);
+            let stop = Stop {
+                pid: None,
+                pgid,
+                since: now,
+                next: Next::Start(None),
+            };
+            let due = Due::Kill(kill_at);
+            return self.set(&name, State::Stopping { stop, due });
+        }
         let running = State::Running {
             pid: a.pid,
             since: a.since,
@@ -70,6 +153,8 @@ impl Table {
         };
         self.set(&name, running);
         if keep {
+            // Its limits, as the file says them, are what its cgroup is known to hold.
+            fx.changed(&name, &self.services[&name].settings);
             let how = if waits { ", not ready yet" } else { "" };
             fx.log(
                 Level::Notice,
@@ -77,18 +162,17 @@ impl Table {
             );
             return;
         }
-        let why = if valid {
-            "changed"
-        } else {
-            "is gone or invalid"
-        };
-        fx.log(
-            Level::Notice,
-            format_args!(
-                "{name}[{}]: adopted, but its file {why} since it started: stopping it",
-                a.pid
+        let pid = a.pid;
+        let msg = match (valid, down) {
+            (true, true) => format!("{name}[{pid}]: adopted, still stopping as the admin asked"),
+            (true, false) => {
+                format!("{name}[{pid}]: adopted, but its file changed since it started: stopping it")
+            }
+            (false, _) => format!(
+                "{name}[{pid}]: adopted, but its file is gone or invalid since it started: stopping it"
             ),
-        );
+        };
+        fx.log(Level::Notice, format_args!("{msg}"));
         self.stop(&name, fx, now);
     }
 
@@ -135,6 +219,15 @@ impl Table {
         for name in new {
             self.begin(&name, fx, now);
         }
+        // An `after=` edited (which needs no restart) may have dropped what one waited for.
+        let free: Vec<String> = (self.services.iter())
+            .filter(|(_, s)| s.want == Want::Up && s.state == State::Blocked)
+            .filter(|(name, _)| self.waits_for(name).is_none())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in free {
+            self.begin(&name, fx, now);
+        }
         sum
     }
 
@@ -173,9 +266,23 @@ impl Table {
         sum.started += returned as usize;
         if svc.settings.same_run(&settings) {
             // What applies without a restart; the state file learns the new fingerprint,
-            // so that an adoption does not take this process for one of other settings.
+            // so that an adoption does not take this process for one of other settings,
+            // and so does the admin's stop, which a restart of going would take for lifted.
             let running = svc.running == svc.fingerprint;
+            let limits = svc.settings.cgroup_limits() != settings.cgroup_limits();
+            let old = svc.fingerprint;
             svc.set_settings(settings);
+            if limits {
+                fx.changed(&name, &svc.settings);
+            }
+            if svc.want == Want::Down && svc.fingerprint != old {
+                fx.mark_down(&name, Some(svc.fingerprint));
+            }
+            if matches!(svc.state, State::Done { .. }) {
+                // A one-shot done stays done: the state file keeps it under the new print.
+                self.changes.push(Change::Done(name));
+                return None;
+            }
             if running {
                 svc.running = svc.fingerprint;
                 if let Some((pid, _)) = svc.state.live() {

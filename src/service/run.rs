@@ -5,7 +5,10 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use super::{history, Effects, Launch, Next, State, Stop, Table, Want, MIN_RUN};
+use super::{
+    history, Due, Effects, Launch, Next, State, Stop, Table, To, Want, AFTER_KILL, KILL_WAIT,
+    MIN_RUN,
+};
 use crate::config::Restart;
 use crate::log::{Age, Errno, Level};
 use crate::sys::{self, Exit, Pid};
@@ -90,16 +93,27 @@ impl Table {
                 }
                 self.leftovers(&name, pid, since, next, fx, now);
             }
-            State::Stopping { stop, kill_at } => {
+            State::Stopping { stop, due } => {
                 let ran = now.saturating_duration_since(stop.since);
                 self.record(&name, exit, ran, now);
                 let how = Ended(exit);
                 let msg = format_args!("{name}[{pid}]: stopped: {how} after {}", Age(ran));
                 fx.log(Level::Info, msg);
-                if kill_at.is_some() && fx.group_alive(stop.pgid) {
-                    // Others of its group still run: they get their SIGKILL at the deadline.
+                if fx.group_alive(&name, stop.pgid) {
+                    // Others of it still run: what left its group is asked to stop now, as
+                    // its group was; all get their SIGKILL at the deadline, or, sent
+                    // already, a moment to be gone.
+                    let due = match due {
+                        Due::Kill(_) => {
+                            let sig = self.services[&name].settings.stop_signal;
+                            fx.signal(&name, stop.pgid, To::Strays, sig);
+                            fx.signal(&name, stop.pgid, To::Strays, libc::SIGCONT);
+                            due
+                        }
+                        Due::Look(_) => Due::Look(now + KILL_WAIT),
+                    };
                     let stop = Stop { pid: None, ..stop };
-                    self.set(&name, State::Stopping { stop, kill_at });
+                    self.set(&name, State::Stopping { stop, due });
                 } else {
                     self.over(&name, stop.next, fx, now);
                 }
@@ -108,6 +122,13 @@ impl Table {
                 if exit != Exit::Code(0) {
                     let how = Ended(exit);
                     fx.log(Level::Warning, format_args!("{name}: finish[{pid}]: {how}"));
+                }
+                // A hook's work ends with it: what it left behind (in its group, or the
+                // service's cgroup) would outlive the service, unseen.
+                if fx.group_alive(&name, pid) {
+                    let msg = format_args!("{name}: finish[{pid}]: killing what it left");
+                    fx.log(Level::Notice, msg);
+                    fx.kill(&name, pid, false);
                 }
                 self.after(&name, next, fx, now);
             }
@@ -212,8 +233,9 @@ impl Table {
         Next::Start(Some(self.quarantine(name, fx, now)))
     }
 
-    /// The main process ended: what it left in its group is stopped first (so that the next
-    /// copy does not find its port taken), then its run is over.
+    /// The main process `pid` ended: what it left in its cgroup, or its process group, is
+    /// stopped first (so that the next copy does not find its port taken), then its run
+    /// is over.
     fn leftovers(
         &mut self,
         name: &str,
@@ -223,12 +245,12 @@ impl Table {
         fx: &mut impl Effects,
         now: Instant,
     ) {
-        if !fx.group_alive(pid) {
+        if !fx.group_alive(name, pid) {
             return self.over(name, next, fx, now);
         }
         fx.log(
             Level::Notice,
-            format_args!("{name}: stopping what is left of its process group"),
+            format_args!("{name}: stopping what its run left behind"),
         );
         let stop = Stop {
             pid: None,
@@ -255,8 +277,8 @@ impl Table {
         let launch = Launch::Finish { code, signal };
         match fx.spawn(name, &self.services[name].settings, launch) {
             Ok(pid) => {
-                let kill_at = Some(now + self.services[name].settings.stop_timeout);
-                self.set(name, State::Finishing { pid, next, kill_at });
+                let due = Due::Kill(now + self.services[name].settings.stop_timeout);
+                self.set(name, State::Finishing { pid, next, due });
             }
             Err(e) => {
                 fx.log(Level::Err, format_args!("{name}: finish: {e}"));
@@ -269,8 +291,9 @@ impl Table {
     fn after(&mut self, name: &str, next: Next, fx: &mut impl Effects, now: Instant) {
         match self.services[name].want {
             Want::Gone => {
+                self.set(name, State::Idle); // unindexed, and the state file told
                 let svc = self.services.remove(name).expect("a service of the table");
-                self.unindex(name, svc.state);
+                fx.dropped(name);
                 self.dropped(&svc.settings.life().after, fx, now);
             }
             Want::Down => self.set(name, State::Idle),
@@ -297,7 +320,7 @@ impl Table {
         let services = &self.services;
         let done: Vec<(String, Next)> = (self.draining.iter())
             .filter_map(|name| match services[name].state {
-                State::Stopping { stop, .. } if !fx.group_alive(stop.pgid) => {
+                State::Stopping { stop, .. } if !fx.group_alive(name, stop.pgid) => {
                     Some((name.clone(), stop.next))
                 }
                 _ => None,
@@ -316,12 +339,24 @@ impl Table {
                 break;
             }
             match self.services[&name].state {
+                // A quarantine over while going stops (kept for what starts after it):
+                // nothing starts any more.
+                State::Waiting { .. } if self.services[&name].want != Want::Up => {
+                    self.set(&name, State::Idle)
+                }
                 State::Waiting { .. } => {
                     self.begin(&name, fx, now);
                 }
                 State::Running { pid, since, .. } => self.not_ready(&name, pid, since, fx, now),
-                State::Stopping { stop, .. } => self.kill(&name, stop, fx, now),
-                State::Finishing { pid, next, .. } => {
+                State::Stopping {
+                    stop,
+                    due: Due::Kill(_),
+                } => self.kill(&name, stop, fx, now),
+                State::Finishing {
+                    pid,
+                    next,
+                    due: Due::Kill(_),
+                } => {
                     let secs = self.services[&name].settings.stop_timeout.as_secs();
                     fx.log(
                         Level::Warning,
@@ -329,14 +364,11 @@ impl Table {
                             "{name}: finish[{pid}] still running after {secs}s, sending SIGKILL"
                         ),
                     );
-                    fx.signal(pid, true, libc::SIGKILL);
-                    let state = State::Finishing {
-                        pid,
-                        next,
-                        kill_at: None,
-                    };
-                    self.set(&name, state);
+                    fx.kill(&name, pid, true);
+                    let due = Due::Look(now + AFTER_KILL);
+                    self.set(&name, State::Finishing { pid, next, due });
                 }
+                State::Stopping { .. } | State::Finishing { .. } => self.look(&name, fx, now),
                 // No deadline: never in `timers` (see `set`).
                 State::Blocked | State::Idle | State::Done { .. } => {
                     self.timers.remove(&(at, name));
@@ -366,19 +398,29 @@ impl Table {
                 secs.as_secs()
             ),
         );
-        let until = self.quarantine(name, fx, now);
+        // A one-shot is not tried again: it has failed, as if it had exited so.
+        let next = match self.services[name].settings.life().restart {
+            Restart::Never => {
+                self.essential(name, format!("not ready after {}s", secs.as_secs()), 1);
+                Next::Done { ok: false }
+            }
+            _ => Next::Start(Some(self.quarantine(name, fx, now))),
+        };
         let stop = Stop {
             pid: Some(pid),
             pgid: pid,
             since,
-            next: Next::Start(Some(until)),
+            next,
         };
         self.signal_stop(name, stop, fx, now);
     }
 
-    /// A stop that timed out: SIGKILL to whatever is left of the group.
+    /// A stop that timed out: SIGKILL to whatever is left (its whole cgroup, where it has
+    /// one). Then its main process is looked for ([`AFTER_KILL`]), or, gone, the rest is
+    /// given a moment to be gone ([`KILL_WAIT`]).
     fn kill(&mut self, name: &str, stop: Stop, fx: &mut impl Effects, now: Instant) {
-        if stop.pid.is_some() || fx.group_alive(stop.pgid) {
+        let leader = stop.pid.is_some();
+        if leader || fx.group_alive(name, stop.pgid) {
             let s = &self.services[name].settings;
             let sig = sys::signal_name(s.stop_signal).unwrap_or("TERM");
             let secs = s.stop_timeout.as_secs();
@@ -386,17 +428,52 @@ impl Table {
                 Level::Warning,
                 format_args!("{name}: still running {secs}s after SIG{sig}, sending SIGKILL"),
             );
-            fx.signal(stop.pgid, stop.pid.is_some(), libc::SIGKILL);
+            fx.kill(name, stop.pgid, leader);
         }
-        match stop.pid {
-            Some(_) => self.set(
-                name,
-                State::Stopping {
-                    stop,
-                    kill_at: None,
-                },
-            ),
-            None => self.over(name, stop.next, fx, now),
+        let due = match stop.pid {
+            Some(_) => Due::Look(now + AFTER_KILL),
+            None if fx.group_alive(name, stop.pgid) => Due::Look(now + KILL_WAIT),
+            None => return self.over(name, stop.next, fx, now),
+        };
+        self.set(name, State::Stopping { stop, due });
+    }
+
+    /// SIGKILL was sent [`AFTER_KILL`] ago, and the end of the process is still not seen:
+    /// gone (its end missed), it is taken to have ended; else (stuck in the kernel, where
+    /// SIGKILL waits) it is looked at again as long. Its main process gone, what is left
+    /// [`KILL_WAIT`] after SIGKILL is given up on (a process stuck in the kernel): its run
+    /// is over.
+    fn look(&mut self, name: &str, fx: &mut impl Effects, now: Instant) {
+        let state = self.services[name].state;
+        let Some(pid) = state.pid() else {
+            let State::Stopping { stop, .. } = state else {
+                return; // never: only a stop or a finish hook has a look due
+            };
+            if fx.group_alive(name, stop.pgid) {
+                let secs = KILL_WAIT.as_secs();
+                let msg = format_args!(
+                    "{name}: still not gone {secs}s after SIGKILL: going on without what is left"
+                );
+                fx.log(Level::Warning, msg);
+            }
+            return self.over(name, stop.next, fx, now);
+        };
+        if fx.gone(pid) {
+            let msg = format_args!("{name}[{pid}]: gone, though its end was not seen");
+            fx.log(Level::Warning, msg);
+            self.exited(pid, Exit::Unknown, fx, now);
+            return;
+        }
+        let secs = AFTER_KILL.as_secs();
+        let msg = format_args!("{name}[{pid}]: still there {secs}s after SIGKILL");
+        fx.log(Level::Warning, msg);
+        let due = Due::Look(now + AFTER_KILL);
+        match state {
+            State::Stopping { stop, .. } => self.set(name, State::Stopping { stop, due }),
+            State::Finishing { pid, next, .. } => {
+                self.set(name, State::Finishing { pid, next, due })
+            }
+            _ => {}
         }
     }
 
@@ -464,14 +541,26 @@ impl Table {
     }
 
     /// The one stop sequence: the stop signal (SIGTERM unless set), then SIGCONT so that a
-    /// stopped process can act on it, to the whole group; SIGKILL at the deadline.
-    fn signal_stop(&mut self, name: &str, stop: Stop, fx: &mut impl Effects, now: Instant) {
+    /// stopped process can act on it, to the whole group (or, its leader gone, to what is
+    /// left in its cgroup); SIGKILL at the deadline.
+    pub(super) fn signal_stop(
+        &mut self,
+        name: &str,
+        stop: Stop,
+        fx: &mut impl Effects,
+        now: Instant,
+    ) {
         let s = &self.services[name].settings;
         let (sig, timeout) = (s.stop_signal, s.stop_timeout);
-        fx.signal(stop.pgid, stop.pid.is_some(), sig);
-        fx.signal(stop.pgid, stop.pid.is_some(), libc::SIGCONT);
-        let kill_at = Some(now + timeout);
-        self.set(name, State::Stopping { stop, kill_at });
+        let to = if stop.pid.is_some() {
+            To::Group
+        } else {
+            To::Rest
+        };
+        fx.signal(name, stop.pgid, to, sig);
+        fx.signal(name, stop.pgid, to, libc::SIGCONT);
+        let due = Due::Kill(now + timeout);
+        self.set(name, State::Stopping { stop, due });
     }
 }
 

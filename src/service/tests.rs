@@ -11,10 +11,14 @@ pub(super) struct Fake {
     next: Pid,
     pub spawned: Vec<(Pid, Vec<String>)>,
     pub signals: Vec<(Pid, c_int)>,
+    /// Signals to what left a process group (of that group).
+    pub strays: Vec<(Pid, c_int)>,
     pub alive_groups: BTreeSet<Pid>,
     pub logs: Vec<String>,
     pub refuse: bool,
     marks: Vec<(String, Option<u64>)>,
+    /// Processes whose end the table was never told of.
+    pub gone: BTreeSet<Pid>,
 }
 
 impl Effects for Fake {
@@ -39,14 +43,23 @@ impl Effects for Fake {
         self.spawned.push((pid, argv));
         Ok(pid)
     }
-    fn signal(&mut self, pgid: Pid, _: bool, sig: c_int) {
+    fn signal(&mut self, _: &str, pgid: Pid, to: To, sig: c_int) {
+        if to == To::Strays {
+            return self.strays.push((pgid, sig));
+        }
         self.signals.push((pgid, sig));
+    }
+    fn kill(&mut self, _: &str, pgid: Pid, _: bool) {
+        self.signals.push((pgid, libc::SIGKILL));
     }
     fn mark_down(&mut self, name: &str, fingerprint: Option<u64>) {
         self.marks.push((name.to_string(), fingerprint));
     }
-    fn group_alive(&mut self, pgid: Pid) -> bool {
+    fn group_alive(&mut self, _: &str, pgid: Pid) -> bool {
         self.alive_groups.contains(&pgid)
+    }
+    fn gone(&mut self, pid: Pid) -> bool {
+        self.gone.contains(&pid)
     }
     fn log(&mut self, _: Level, msg: fmt::Arguments) {
         self.logs.push(msg.to_string());
@@ -295,6 +308,96 @@ fn stop_escalates_to_sigkill_after_the_timeout() {
 }
 
 #[test]
+fn a_stop_whose_end_is_never_seen_is_looked_for_after_sigkill() {
+    let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+    t.reconcile(scan(&[("web", "cmd=/web")]), &[], &mut ops, t0);
+    let pid = ops.last_pid();
+    t.shutdown(&mut ops, t0);
+    let killed = t0 + secs(10);
+    t.tick(&mut ops, killed);
+    assert_eq!(ops.signals.last(), Some(&(pid, libc::SIGKILL)));
+    // Still a deadline after SIGKILL: stuck in the kernel, the process is looked at again.
+    assert_eq!(t.next_deadline(), Some(killed + AFTER_KILL));
+    t.tick(&mut ops, killed + AFTER_KILL);
+    assert_eq!(
+        ops.last_log(),
+        format!("web[{pid}]: still there 5s after SIGKILL")
+    );
+    assert_eq!(t.next_deadline(), Some(killed + AFTER_KILL * 2));
+    // Gone, its end missed: taken to have ended, and going can exit.
+    ops.gone.insert(pid);
+    t.tick(&mut ops, killed + AFTER_KILL * 2);
+    assert!(ops
+        .logs
+        .contains(&format!("web[{pid}]: gone, though its end was not seen")));
+    assert!(t.is_empty());
+    assert_eq!(t.next_deadline(), None);
+    // A finish hook too.
+    t.reconcile(
+        scan(&[("job", "cmd=/job\nfinish=/tidy")]),
+        &[],
+        &mut ops,
+        t0,
+    );
+    let job = ops.last_pid();
+    t.exited(job, DIED, &mut ops, t0 + secs(60));
+    let hook = ops.last_pid();
+    assert_ne!(hook, job);
+    t.tick(&mut ops, t0 + secs(70));
+    assert_eq!(ops.signals.last(), Some(&(hook, libc::SIGKILL)));
+    ops.gone.insert(hook);
+    t.tick(&mut ops, t0 + secs(70) + AFTER_KILL);
+    assert!(ops
+        .logs
+        .contains(&format!("job[{hook}]: gone, though its end was not seen")));
+    assert!(!t.pids.contains_key(&hook));
+}
+
+#[test]
+fn a_group_left_by_its_leader_is_told_to_the_state_file_and_adopted_as_stopping() {
+    let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+    let files = scan(&[("web", "cmd=/web\nstop_timeout=3")]);
+    t.reconcile(files.clone(), &[], &mut ops, t0);
+    let pid = ops.last_pid();
+    ops.alive_groups.insert(pid);
+    t.take_changes();
+    t.exited(pid, DIED, &mut ops, t0 + secs(60));
+    let draining = [Change::Ended(pid), Change::Draining("web".into())];
+    assert_eq!(t.take_changes(), draining);
+    let d = t.drains().next().unwrap();
+    assert_eq!((d.name, d.pgid, d.kill_at), ("web", pid, t0 + secs(63)));
+    // A going started after this one was killed (or upgraded) takes the group over as it
+    // was: its SIGKILL still due, the service started again once it is gone.
+    let (mut t, mut ops) = (Table::default(), Fake::default());
+    ops.alive_groups.insert(77);
+    let adopt = BTreeMap::from([(
+        "web".to_string(),
+        Adoptable {
+            pid: 77,
+            since: t0,
+            fingerprint: crate::fingerprint::Fingerprint::V2(0),
+            ready: false,
+            drain: Some(t0 + secs(2)),
+        },
+    )]);
+    t.adopt(&files, adopt, BTreeMap::new(), &[], &mut ops, t0);
+    t.reconcile(files, &[], &mut ops, t0);
+    assert!(
+        ops.spawned.is_empty(),
+        "not started while its group is left"
+    );
+    assert_eq!(t.take_changes(), [Change::Draining("web".into())]);
+    assert_eq!(t.next_deadline(), Some(t0 + secs(2)));
+    t.tick(&mut ops, t0 + secs(2));
+    assert_eq!(ops.signals.last(), Some(&(77, libc::SIGKILL)));
+    assert!(ops.spawned.is_empty(), "killed, and a moment to be gone");
+    ops.alive_groups.remove(&77);
+    t.check_groups(&mut ops, t0 + secs(2));
+    assert_eq!(ops.spawned.len(), 1, "started once the group is gone");
+    assert!(t.take_changes().contains(&Change::Drained(77)));
+}
+
+#[test]
 fn a_stop_waits_for_the_rest_of_the_group() {
     let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
     t.reconcile(scan(&[("web", "cmd=/web")]), &[], &mut ops, t0);
@@ -317,8 +420,74 @@ fn a_stop_waits_for_the_rest_of_the_group() {
     t.exited(pid, Exit::Code(0), &mut ops, t0);
     t.tick(&mut ops, t0 + Duration::from_secs(10));
     assert_eq!(ops.signals.last(), Some(&(pid, libc::SIGKILL)));
+    assert!(!t.is_empty(), "what was killed has a moment to be gone");
+    ops.alive_groups.clear();
+    t.check_groups(&mut ops, t0 + secs(10));
     assert!(t.is_empty());
     assert!(t.draining.is_empty());
+    // Or something of it never goes (a process stuck in the kernel): going carries on.
+    t.reconcile(scan(&[("web", "cmd=/web")]), &[], &mut ops, t0);
+    let pid = ops.last_pid();
+    t.shutdown(&mut ops, t0);
+    ops.alive_groups.insert(pid);
+    t.exited(pid, Exit::Code(0), &mut ops, t0);
+    t.tick(&mut ops, t0 + secs(10));
+    assert_eq!(ops.signals.last(), Some(&(pid, libc::SIGKILL)));
+    t.tick(&mut ops, t0 + secs(10) + super::KILL_WAIT);
+    assert_eq!(
+        ops.last_log(),
+        "web: still not gone 1s after SIGKILL: going on without what is left"
+    );
+    assert!(t.is_empty());
+}
+
+#[test]
+fn what_left_the_group_is_asked_to_stop_once_the_leader_is_gone() {
+    let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+    t.reconcile(
+        scan(&[("web", "cmd=/web\nstop_signal=INT")]),
+        &[],
+        &mut ops,
+        t0,
+    );
+    let pid = ops.last_pid();
+    t.admin("web", Admin::Stop, &mut ops, t0).unwrap();
+    assert_eq!(ops.signals, [(pid, libc::SIGINT), (pid, libc::SIGCONT)]);
+    assert_eq!(ops.strays, []);
+    // Its leader went at once; a helper that left its group (in its cgroup) did not.
+    ops.alive_groups.insert(pid);
+    t.exited(pid, Exit::Code(0), &mut ops, t0 + secs(1));
+    assert_eq!(ops.strays, [(pid, libc::SIGINT), (pid, libc::SIGCONT)]);
+    ops.alive_groups.clear();
+    t.check_groups(&mut ops, t0 + secs(1));
+    assert_eq!(t.view("web", t0).unwrap().state, "down");
+}
+
+#[test]
+fn a_stop_waits_for_what_its_leader_leaves_even_after_sigkill() {
+    let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+    t.reconcile(scan(&[("web", "cmd=/web")]), &[], &mut ops, t0);
+    let pid = ops.last_pid();
+    t.shutdown(&mut ops, t0);
+    t.tick(&mut ops, t0 + secs(10));
+    assert_eq!(ops.signals.last(), Some(&(pid, libc::SIGKILL)));
+    // The leader reaped, a helper of its cgroup not yet: the service is not stopped.
+    ops.alive_groups.insert(pid);
+    t.exited(
+        pid,
+        Exit::Signal {
+            sig: libc::SIGKILL,
+            core: false,
+        },
+        &mut ops,
+        t0 + secs(10),
+    );
+    assert!(!t.is_empty());
+    assert_eq!(ops.strays, [], "killed already: nothing more to ask");
+    assert_eq!(Vec::from_iter(&t.draining), ["web"]);
+    ops.alive_groups.clear();
+    t.check_groups(&mut ops, t0 + secs(10));
+    assert!(t.is_empty());
 }
 
 #[test]
@@ -394,6 +563,22 @@ fn stop_signal_and_timeout_are_the_services_own_and_need_no_restart() {
         ops.last_log(),
         "web: still running 2s after SIGINT, sending SIGKILL"
     );
+}
+
+#[test]
+fn a_change_that_needs_no_restart_moves_the_admins_stop_mark_along() {
+    let (mut t, mut ops, t0) = (Table::default(), Fake::default(), Instant::now());
+    t.reconcile(scan(&[("web", "cmd=/web")]), &[], &mut ops, t0);
+    t.admin("web", Admin::Stop, &mut ops, t0).unwrap();
+    let before = ops.marks.last().cloned().unwrap();
+    assert!(before.1.is_some());
+    let edited = scan(&[("web", "cmd=/web\nstop_timeout=3")]);
+    let fp = edited["web"].as_ref().unwrap().fingerprint();
+    t.reconcile(edited, &[], &mut ops, t0);
+    // The mark holds the fingerprint of the file as it is now: a going started after
+    // this one was killed keeps it down.
+    assert_eq!(ops.marks.last(), Some(&("web".to_string(), Some(fp))));
+    assert_ne!(before.1, Some(fp));
 }
 
 #[test]

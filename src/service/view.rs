@@ -34,6 +34,8 @@ pub struct View<'a> {
     /// Whether its running process said it is ready; None when it has no `ready=` or no
     /// process runs.
     pub ready: Option<bool>,
+    /// Its cgroup limits.
+    pub limits: &'a crate::cgroup::Limits,
 }
 
 impl View<'_> {
@@ -138,6 +140,7 @@ impl Table {
             problems: self.invalid.get(name).map_or(&[], |p| &p[..]),
             status: s.told.as_ref().and_then(|t| t.status.as_deref()),
             ready,
+            limits: s.settings.cgroup_limits(),
         }
     }
 }
@@ -159,6 +162,7 @@ fn invalid_view<'a>(name: &'a str, problems: &'a [String], now: Instant) -> View
         problems,
         status: None,
         ready: None,
+        limits: &crate::cgroup::Limits::NONE,
     }
 }
 
@@ -191,6 +195,7 @@ impl fmt::Display for Unable<'_> {
             Step::Chdir => write!(f, "change directory to {}", s.cwd.display()),
             Step::Exec => write!(f, "exec {}", s.cmd[0]),
             Step::ReadyFd => write!(f, "put the readiness pipe at fd {}", e.arg),
+            Step::Cgroup => f.write_str("move into its cgroup"),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What a previous going left running, found again: after a `kill -9` (from RUNDIR/state,
 //! each process verified by pid and start time) or after an upgrade (from the handover of
-//! the going that exec'd this one). Either way each process is watched from now on — an
+//! the going that exec'd this one); and the process groups it was stopping whose leaders
+//! were gone. Either way each process is watched from now on — an
 //! adopted one by its pidfd, a handed-over child as a child — and its output read again;
 //! the table then decides, file by file, which run on.
 //!
@@ -75,21 +76,49 @@ fn take(out: &mut Adopted, sys: &mut System, t: Taken, now: Instant) {
         since,
         fingerprint,
         ready,
+        drain: None,
     };
     out.insert(name, a);
+}
+
+/// Takes a process group being stopped whose leader is gone into `out`, unless a process
+/// of the service is taken already (its next run: the group's SIGKILL is then not due
+/// any more to anyone going knows of) or nothing is left of the group. `ours`: its
+/// members are going's children (handed over by an upgrade), else they are watched as
+/// an adopted group's (their zombies are init's).
+fn take_group(out: &mut Adopted, sys: &mut System, g: state::Group, ours: bool, now: Instant) {
+    let left = match ours {
+        true => sys::group_alive(g.pgid),
+        false => sys::group_has_live(g.pgid),
+    };
+    // A live process of the group's number would be a new group's leader: ours is gone.
+    if out.contains_key(&g.name) || !left || sys::proc_identity(g.pgid).is_some() {
+        return;
+    }
+    if !ours {
+        sys.adopt_group(g.pgid);
+    }
+    let a = Adoptable {
+        pid: g.pgid,
+        since: now,
+        fingerprint: Fingerprint::V2(0),
+        ready: false,
+        drain: Some(sys::deadline_at(g.kill_at, now, sys::monotonic_ms())),
+    };
+    out.insert(g.name, a);
 }
 
 /// What RUNDIR/state says a killed going left running, as far as it still runs, and the
 /// one-shots it saw finish.
 pub fn from_state(sys: &mut System, journal: &mut Journal, now: Instant) -> (Adopted, Done) {
-    let (entries, done) = match state::read(&sys.rundir, journal.boot()) {
+    let (entries, done, groups) = match state::read(&sys.rundir, journal.boot()) {
         Ok(read) => {
             let path = sys.rundir.path().join("state");
             for p in read.problems {
                 let msg = format_args!("going: {}: {p}", path.display());
                 sys.log.log(Level::Err, msg);
             }
-            (read.entries, read.done)
+            (read.entries, read.done, read.groups)
         }
         Err(why) => {
             let msg = format_args!("going: not adopting anything: {why}");
@@ -126,6 +155,9 @@ pub fn from_state(sys: &mut System, journal: &mut Journal, now: Instant) -> (Ado
         };
         take(&mut out, sys, t, now);
     }
+    for g in groups {
+        take_group(&mut out, sys, g, false, now);
+    }
     (out, done)
 }
 
@@ -156,11 +188,15 @@ pub fn from_handover(sys: &mut System, h: Handover, now: Instant) -> (Adopted, D
         };
         take(&mut out, sys, t, now);
     }
+    for (g, ours) in h.groups {
+        take_group(&mut out, sys, g, ours, now);
+    }
     (out, h.done)
 }
 
 /// The services the admin left stopped, from RUNDIR/down: name and settings fingerprint
-/// (`v2 FP`, or going 0.1.0's bare `FP`).
+/// (`v2 FP`, or going 0.1.0's bare `FP`; a later `vN FP` is read as `v2`, which at worst
+/// matches nothing, as for the state file).
 pub fn down_marks(sys: &System) -> BTreeMap<String, Fingerprint> {
     let Some(down) = sys.rundir.existing_subdir("down") else {
         return BTreeMap::new();
@@ -169,8 +205,9 @@ pub fn down_marks(sys: &System) -> BTreeMap<String, Fingerprint> {
         .filter_map(|name| {
             let bytes = down.read(&name, 64).ok()??;
             let text = std::str::from_utf8(&bytes).ok()?.trim();
-            let fp = match text.strip_prefix("v2 ") {
-                Some(fp) => Fingerprint::V2(fp.parse().ok()?),
+            let versioned = text.strip_prefix('v').and_then(|t| t.split_once(' '));
+            let fp = match versioned.filter(|(v, _)| v.parse::<u32>().is_ok_and(|v| v >= 2)) {
+                Some((_, fp)) => Fingerprint::V2(fp.parse().ok()?),
                 None => Fingerprint::V1(text.parse().ok()?),
             };
             Some((name, fp))

@@ -17,7 +17,8 @@ use crate::rundir::RunDir;
 use crate::service::{self, Table};
 use crate::state::{self, Change, Entry};
 
-use crate::sys::Pid;
+use crate::sys::{self, Pid};
+use std::time::Instant;
 
 pub struct Journal {
     /// This boot's id, stamped on every snapshot.
@@ -94,9 +95,18 @@ impl Journal {
             fp,
             ok,
         };
+        let (now, clock) = (Instant::now(), sys::monotonic_ms());
+        let group = |d: service::Drain| {
+            Change::Draining(state::Group {
+                name: d.name.to_string(),
+                pgid: d.pgid,
+                kill_at: sys::deadline_ms(d.kill_at, now, clock),
+            })
+        };
         let write_snapshot = || {
             let entries = table.live().filter_map(|l| entry(l.pid)).map(Change::Live);
             let entries = entries.chain(table.done().map(done));
+            let entries = entries.chain(table.drains().map(group));
             state::write(rundir, self.boot.as_deref(), entries, table.len()).map(|()| 0)
         };
         let appended = self.appended.map(|n| n + changes.len());
@@ -108,6 +118,8 @@ impl Journal {
                     service::Change::Ended(pid) => Some(Change::Ended(*pid)),
                     service::Change::Done(name) => table.done().find(|d| d.0 == name).map(done),
                     service::Change::Undone(name) => Some(Change::Undone(name.clone())),
+                    service::Change::Draining(name) => table.drain_of(name).map(group),
+                    service::Change::Drained(pgid) => Some(Change::Drained(*pgid)),
                 });
                 match state::append(rundir, changes) {
                     Ok(()) => Ok(n),
@@ -196,8 +208,12 @@ mod tests {
             Ok(self.0)
         }
         fn mark_down(&mut self, _: &str, _: Option<u64>) {}
-        fn signal(&mut self, _: Pid, _: bool, _: libc::c_int) {}
-        fn group_alive(&mut self, _: Pid) -> bool {
+        fn signal(&mut self, _: &str, _: Pid, _: crate::service::To, _: libc::c_int) {}
+        fn kill(&mut self, _: &str, _: Pid, _: bool) {}
+        fn group_alive(&mut self, _: &str, _: Pid) -> bool {
+            false
+        }
+        fn gone(&mut self, _: Pid) -> bool {
             false
         }
         fn log(&mut self, _: Level, _: std::fmt::Arguments) {}

@@ -9,6 +9,7 @@
 //! failure is logged and becomes a retry.
 
 mod adopt;
+mod cgroups;
 mod confdir;
 mod journal;
 mod source;
@@ -47,6 +48,8 @@ pub struct Options {
     pub syslog: Option<PathBuf>,
     /// How many lines of output are held per service (`-n`).
     pub held: crate::service::Held,
+    /// The name of going's cgroup subtree; None: no cgroups (`-c off`).
+    pub cgroup: Option<String>,
 }
 
 /// A start-up failure: the message and the sysexits code to leave with.
@@ -55,13 +58,34 @@ pub struct Fatal {
     pub msg: String,
 }
 
+/// A walk over every child is due: set after a SIGCHLD (read from the signalfd, where
+/// SIGCHLD, blocked, always goes) and after an upgrade's exec.
 static CHLD: AtomicBool = AtomicBool::new(false);
 static HUP: AtomicBool = AtomicBool::new(false);
 static TERM: AtomicBool = AtomicBool::new(false);
 static UPGRADE: AtomicBool = AtomicBool::new(false);
 
+/// The signals going acts on through a handler, and the flag each sets. They are blocked
+/// across an upgrade's exec, until the new binary's handlers are in place (see
+/// `finish_upgrade`). SIGCHLD has no handler: it stays blocked, for the signalfd.
+static HANDLED: [(libc::c_int, &AtomicBool); 5] = [
+    (libc::SIGHUP, &HUP),
+    (libc::SIGTERM, &TERM),
+    (libc::SIGINT, &TERM),
+    (libc::SIGQUIT, &TERM),
+    (libc::SIGUSR2, &UPGRADE),
+];
+
 /// A file or the directory unreadable for want of fds or memory: another try after this.
 const RETRY: Duration = Duration::from_secs(1);
+
+/// What a scan of CONFDIR gives a reload: the files read, the names of those unchanged
+/// (not read again), and every problem of every invalid file.
+type Scanned = (
+    std::collections::BTreeMap<String, config::Parsed>,
+    Vec<String>,
+    Vec<String>,
+);
 
 pub struct Supervisor {
     confdir: PathBuf,
@@ -70,6 +94,8 @@ pub struct Supervisor {
     watch: Watch,
     control: Control,
     conf_lock: ConfLock,
+    /// Why CONFDIR's lock was last refused, while it is: said once, tried again.
+    refused: Option<String>,
     /// RUNDIR's lock, held while going runs, and handed over on an upgrade.
     lock: File,
     /// The read end of the signal handlers' self-pipe.
@@ -84,6 +110,9 @@ pub struct Supervisor {
     code: u8,
     /// Commands that wait (`-w`) for services to get somewhere: the client, and what.
     waiters: Vec<(u32, admin::Wait)>,
+    /// The exit status of the new binary being asked (an upgrade's check), once reaped:
+    /// acted on after every other child ended is reaped.
+    answered: Option<libc::c_int>,
 }
 
 /// Supervises until stopped; Ok(going's exit status) once every service is gone.
@@ -100,6 +129,7 @@ pub fn run(opts: Options) -> Result<u8, Fatal> {
         sup.on_essential_end(now);
         sup.on_signals(now);
         sup.reload_if_due(now);
+        sup.upgrade_if_asked(now);
         sup.on_deadlines(Instant::now());
         sup.answer_waiters(Instant::now());
         sup.feed_followers();
@@ -162,13 +192,23 @@ impl Supervisor {
                 // An adopted process ended; init, its parent now, reaps it.
                 if self.sys.adopted_ended(pid) {
                     self.sys.relay_output(pid, true, &mut self.table);
-                    self.table.exited(pid, Exit::Unknown, &mut self.sys, now);
+                    if !(self.table).exited(pid, Exit::Unknown, &mut self.sys, now) {
+                        self.not_taken_over(pid);
+                    }
                     self.table.check_groups(&mut self.sys, now);
                 }
             }
             Some(Source::Exits) => self.reap_exits(now),
             Some(Source::Notify) => self.sys.notified(&mut self.table, now),
             Some(Source::ReadyFd(pid)) => self.sys.ready_fd(pid, &mut self.table, now),
+            Some(Source::Cgroup(id)) => {
+                self.sys.cgroup_event(id);
+                self.table.check_groups(&mut self.sys, now);
+            }
+            Some(Source::Oom(id)) => {
+                let table = &self.table;
+                self.sys.oom_event(id, |name| table.main_pid(name));
+            }
             None => {
                 let msg = format_args!("going: an event going does not know ({token:#x})");
                 self.sys.log.log(Level::Err, msg);
@@ -275,17 +315,20 @@ impl Supervisor {
         CHLD.store(true, Ordering::SeqCst);
     }
 
-    /// A child ended with `status`: the upgrade's check, or a service's process or orphan.
+    /// A child ended with `status`: a service's process, or an orphan. The upgrade's
+    /// check's answer is kept for `reap`, which acts on it once every other child is
+    /// reaped: an upgrade hands over only processes that are still there.
     fn ended(&mut self, pid: sys::Pid, status: libc::c_int, now: Instant) {
         if self.sys.check.as_ref().is_some_and(|c| c.pid == pid) {
-            self.finish_upgrade(status);
-        } else {
-            self.sys.child_ended(pid, status, &mut self.table, now);
+            self.answered = Some(status);
+        } else if !self.sys.child_ended(pid, status, &mut self.table, now) {
+            self.not_taken_over(pid);
         }
     }
 
     /// Reaps every child that ended and was not reaped yet (its SIGCHLD swallowed by
-    /// another's): after a SIGCHLD, and after an upgrade's exec. A walk over all children.
+    /// another's): after a SIGCHLD, and after an upgrade's exec. A walk over all children;
+    /// then the upgrade's check's answer, if it came.
     fn reap(&mut self, now: Instant) {
         if !CHLD.swap(false, Ordering::SeqCst) {
             return;
@@ -294,6 +337,9 @@ impl Supervisor {
             self.ended(pid, status, now);
         }
         self.table.check_groups(&mut self.sys, now);
+        if let Some(status) = self.answered.take() {
+            self.finish_upgrade(status);
+        }
     }
 
     /// An essential service ended on its own: going stops everything, and exits with its
@@ -317,6 +363,19 @@ impl Supervisor {
     /// Stops every service (dependents first); going exits once all are gone.
     fn stop_all(&mut self, now: Instant) {
         self.stopping = true;
+        if self.adopt.is_some() {
+            // Not taken over yet, what a previous going left would be left behind, and
+            // started a second time by the next going: taken over now, with the files
+            // as they are (as far as they can be read), and stopped with the rest.
+            let files = self.read_confdir(false).map(|s| s.0).unwrap_or_default();
+            self.take_over(&files);
+        }
+        if let Some(check) = self.sys.check.as_mut() {
+            // No exec while stopping, and no check left behind when going exits.
+            let msg = check.abandon();
+            let msg = format_args!("going: not upgrading: stopping{msg}");
+            self.sys.log.log(Level::Notice, msg);
+        }
         let n = self.table.len();
         self.sys
             .log
@@ -324,7 +383,7 @@ impl Supervisor {
         self.table.shutdown(&mut self.sys, now);
     }
 
-    /// SIGTERM (INT, QUIT): stop everything; SIGHUP: reload; SIGUSR2: upgrade.
+    /// SIGTERM (INT, QUIT): stop everything; SIGHUP: reload. (SIGUSR2: `upgrade_if_asked`.)
     fn on_signals(&mut self, now: Instant) {
         if TERM.swap(false, Ordering::SeqCst) && !self.stopping {
             self.stop_all(now);
@@ -332,9 +391,24 @@ impl Supervisor {
         if HUP.swap(false, Ordering::SeqCst) {
             self.watch.request(now);
         }
-        if UPGRADE.swap(false, Ordering::SeqCst) && !self.stopping {
-            self.start_upgrade(now);
+    }
+
+    /// SIGUSR2: an upgrade, unless going stops. What a previous going left is handed over
+    /// only once taken over: until then the upgrade waits for the reload that is due, or,
+    /// none being due (CONFDIR cannot be read), is refused.
+    fn upgrade_if_asked(&mut self, now: Instant) {
+        if self.stopping || !UPGRADE.load(Ordering::SeqCst) {
+            return;
         }
+        if self.adopt.is_some() && self.watch.due().is_some() {
+            return;
+        }
+        UPGRADE.store(false, Ordering::SeqCst);
+        if self.adopt.is_some() {
+            let msg = "going: unable to upgrade: what the previous going left is not taken over yet (CONFDIR unread); carrying on";
+            return self.sys.log.log(Level::Err, format_args!("{msg}"));
+        }
+        self.start_upgrade(now);
     }
 
     fn reload_if_due(&mut self, now: Instant) {
@@ -347,14 +421,54 @@ impl Supervisor {
     /// Rescans CONFDIR and applies it: the summary and every problem of every invalid file.
     /// The first one that can read CONFDIR also takes over what a previous going left.
     fn reload(&mut self, full: bool) -> Result<(Summary, Vec<String>), String> {
+        let (files, mut unchanged, problems) = self.read_confdir(full)?;
+        let (sys, table) = (&mut self.sys, &mut self.table);
+        let notify = |p: &config::Parsed| {
+            p.as_ref()
+                .is_ok_and(|s| s.life().ready == Some(config::Ready::Notify))
+        };
+        if files.values().any(notify) || table.uses_notify() {
+            sys.ensure_notify();
+        }
+        let adopting = self.adopt.is_some();
+        self.take_over(&files);
+        unchanged.sort_unstable();
+        let (sys, table) = (&mut self.sys, &mut self.table);
+        let sum = table.reconcile(files, &unchanged, sys, Instant::now());
+        if adopting {
+            // What an earlier going left for services there are no more, and empty.
+            sys.prune_cgroups(|name| table.contains(name));
+        }
+        sys.log.log(Level::Notice, format_args!("reload: {sum}"));
+        Ok((sum, problems))
+    }
+
+    /// CONFDIR, locked and scanned: the files read (valid or not), the names of those not
+    /// read again as unchanged, and every problem of every invalid file. Err says why
+    /// nothing could be read; it is logged, and a retry set when one may help.
+    fn read_confdir(&mut self, full: bool) -> Result<Scanned, String> {
         if self.watch.begin_reload() || full {
             self.watch.stamps.clear();
         }
         let (sys, table) = (&mut self.sys, &mut self.table);
-        if let Err(e) = self.conf_lock.take(&self.confdir, false) {
-            let msg = format!("{e}; {} services left as they are", table.len());
-            sys.log.log(Level::Err, format_args!("reload: {msg}"));
-            return Err(msg);
+        match self.conf_lock.take(&self.confdir, false) {
+            Ok(warning) => {
+                if let Some(w) = warning {
+                    sys.log.log(Level::Warning, format_args!("{w}"));
+                }
+                self.refused = None;
+            }
+            Err(e) => {
+                // Tried again until the other going lets go (or CONFDIR changes), and
+                // said once.
+                self.watch.retry(Instant::now() + RETRY);
+                let msg = format!("{e}; {} services left as they are", table.len());
+                if self.refused.as_ref() != Some(&msg) {
+                    sys.log.log(Level::Err, format_args!("reload: {msg}"));
+                    self.refused = Some(msg.clone());
+                }
+                return Err(msg);
+            }
         }
         let scan = match self
             .watch
@@ -375,35 +489,56 @@ impl Supervisor {
             mut unchanged,
             ..
         } = scan;
-        table.cycles(&self.confdir, &mut files, &mut unchanged);
+        for name in table.cycles(&self.confdir, &mut files, &mut unchanged) {
+            self.watch.reread(&name);
+        }
+        if files
+            .values()
+            .any(|p| p.as_ref().is_ok_and(|s| s.cgroup.is_some()))
+        {
+            config::check_limits(&self.confdir, &mut files, &sys.available());
+        }
         let problems = files.values().filter_map(|p| p.as_ref().err()).flatten();
         if problems.clone().any(|e| e.is_transient()) {
             self.watch.retry(Instant::now() + RETRY);
         }
         let problems = problems.map(|e| e.to_string()).collect();
-        let notify = |p: &config::Parsed| {
-            p.as_ref()
-                .is_ok_and(|s| s.life().ready == Some(config::Ready::Notify))
+        Ok((files, unchanged, problems))
+    }
+
+    /// What a previous going left, taken over once CONFDIR was read (`files`): the table
+    /// decides, file by file, which of its processes run on.
+    fn take_over(&mut self, files: &std::collections::BTreeMap<String, config::Parsed>) {
+        let Some((adopt, done)) = self.adopt.take() else {
+            return;
         };
-        if files.values().any(notify) || table.uses_notify() {
-            sys.ensure_notify();
-        }
-        if let Some((adopt, done)) = self.adopt.take() {
-            table.adopt(&files, adopt, done, sys, Instant::now());
-            for (pid, n) in table.not_ready_fds() {
-                if !sys.reopen_ready_fd(pid, n) {
-                    let msg = format_args!(
-                        "going: pid {pid} holds no readiness pipe at fd {n}: taken for ready"
-                    );
-                    sys.log.log(Level::Notice, msg);
-                    table.fd_ready(pid, sys, Instant::now());
-                }
+        let (sys, table) = (&mut self.sys, &mut self.table);
+        let leftovers = sys.adopt_cgroups(&adopt);
+        table.adopt(files, adopt, done, &leftovers, sys, Instant::now());
+        for (pid, n) in table.not_ready_fds() {
+            if !sys.reopen_ready_fd(pid, n) {
+                let msg = format_args!(
+                    "going: pid {pid} holds no readiness pipe at fd {n}: taken for ready"
+                );
+                sys.log.log(Level::Notice, msg);
+                table.fd_ready(pid, sys, Instant::now());
             }
         }
-        unchanged.sort_unstable();
-        let sum = table.reconcile(files, &unchanged, sys, Instant::now());
-        sys.log.log(Level::Notice, format_args!("reload: {sum}"));
-        Ok((sum, problems))
+    }
+
+    /// An end the table did not know of: an orphan's, or that of a process a previous
+    /// going left that is not taken over yet (CONFDIR not read). That one is taken over
+    /// no more: its service starts anew once its file is read.
+    fn not_taken_over(&mut self, pid: sys::Pid) {
+        let Some((adopt, _)) = self.adopt.as_mut() else {
+            return;
+        };
+        let Some(name) = (adopt.iter()).find_map(|(n, a)| (a.pid == pid).then(|| n.clone())) else {
+            return;
+        };
+        adopt.remove(&name);
+        let msg = format_args!("{name}[{pid}]: ended before going could take it over");
+        self.sys.log.log(Level::Notice, msg);
     }
 
     /// Quarantines that end and stops that time out; clients whose time is up; a new
@@ -471,7 +606,7 @@ impl Supervisor {
     /// runs. Returns only if that failed; going then carries on as it was.
     fn finish_upgrade(&mut self, status: libc::c_int) {
         let Some(check) = self.sys.check.take().filter(|c| c.due().is_some()) else {
-            return; // killed when its time was up, and said so then
+            return; // killed when its time was up or going began to stop, and said so then
         };
         let said = match check.verdict(status) {
             Ok(said) => said,
@@ -480,6 +615,17 @@ impl Supervisor {
                 return self.sys.log.log(Level::Err, msg);
             }
         };
+        // From here a signal waits, blocked, for the new binary's handlers: its default
+        // action would end going. One that came before and is not acted on yet would be
+        // lost with this binary's flags: a SIGTERM is acted on here instead, and the
+        // upgrade given up.
+        let sigs: Vec<libc::c_int> = HANDLED.iter().map(|h| h.0).collect();
+        let mask = sys::block_signals(&sigs);
+        if self.stopping || TERM.load(Ordering::SeqCst) {
+            sys::set_signal_mask(mask);
+            let msg = format_args!("going: not upgrading: stopping");
+            return self.sys.log.log(Level::Notice, msg);
+        }
         let (sys, journal) = (&self.sys, &self.journal);
         let procs: Vec<upgrade::Leaving> = (self.table.live())
             .map(|l| upgrade::Leaving {
@@ -496,11 +642,25 @@ impl Supervisor {
             .collect();
         // Should the new binary die after taking over, the next going adopts from this.
         self.save_state(true);
+        // Commands that wait lose their connection with the exec: told so, not left to
+        // guess from an end without a word.
+        let (table, control, epoll, now) = (
+            &self.table,
+            &mut self.control,
+            &self.sys.epoll,
+            Instant::now(),
+        );
+        for (id, wait) in std::mem::take(&mut self.waiters) {
+            let reply = wait.cut(table, now, "going is upgrading; ask again");
+            control.reply(id, reply, epoll, Source::Client(id).token());
+        }
+        let (confdir, conflock) = self.conf_lock.fds();
         let kept = upgrade::Kept {
             lock: self.lock.as_raw_fd(),
             control: self.control.fd(),
             rundir: self.sys.rundir.dir().fd(),
-            confdir: self.conf_lock.held.as_ref().map(|f| f.as_raw_fd()),
+            confdir,
+            conflock,
             notify: self.sys.notify.as_ref().map(|n| n.fd()),
             ready: self
                 .table
@@ -512,6 +672,7 @@ impl Supervisor {
             done: (self.table.done())
                 .map(|(name, fp, ok)| (name.to_string(), fp, ok))
                 .collect(),
+            groups: self.drains(),
         };
         let path = check.path.clone();
         let n = procs.len();
@@ -523,7 +684,14 @@ impl Supervisor {
         self.sys.log.flush();
         let text = "going: upgrading to a new binary: follow again";
         (self.sys.followers).end_all(EX_TEMPFAIL, text, &self.sys.epoll);
+        // SIGCHLD is not blocked across the exec: blocked, it would hang a shell script
+        // that runs a command before it execs going. Its default action ignores it, and
+        // the new binary looks for ended children anyway; so does this one if the exec
+        // fails.
+        sys::unblock_signals(&[libc::SIGCHLD]);
         let err = check.exec(&kept, &procs);
+        sys::set_signal_mask(mask);
+        CHLD.store(true, Ordering::SeqCst);
         let msg = format_args!(
             "going: unable to upgrade: exec {}: {}; carrying on",
             path.display(),
@@ -532,12 +700,31 @@ impl Supervisor {
         self.sys.log.log(Level::Err, msg);
     }
 
+    /// The process groups being stopped whose leaders are gone, for an upgrade's handover:
+    /// when each one's SIGKILL is due, and whether its members are going's children.
+    fn drains(&self) -> Vec<(state::Group, bool)> {
+        let (now, clock) = (Instant::now(), sys::monotonic_ms());
+        (self.table.drains())
+            .map(|d| {
+                let g = state::Group {
+                    name: d.name.to_string(),
+                    pgid: d.pgid,
+                    kill_at: sys::deadline_ms(d.kill_at, now, clock),
+                };
+                (g, !self.sys.is_adopted_group(d.pgid))
+            })
+            .collect()
+    }
+
     /// Every service stopped after SIGTERM: nothing is left to adopt, nor to ask.
     fn exit(mut self) {
         let msg = format_args!("going: all services stopped, exiting");
         self.sys.log.log(Level::Notice, msg);
         let text = "going: all services stopped, exiting";
         (self.sys.followers).end_all(0, text, &self.sys.epoll);
+        if let Some(Err(e)) = self.sys.cgroups.take().map(|g| g.close()) {
+            self.sys.log.log(Level::Err, format_args!("going: {e}"));
+        }
         let rundir = &self.sys.rundir;
         for (what, done) in [
             ("control", rundir.remove("control")),

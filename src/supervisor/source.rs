@@ -33,6 +33,10 @@ pub enum Source {
     Follower(u32),
     /// The signalfd of SIGCHLD: a child that ended.
     Exits,
+    /// The `cgroup.events` of a service's cgroup, by its number: populated or empty.
+    Cgroup(u32),
+    /// The `memory.events` of a service's cgroup, by its number: the OOM killer's kills.
+    Oom(u32),
 }
 
 impl Source {
@@ -50,6 +54,8 @@ impl Source {
             Source::ReadyFd(pid) => (10, pid as u32),
             Source::Follower(id) => (11, id),
             Source::Exits => (12, 0),
+            Source::Cgroup(id) => (13, id),
+            Source::Oom(id) => (14, id),
         };
         (kind as u64) << 32 | id as u64
     }
@@ -70,6 +76,8 @@ impl Source {
             (10, _) if pid > 0 => Source::ReadyFd(pid),
             (11, id) => Source::Follower(id),
             (12, 0) => Source::Exits,
+            (13, id) => Source::Cgroup(id),
+            (14, id) => Source::Oom(id),
             _ => return None,
         })
     }
@@ -97,6 +105,9 @@ mod tests {
             Source::Follower(0),
             Source::Follower(u32::MAX),
             Source::Exits,
+            Source::Cgroup(0),
+            Source::Cgroup(u32::MAX),
+            Source::Oom(7),
         ];
         for s in all {
             assert_eq!(Source::from_token(s.token()), Some(s), "{s:?}");
@@ -107,7 +118,7 @@ mod tests {
             0,
             1,
             12 << 32 | 1,
-            13 << 32 | 1,
+            15 << 32,
             1 << 32 | 5,
             6 << 32,
             9 << 32 | 1,

@@ -1,7 +1,8 @@
 //! Start-up, in the order that makes it safe: a clean process state; RUNDIR checked and
 //! locked, CONFDIR locked (or both taken back from the going that exec'd this one); signal
 //! handlers that only set a flag and write a byte; epoll over the signal pipe, inotify,
-//! the log and the control socket; then what a previous going left, to adopt.
+//! the log and the control socket; going's cgroup subtree, where it uses cgroups, with the
+//! services' cgroups a previous going left; then what that going left, to adopt.
 //!
 //! Invariant: every failure here is fatal, with its sysexits code and a message naming
 //! what failed on what; nothing after start-up is.
@@ -13,11 +14,12 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use super::cgroups::Groups;
 use super::confdir::{held_by, ConfLock};
 use super::journal::Journal;
 use super::source::Source;
 use super::system::System;
-use super::{adopt, Fatal, Options, Supervisor, CHLD, HUP, TERM, UPGRADE};
+use super::{adopt, Fatal, Options, Supervisor, CHLD, HANDLED};
 use crate::control::Control;
 use crate::exit::{EX_CANTCREAT, EX_CONFIG, EX_OSERR, EX_TEMPFAIL};
 use crate::log::{Errno, Level, Logger};
@@ -41,7 +43,6 @@ fn os(what: &str, e: io::Error) -> Fatal {
 
 pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
     sys::sanitize_fds();
-    sys::unblock_all_but_exits();
     let nofile = sys::nofile_limit();
     sys::raise_nofile(nofile);
     sys::become_subreaper();
@@ -50,8 +51,13 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
     // handed over. A handover without the lock is none (a stray GOING_UPGRADE).
     let mut h = upgrade::take().unwrap_or_default();
     let upgraded = h.lock.is_some();
-    let (rundir, lock, conf_lock) = dirs(&opts, &mut h)?;
+    let (rundir, lock) = dirs(&opts, &mut h)?;
+    // Only now is the mask emptied: an upgrade blocks the signals going acts on across
+    // its exec, so that one that comes meanwhile waits for these handlers instead of
+    // killing going with its default action. SIGCHLD is blocked from here on, for the
+    // signalfd; one that came before is found by the walk over every child below.
     let wake = signals()?;
+    sys::unblock_all_but_exits();
 
     let stdio = (File::options().read(true).write(true).open("/dev/null"))
         .map_err(|e| os("open /dev/null", e))?;
@@ -73,11 +79,21 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
     );
     (sys.log.watch(&sys.epoll, Source::Log.token()))
         .map_err(|e| os("watch the syslog socket", e))?;
+    let conf_lock = conf_lock(&opts.confdir, &mut h, &mut sys)?;
     let control = control(&sys, h.control.take())?;
+    let cgroups = cgroups(&mut sys, opts.cgroup.as_deref());
 
     let version = env!("CARGO_PKG_VERSION");
-    let msg = format_args!("going {version} started on {}", opts.confdir.display());
+    let msg = format_args!(
+        "going {version} started on {}; cgroups: {cgroups}",
+        opts.confdir.display()
+    );
     sys.log.log(Level::Notice, msg);
+    if let Some(groups) = sys.cgroups.as_mut() {
+        for e in groups.found(&sys.epoll) {
+            sys.log.log(Level::Err, format_args!("going: {e}"));
+        }
+    }
     watch.request(Instant::now());
     let mut table = Table::default();
     table.held = opts.held;
@@ -99,6 +115,7 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
         watch,
         control,
         conf_lock,
+        refused: None,
         lock,
         wake,
         adopt: Some(adopted),
@@ -106,12 +123,36 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
         stopping: false,
         code: 0,
         waiters: Vec::new(),
+        answered: None,
     })
 }
 
-/// RUNDIR, checked, and the locks on it and CONFDIR, taken; or, after an upgrade, as the
-/// previous binary handed them over.
-fn dirs(opts: &Options, h: &mut upgrade::Handover) -> Result<(RunDir, File, ConfLock), Fatal> {
+/// going's cgroup subtree `name` (None: `-c off`), found and taken for `sys`; the end of
+/// the start-up line: where it is, or why going uses no cgroups. Not finding one is no
+/// failure: going then stops services by their process groups alone.
+fn cgroups(sys: &mut System, name: Option<&str>) -> String {
+    let Some(name) = name else {
+        sys.no_cgroups = crate::cgroup::OFF.into();
+        return "off (-c off)".into();
+    };
+    let found = crate::cgroup::discover(sys::getpid(), name).and_then(|f| f.open());
+    match found {
+        Ok(tree) => {
+            let groups = Groups::new(tree);
+            let path = groups.path().display().to_string();
+            sys.cgroups = Some(groups);
+            path
+        }
+        Err(why) => {
+            sys.no_cgroups = why.to_string();
+            format!("not used: {why}")
+        }
+    }
+}
+
+/// RUNDIR, checked, and its lock, taken; or, after an upgrade, as the previous binary
+/// handed them over.
+fn dirs(opts: &Options, h: &mut upgrade::Handover) -> Result<(RunDir, File), Fatal> {
     let rundir = match h.rundir.take() {
         Some(fd) => RunDir::from_dir(sys::Dir::from_fd(fd), &opts.rundir),
         None => RunDir::open(&opts.rundir),
@@ -124,14 +165,25 @@ fn dirs(opts: &Options, h: &mut upgrade::Handover) -> Result<(RunDir, File, Conf
         Some(fd) => File::from(fd),
         None => lock(&rundir)?,
     };
-    let mut conf_lock = ConfLock::default();
-    match h.confdir.take() {
-        Some(fd) => conf_lock.held = Some(File::from(fd)),
-        None => conf_lock
-            .take(&opts.confdir, true)
-            .map_err(|e| fatal(EX_TEMPFAIL, e))?,
+    Ok((rundir, lock))
+}
+
+/// CONFDIR's lock, taken (a warning logged when it is held without keeping another going
+/// off); or, after an upgrade, as the previous binary handed it over.
+fn conf_lock(
+    confdir: &std::path::Path,
+    h: &mut upgrade::Handover,
+    sys: &mut System,
+) -> Result<ConfLock, Fatal> {
+    if h.confdir.is_some() || h.conflock.is_some() {
+        return Ok(ConfLock::handed_over(h.confdir.take(), h.conflock.take()));
     }
-    Ok((rundir, lock, conf_lock))
+    let mut conf_lock = ConfLock::default();
+    let warning = (conf_lock.take(confdir, true)).map_err(|e| fatal(EX_TEMPFAIL, e))?;
+    if let Some(w) = warning {
+        sys.log.log(Level::Warning, format_args!("{w}"));
+    }
+    Ok(conf_lock)
 }
 
 /// RUNDIR's lock, taken; refused, with the other going named, when it is held.
@@ -156,13 +208,7 @@ fn signals() -> Result<UnixStream, Fatal> {
     let (wake, wake_w) = UnixStream::pair().map_err(|e| os("create the signal pipe", e))?;
     wake.set_nonblocking(true)
         .map_err(|e| os("create the signal pipe", e))?;
-    for (sig, flag) in [
-        (libc::SIGHUP, &HUP),
-        (libc::SIGTERM, &TERM),
-        (libc::SIGINT, &TERM),
-        (libc::SIGQUIT, &TERM),
-        (libc::SIGUSR2, &UPGRADE),
-    ] {
+    for &(sig, flag) in &HANDLED {
         // The flag first: by the time the byte wakes the loop, the flag is set.
         signal_hook::flag::register(sig, flag).map_err(|e| os("set a signal handler", e))?;
         let w = (wake_w.try_clone()).map_err(|e| os("set a signal handler", e))?;

@@ -4,8 +4,10 @@
 //! place that forks, signals, reaps and reads from processes.
 //!
 //! Invariants: an fd is in epoll exactly while it is in one of these registries, under the
-//! token of its [`Source`]; a signal goes to a process group, and to a lone pid only when
-//! that pid is a child of going not yet reaped, so a recycled pid is never signalled.
+//! token of its [`Source`]; a signal goes to a process group while its leader lives, to a
+//! lone pid only when that pid is a child of going not yet reaped, and, the leader gone, to
+//! the members of the service's cgroup where it has one, so a recycled pid or group is
+//! not signalled.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,14 +16,16 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
+use super::cgroups::Groups;
 use super::source::Source;
+use crate::cgroup::{Available, Killed};
 use crate::config::{Ready, Settings};
 use crate::follow::Followers;
 use crate::log::{Errno, Level, Logger};
 use crate::notify::{self, Notify};
 use crate::output::Outputs;
 use crate::rundir::RunDir;
-use crate::service::{Effects, Launch, Table};
+use crate::service::{Effects, Launch, Table, To};
 use crate::spawn::{Plan, Readiness, SpawnError};
 use crate::sys::{self, ChildError, Epoll, Exit, Pid};
 
@@ -41,7 +45,8 @@ pub struct System {
     /// The signalfd of SIGCHLD, in epoll: a child ended, and which one.
     #[allow(dead_code)] // held open: epoll watches it
     exits: OwnedFd,
-    /// Process groups of adopted services: their zombies are init's to reap.
+    /// Process groups of adopted services: their zombies are init's to reap. Each is
+    /// forgotten once found empty, or once its pid is a new child's.
     adopted: std::collections::BTreeSet<Pid>,
     /// The new binary being asked, after SIGUSR2, whether it can take over.
     pub check: Option<crate::upgrade::Check>,
@@ -51,6 +56,10 @@ pub struct System {
     ready_fds: BTreeMap<Pid, OwnedFd>,
     /// Clients following services' output (`going log -f`).
     pub followers: Followers,
+    /// The services' cgroups, where going uses cgroups.
+    pub cgroups: Option<Groups>,
+    /// Why it uses none, where it does not: the end of `going uses no cgroups: …`.
+    pub no_cgroups: String,
 }
 
 impl System {
@@ -77,7 +86,94 @@ impl System {
             notify: None,
             ready_fds: BTreeMap::new(),
             followers: Followers::default(),
+            cgroups: None,
+            no_cgroups: String::new(),
         }
+    }
+
+    /// What the cgroup limit keys of service files are checked against.
+    pub fn available(&self) -> Available {
+        match &self.cgroups {
+            Some(g) => g.available().clone(),
+            None => Available::Off(self.no_cgroups.clone()),
+        }
+    }
+
+    /// Services' processes adopted (`adopted`), each made sure to be in its service's
+    /// cgroup; and the services whose cgroups hold processes none of which was adopted:
+    /// what an earlier going left, to stop before they start.
+    pub fn adopt_cgroups(&mut self, adopted: &super::adopt::Adopted) -> Vec<String> {
+        let Some(groups) = self.cgroups.as_mut() else {
+            return Vec::new();
+        };
+        let mut said = Vec::new();
+        for (name, a) in adopted {
+            match groups.adopt(name, a.pid, a.drain.is_none(), &self.epoll) {
+                Ok(false) => {}
+                Ok(true) => said.push((
+                    Level::Notice,
+                    format!(
+                        "{name}[{}]: moved into its cgroup, with its process group",
+                        a.pid
+                    ),
+                )),
+                Err(e) => said.push((
+                    Level::Err,
+                    format!("{name}: {e}; it has no cgroup until it starts again"),
+                )),
+            }
+        }
+        let leftovers = groups.leftovers(|name| adopted.contains_key(name));
+        for (level, msg) in said {
+            self.log.log(level, format_args!("{msg}"));
+        }
+        leftovers
+    }
+
+    /// After the first reading of CONFDIR: the cgroups an earlier going left for services
+    /// that are no more, removed (those still holding processes are stopped first, as the
+    /// services' leftovers).
+    pub fn prune_cgroups(&mut self, keep: impl Fn(&str) -> bool) {
+        let Some(groups) = self.cgroups.as_mut() else {
+            return;
+        };
+        for name in groups.names_but(keep) {
+            if let Err(e) = groups.remove(&name, &self.epoll) {
+                self.log.log(Level::Err, format_args!("going: {e}"));
+            }
+        }
+    }
+
+    /// The cgroup `id` of a service told of a change: read (which clears the wake-up).
+    /// What follows from it is `Table::check_groups`' to see.
+    pub fn cgroup_event(&mut self, id: u32) {
+        let Some(groups) = &self.cgroups else { return };
+        let Some(name) = groups.by_id(id) else { return };
+        if let Some(Err(e)) = groups.populated(name) {
+            let msg = format_args!("{name}: {e}");
+            self.log.log(Level::Err, msg);
+        }
+    }
+
+    /// The `memory.events` of cgroup `id` changed: the OOM killer's kills are said, with
+    /// the limits that brought them. `main` is the service's main process, if it runs.
+    pub fn oom_event(&mut self, id: u32, main: impl Fn(&str) -> Option<Pid>) {
+        let Some(groups) = &mut self.cgroups else {
+            return;
+        };
+        let Some(name) = groups.by_id(id).map(String::from) else {
+            return;
+        };
+        let (n, limits) = match groups.oom_kills(&name) {
+            Ok((0, _)) => return,
+            Ok(found) => found,
+            Err(e) => {
+                let msg = format_args!("{name}: {e}");
+                return self.log.log(Level::Err, msg);
+            }
+        };
+        let msg = oom_message(&name, main(&name), n, &limits);
+        self.log.log(Level::Warning, format_args!("{msg}"));
     }
 
     /// The sd_notify socket, made when a service first needs it (`ready=notify`): at the
@@ -260,6 +356,28 @@ impl System {
         true
     }
 
+    /// Whether a process is left in the group `pgid`: a live one, for an adopted group
+    /// (whose zombies are init's to reap), else any.
+    fn pgroup_alive(&self, pgid: Pid) -> bool {
+        match pgid {
+            ..=0 => false,
+            _ if self.adopted.contains(&pgid) => sys::group_has_live(pgid),
+            _ => sys::group_alive(pgid),
+        }
+    }
+
+    /// A process group being stopped, its leader gone, whose members are not going's
+    /// children: its zombies are init's, so only live members count.
+    pub fn adopt_group(&mut self, pgid: Pid) {
+        self.adopted.insert(pgid);
+    }
+
+    /// Whether the process group `pgid` is an adopted service's (its members are not
+    /// going's children).
+    pub fn is_adopted_group(&self, pgid: Pid) -> bool {
+        self.adopted.contains(&pgid)
+    }
+
     /// Whether `pid` was adopted (watched by pidfd), not forked by this going.
     pub fn is_adopted(&self, pid: Pid) -> bool {
         self.pidfds.contains_key(&pid)
@@ -324,13 +442,20 @@ impl System {
     }
 
     /// A child ended: what it reported, its last output, then its exit, to the table.
-    pub fn child_ended(&mut self, pid: Pid, status: libc::c_int, table: &mut Table, now: Instant) {
+    /// False when the table knew no such process (an orphan, say).
+    pub fn child_ended(
+        &mut self,
+        pid: Pid,
+        status: libc::c_int,
+        table: &mut Table,
+        now: Instant,
+    ) -> bool {
         if let Some(Err(err)) = self.child_report(pid) {
             table.child_failed(pid, err, self);
         }
         self.unwatch_ready_fd(pid);
         self.relay_output(pid, true, table);
-        table.exited(pid, Exit::from_status(status), self, now);
+        table.exited(pid, Exit::from_status(status), self, now)
     }
 }
 
@@ -369,6 +494,10 @@ impl Effects for System {
             }
             _ => None,
         };
+        let cgroup = match self.cgroups.as_mut() {
+            Some(g) => Some(g.prepare(name, s.cgroup_limits(), &self.epoll)?),
+            None => None,
+        };
         let stdio = self.stdio.as_raw_fd();
         let child = sys::spawn_child(&sys::Spawn {
             paths: &plan.paths,
@@ -388,9 +517,13 @@ impl Effects for System {
             umask: s.umask as libc::mode_t,
             ready: ready_fd.as_ref().map(|(_, w, n)| (w.as_raw_fd(), *n)),
             exec_fd: None,
+            cgroup,
         })
         .map_err(unable("fork"))?;
         let (pid, report) = (child.pid, child.report);
+        // The pid of an adopted group that is gone: a child of going's now, which signal()
+        // may reach by its pid before it made its group.
+        self.adopted.remove(&pid);
         if let Some((r, _, _)) = ready_fd {
             self.watch_ready_fd(pid, r); // the write end is the child's alone from now on
         }
@@ -405,9 +538,27 @@ impl Effects for System {
         Ok(pid)
     }
 
-    fn signal(&mut self, pgid: Pid, leader: bool, sig: libc::c_int) {
+    fn signal(&mut self, name: &str, pgid: Pid, to: To, sig: libc::c_int) {
+        // The leader gone, its group's id may be another's by now: the cgroup says who is
+        // left. What an earlier going left (no group known) is reached that way alone.
+        let but = match to {
+            To::Group => None,
+            To::Rest => Some(None),
+            To::Strays => Some(Some(pgid)),
+        };
+        if let Some(but) = but {
+            match self.cgroups.as_ref().and_then(|g| g.signal(name, sig, but)) {
+                Some(Ok(_)) => return,
+                Some(Err(e)) => return self.log(Level::Err, format_args!("{name}: {e}")),
+                None if to == To::Strays => return, // none known without a cgroup
+                None => {}
+            }
+        }
+        if pgid <= 0 {
+            return;
+        }
         // An adopted leader is not going's child: its pid could have been recycled.
-        let ours = leader && !self.adopted.contains(&pgid);
+        let ours = to == To::Group && !self.adopted.contains(&pgid);
         if let Err(e) = signal_group(pgid, ours, sig) {
             let name = sys::signal_name(sig).map_or(sig.to_string(), |n| format!("SIG{n}"));
             self.log(
@@ -420,16 +571,86 @@ impl Effects for System {
         }
     }
 
-    fn group_alive(&mut self, pgid: Pid) -> bool {
-        if self.adopted.contains(&pgid) {
-            sys::group_has_live(pgid)
-        } else {
-            sys::group_alive(pgid)
+    fn kill(&mut self, name: &str, pgid: Pid, leader: bool) {
+        match self.cgroups.as_mut().and_then(|g| g.kill(name)) {
+            Some(Ok(Killed::All | Killed::Each { complete: true, .. })) => return,
+            Some(Ok(Killed::Each { signalled, .. })) => {
+                let msg = format_args!(
+                    "{name}: still forking after SIGKILL to {signalled} processes; again at the next deadline"
+                );
+                return self.log(Level::Warning, msg);
+            }
+            // The cgroup failed: its process group, at least.
+            Some(Err(e)) => self.log(Level::Err, format_args!("{name}: {e}")),
+            None => {}
+        }
+        if pgid > 0 {
+            let ours = leader && !self.adopted.contains(&pgid);
+            if let Err(e) = signal_group(pgid, ours, libc::SIGKILL) {
+                let msg = format_args!(
+                    "going: unable to send SIGKILL to process group {pgid}: {}",
+                    Errno(&e)
+                );
+                self.log(Level::Err, msg);
+            }
+        }
+    }
+
+    fn group_alive(&mut self, name: &str, pgid: Pid) -> bool {
+        let alive = match self.cgroups.as_ref().and_then(|g| g.populated(name)) {
+            Some(Ok(populated)) => populated,
+            Some(Err(e)) => {
+                self.log(Level::Err, format_args!("{name}: {e}"));
+                self.pgroup_alive(pgid)
+            }
+            None => self.pgroup_alive(pgid),
+        };
+        if !alive {
+            self.adopted.remove(&pgid); // done with: its pid may be any process's next
+        }
+        alive
+    }
+
+    fn gone(&mut self, pid: Pid) -> bool {
+        match self.pidfds.get(&pid) {
+            // Adopted: its pidfd is readable once it ended.
+            Some(fd) => sys::readable_now(fd.as_raw_fd()),
+            // going's child is there until reaped, as a zombie too: then its pid is free.
+            None => matches!(sys::kill(pid, 0), Err(e) if e.raw_os_error() == Some(libc::ESRCH)),
         }
     }
 
     fn log(&mut self, level: Level, msg: fmt::Arguments) {
         self.log.log(level, msg);
+    }
+
+    fn changed(&mut self, name: &str, settings: &Settings) {
+        let Some(groups) = self.cgroups.as_mut() else {
+            return;
+        };
+        if let Err(e) = groups.changed(name, settings.cgroup_limits(), &self.epoll) {
+            self.log(Level::Err, format_args!("{name}: {e}"));
+        }
+    }
+
+    fn cgroup(&mut self, name: &str) -> Option<(std::path::PathBuf, crate::cgroup::Usage)> {
+        self.cgroups.as_ref()?.usage(name)
+    }
+
+    fn dropped(&mut self, name: &str) {
+        let Some(groups) = self.cgroups.as_mut() else {
+            return;
+        };
+        match groups.remove(name, &self.epoll) {
+            Ok(true) => {}
+            Ok(false) => {
+                let msg = format_args!(
+                    "{name}: its cgroup still holds processes after SIGKILL: left for a later going"
+                );
+                self.log(Level::Warning, msg);
+            }
+            Err(e) => self.log(Level::Err, format_args!("{name}: {e}")),
+        }
     }
 
     fn mark_down(&mut self, name: &str, fingerprint: Option<u64>) {
@@ -457,10 +678,67 @@ impl Effects for System {
     }
 }
 
+/// What the OOM killer did in the cgroup of `name`: `n` kills, `main` its main process
+/// (killed, if it is no more), under `limits` (`memory_max=100M`).
+fn oom_message(name: &str, main: Option<Pid>, n: u64, limits: &str) -> String {
+    let dead = |pid: Pid| sys::proc_identity(pid).is_none();
+    match main.filter(|&p| dead(p)) {
+        Some(pid) if n == 1 => format!("{name}[{pid}]: killed by the OOM killer ({limits})"),
+        _ => format!("{name}: {n} of its processes killed by the OOM killer ({limits})"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn an_adopted_group_is_forgotten_once_empty_or_its_pid_a_new_childs() {
+        let dir = std::env::temp_dir().join(format!("going-system-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let rundir = RunDir::open(&dir).unwrap();
+        let null = File::options().read(true).write(true).open("/dev/null");
+        let epoll = Epoll::new().unwrap();
+        let log = Logger::new(None);
+        let exits = sys::exits_fd().unwrap();
+        let nofile = sys::nofile_limit();
+        let mut sys = System::new(epoll, log, null.unwrap(), nofile, rundir, exits);
+        let settings = crate::config::parse(std::path::Path::new("t"), b"cmd=/bin/true\nlog=null");
+        let settings = settings.unwrap();
+        // The pids the kernel gives next (others fork meanwhile: a range, tried again).
+        let mut spawned = None;
+        for _ in 0..10 {
+            let last: Pid = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            sys.adopted.extend(last + 1..last + 1000);
+            let pid = sys.spawn("t", &settings, Launch::Service).unwrap();
+            let mut status = 0;
+            // SAFETY: waitpid writes only to `status`; the child is this test's.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            if pid > last && pid < last + 1000 {
+                spawned = Some(pid);
+                break;
+            }
+        }
+        let pid = spawned.expect("a pid in the range, once in ten tries");
+        assert!(
+            !sys.adopted.contains(&pid),
+            "a new child is no adopted group"
+        );
+        // An empty group (the child is reaped) is forgotten when found so.
+        let other = *sys
+            .adopted
+            .iter()
+            .find(|&&p| p != pid && !sys::group_alive(p))
+            .unwrap();
+        assert!(!sys.group_alive("t", other));
+        assert!(!sys.adopted.contains(&other));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_signal_to_a_group_not_made_yet_reaches_its_leader() {

@@ -53,7 +53,12 @@ fn after_kill_9_every_service_is_adopted_not_duplicated_nor_restarted() {
         let l = g.next_msg(&format!("{name}[{pid}]: adopted, running for"));
         assert_eq!(l.pri, NOTICE);
         g.rewind();
-        assert_eq!(running(cmd), [*pid], "{name}: one process, the same one");
+        assert_eq!(
+            running(cmd),
+            [*pid],
+            "{name}: one process, the same one\n{}",
+            g.dump()
+        );
         assert_eq!(start_time(*pid), Some(*start), "{name}: not restarted");
     }
     g.next_msg("reload: 0 started, 0 stopped, 0 restarted, 0 invalid");
@@ -69,7 +74,7 @@ fn after_kill_9_every_service_is_adopted_not_duplicated_nor_restarted() {
     ));
     let again = g.exec_of("a", "sleep");
     assert_ne!(again, ids[0].0);
-    assert_eq!(running("sleep 2000"), [again]);
+    assert_eq!(running("sleep 2000"), [again], "{}", g.dump());
     // And going stops adopted services like its own.
     assert_eq!(g.stop(), 0);
     for (_, cmd) in services(2000) {
@@ -175,10 +180,11 @@ fn an_adopted_service_output_is_read_again_and_a_write_while_no_going_ran_kills_
 
 #[test]
 fn what_a_crashed_service_left_in_its_group_is_stopped_before_it_starts_again() {
-    let mut g = Going::start(&[(
-        "leaky",
-        "cmd=/bin/sh -c 'sleep 5004 & sleep 1; exit 1'\nlog=null\n",
-    )]);
+    let mut g = Going::start(&[]);
+    // It ends when the test says so: the helper is looked for first.
+    let gate = fifo(&g, "gate");
+    let script = format!("sleep 5004 & read x < {}; exit 1", path_str(&gate));
+    g.write("leaky", &format!("cmd=/bin/sh -c '{script}'\nlog=null\n"));
     let first = g.started("leaky");
     // The helper of this first run: in its process group.
     let mut helper = 0;
@@ -188,8 +194,9 @@ fn what_a_crashed_service_left_in_its_group_is_stopped_before_it_starts_again() 
         helper = of_first.unwrap_or(0);
         helper != 0
     });
+    release(&gate);
     g.next_msg(&format!("leaky[{first}]: exited 1"));
-    g.next_msg("leaky: stopping what is left of its process group");
+    g.next_msg("leaky: stopping what its run left behind");
     g.started("leaky");
     assert!(
         !alive(helper),
@@ -219,7 +226,7 @@ fn a_setting_changed_without_a_restart_is_adopted_as_it_is_after_kill_9() {
     g.kill9_restart();
     g.next_msg(&format!("calm[{pid}]: adopted, running for"));
     g.next_msg("reload: 0 started, 0 stopped, 0 restarted, 0 invalid");
-    assert_eq!(running("sleep 2701"), [pid]);
+    assert_eq!(running("sleep 2701"), [pid], "{}", g.dump());
     assert_eq!(g.stop(), 0);
 }
 
@@ -301,4 +308,220 @@ fn a_clean_stop_leaves_nothing_to_adopt_and_a_bad_line_costs_that_line_only() {
     for (_, cmd) in services(2900) {
         assert!(running(&cmd).is_empty());
     }
+}
+
+#[test]
+fn a_state_file_of_a_later_format_or_of_a_service_named_going_state_still_adopts() {
+    let mut g = Going::start(&[
+        ("going-state", "cmd=sleep 4021\nlog=null\n"),
+        ("web", "cmd=sleep 4022\nlog=null\n"),
+    ]);
+    let first = g.exec_of("going-state", "sleep");
+    g.rewind();
+    let web = g.exec_of("web", "sleep");
+    let state = g.dir.0.join("run/state");
+    wait_until("the state file", || {
+        let text = fs::read_to_string(&state).unwrap_or_default();
+        text.contains(&format!("going-state {first} ")) && text.contains(&format!("web {web} "))
+    });
+    // A later going wrote it (then this one was put back, and the later one killed): the
+    // lines of known shape are read, nothing is started twice.
+    g.kill9();
+    let text = fs::read_to_string(&state).unwrap();
+    let later = text.replacen("going-state 2 ", "going-state 3 ", 1);
+    assert_ne!(later, text);
+    fs::write(&state, format!("{later}+a-line-of-the-future 1\n")).unwrap();
+    g.start_again();
+    g.next_msg("format 3 is not this going's (2): reading what it can");
+    g.next_msg(&format!("going-state[{first}]: adopted, running for"));
+    g.rewind();
+    g.next_msg(&format!("web[{web}]: adopted, running for"));
+    assert_eq!(running("sleep 4021"), [first]);
+    assert_eq!(running("sleep 4022"), [web]);
+    // going 0.1.0's file has no header: a first line of a service named going-state is
+    // an entry (of a version 1 fingerprint, so the process is replaced, not duplicated).
+    g.kill9();
+    // web is not in that file: ended here, or it would outlive the test (and be a second
+    // sleep 4022 to the next run of it).
+    // SAFETY: kill has no memory effects; web is this test's service, reparented to init.
+    assert_eq!(unsafe { libc::kill(web, libc::SIGKILL) }, 0);
+    let start = start_time(first).unwrap();
+    fs::write(&state, format!("going-state {first} {first} {start} 1\n")).unwrap();
+    g.start_again();
+    g.next_msg(&format!(
+        "going-state[{first}]: adopted, but its file changed since it started: stopping it"
+    ));
+    let again = g.exec_of("going-state", "sleep");
+    wait_until("the old copy to go", || running("sleep 4021") == [again]);
+    assert!(
+        !g.lines
+            .iter()
+            .any(|l| l.msg.contains("not adopting anything")),
+        "{}",
+        g.dump()
+    );
+    assert_eq!(g.stop(), 0);
+}
+
+/// `start_three`, then going killed and started again while its CONFDIR is not there: it
+/// cannot take over what the killed one left until it can read the files.
+fn killed_then_started_without_confdir(base: u32) -> (Going, Vec<(i32, u64)>) {
+    let (mut g, ids) = start_three(base);
+    g.kill9();
+    fs::rename(g.conf(), g.dir.0.join("away")).unwrap();
+    g.start_again();
+    g.next_msg("going 0.1.0 started");
+    g.next_msg("reload: unable to read");
+    (g, ids)
+}
+
+#[test]
+fn sigterm_before_confdir_is_read_stops_what_the_killed_going_left() {
+    let (mut g, ids) = killed_then_started_without_confdir(3100);
+    // Left running, they would be started a second time by the next going.
+    assert_eq!(g.stop(), 0);
+    for (pid, _) in &ids {
+        g.rewind();
+        g.next_msg(&format!(
+            "[{pid}]: adopted, but its file is gone or invalid"
+        ));
+    }
+    g.next_msg("going: stopping 3 services");
+    for (_, cmd) in services(3100) {
+        assert!(running(&cmd).is_empty(), "{cmd} left behind");
+    }
+}
+
+#[test]
+fn a_process_that_ends_before_it_is_taken_over_is_started_anew() {
+    let (mut g, ids) = killed_then_started_without_confdir(3200);
+    let (a, _) = ids[0];
+    // SAFETY: kill has no memory effects; a is a service process of this test.
+    unsafe { libc::kill(a, libc::SIGKILL) };
+    g.next_msg(&format!("a[{a}]: ended before going could take it over"));
+    // An upgrade would hand over only what was taken over: it waits for CONFDIR.
+    let l = g.upgrade();
+    assert!(
+        l.msg
+            .contains("what the previous going left is not taken over yet"),
+        "{}",
+        l.msg
+    );
+    fs::rename(g.dir.0.join("away"), g.conf()).unwrap();
+    g.signal(libc::SIGHUP);
+    let again = g.exec_of("a", "sleep");
+    assert_ne!(again, a);
+    g.rewind();
+    g.next_msg(&format!("b[{}]: adopted, running for", ids[1].0));
+    assert_eq!(running("sleep 3200"), [again]);
+    assert_eq!(running("sleep 3201"), [ids[1].0]);
+    // Nothing waits for a process that is gone: going stops at once.
+    assert_eq!(g.stop(), 0);
+    for (_, cmd) in services(3200) {
+        assert!(running(&cmd).is_empty(), "{cmd} left behind");
+    }
+}
+
+#[test]
+fn a_stop_under_way_goes_on_after_an_upgrade_or_kill_9() {
+    let bin_dir = TempDir::new();
+    let binary = bin_dir.0.join("going");
+    fs::copy(BIN, &binary).unwrap();
+    let done = bin_dir.0.join("done");
+    // It takes its time to stop: until the test says so.
+    let slow = format!(
+        "cmd=sh -c 'trap \"while [ ! -e {} ]; do sleep 0.01; done; exit 0\" TERM; sleep 3301 & wait'\nlog=null\n",
+        path_str(&done)
+    );
+    let mut g = Going::with(Setup {
+        files: vec![("web".into(), slow)],
+        binary: Some(binary),
+        ..Setup::default()
+    });
+    // Its trap is set once its sleep runs (a TERM before that could be taken by the
+    // trap of the shell forking it, and the sleep outlive the stop).
+    let trapped = |pid: i32| {
+        group_members(pid)
+            .into_iter()
+            .any(|p| proc_file(p, "cmdline") == "sleep\x003301\x00")
+    };
+    for how in ["an upgrade", "kill -9"] {
+        let pid = g.started("web");
+        wait_until("its trap", || trapped(pid));
+        let (code, out, _) = cmd(&g, "stop", &["web"]);
+        assert_eq!((code, out.as_str()), (0, "web: stopping\n"), "{how}");
+        wait_until("the TERM to reach it", || !trapped(pid));
+        if how == "kill -9" {
+            g.kill9_restart();
+        } else {
+            let l = g.upgrade();
+            assert!(l.msg.starts_with("going: upgrading: exec"), "{}", l.msg);
+        }
+        g.next_msg(&format!(
+            "web[{pid}]: adopted, still stopping as the admin asked"
+        ));
+        fs::write(&done, "").unwrap();
+        g.next_msg(&format!("web[{pid}]: stopped"));
+        // Down, as the admin left it, and still so for the next going.
+        let (_, out, _) = cmd(&g, "status", &["web"]);
+        assert!(out.contains("down"), "{how}: {out}");
+        assert!(g.dir.0.join("run/down/web").exists(), "{how}");
+        fs::remove_file(&done).unwrap();
+        assert_eq!(cmd(&g, "start", &["web"]).0, 0);
+    }
+    let pid = g.started("web");
+    wait_until("its trap", || trapped(pid));
+    fs::write(&done, "").unwrap();
+    assert_eq!(g.stop(), 0);
+}
+
+/// A service whose main process leaves a helper that ignores SIGTERM, and exits once
+/// `exit` exists: what is left of its group is then stopped, for its stop_timeout.
+pub fn leaky(exit: &std::path::Path, helper: u32, stop_timeout: u32) -> String {
+    format!(
+        "cmd=sh -c '(trap \"\" TERM; exec sleep {helper}) & while [ ! -e {} ]; do sleep 0.01; done; exit 1'\nlog=null\nstop_timeout={stop_timeout}\n",
+        path_str(exit)
+    )
+}
+
+/// Starts `leaky` as web, makes it exit, and waits until going stops what it left and has
+/// told the state file so: the leader's pid (its group) and its helper's.
+pub fn draining(g: &mut Going, exit: &std::path::Path, helper: u32) -> (i32, i32) {
+    let leader = g.started("web");
+    let cmdline = format!("sleep {helper}");
+    wait_until("the helper", || running(&cmdline).len() == 1);
+    let left = running(&cmdline)[0];
+    fs::write(exit, "").unwrap();
+    g.next_msg("web: stopping what its run left behind");
+    wait_until("the group in the state file", || {
+        fs::read_to_string(g.dir.0.join("run/state"))
+            .unwrap_or_default()
+            .contains(&format!("+group web {leader} "))
+    });
+    (leader, left)
+}
+
+#[test]
+fn a_group_being_stopped_is_taken_over_after_kill_9_and_killed_when_due() {
+    let tmp = TempDir::new();
+    let exit = tmp.0.join("exit");
+    let mut g = Going::start(&[("web", &leaky(&exit, 3401, 2))]);
+    let (leader, left) = draining(&mut g, &exit, 3401);
+    g.kill9_restart();
+    g.next_msg(&format!(
+        "web: adopted what is left of its process group {leader}, being stopped"
+    ));
+    fs::remove_file(&exit).unwrap();
+    // Its SIGKILL comes when it was due; only then does web start again.
+    g.next_msg("web: still running 2s after SIGTERM, sending SIGKILL");
+    wait_until("the helper to be killed", || !alive(left));
+    g.started("web");
+    wait_until("the new helper", || running("sleep 3401").len() == 1);
+    let helper = running("sleep 3401")[0];
+    assert_ne!(helper, left);
+    // Stopped at once: its helper too ignores SIGTERM.
+    g.signal(libc::SIGTERM);
+    // SAFETY: kill has no memory effects; the helper is not reaped (going reaps it).
+    unsafe { libc::kill(helper, libc::SIGKILL) };
+    assert_eq!(g.wait_exit(), 0);
 }

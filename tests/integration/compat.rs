@@ -92,6 +92,7 @@ fn old_going(base: u32, binary: PathBuf) -> (Going, i32, i32) {
     let mut g = Going::with(Setup {
         files: files(base),
         binary: Some(binary),
+        current: false,
         ..Setup::default()
     });
     let plain = g.exec_of("plain", "sleep");

@@ -323,11 +323,13 @@ fn the_example_image_runs_as_pid_1_and_ends_with_its_essential_service() {
     let mut env = vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()];
     env.extend(img.env.iter().map(|(k, v)| format!("{k}={v}")));
     env.push("APP_ENV=staging".into());
-    let entry = [&[BIN.to_string()][..], &img.entrypoint[1..]].concat();
+    // The binary is the image's (in /srv): a checkout under /tmp is hidden by the new /tmp.
+    let entry = [&["/srv/going".to_string()][..], &img.entrypoint[1..]].concat();
     // The image's files on a tmpfs of its own (/srv), before /tmp becomes one too.
     let script = format!(
         "mount -t tmpfs tmpfs /srv && mkdir /srv/www /srv/going.d && \
          echo served > /srv/www/index.html && cp -p {conf}/* /srv/going.d/ && \
+         cp {BIN} /srv/going && \
          mount -t tmpfs tmpfs /tmp && \
          exec setpriv --reuid={uid} --regid={uid} --clear-groups env -i {env} {entry} -d /srv/going.d",
         uid = img.uid,
@@ -385,7 +387,7 @@ fn the_example_image_runs_as_pid_1_and_ends_with_its_essential_service() {
             &format!("--reuid={}", img.uid),
             &format!("--regid={}", img.uid),
         ])
-        .args(["--clear-groups", BIN])
+        .args(["--clear-groups", "/srv/going"])
         .args(&img.healthcheck[1..]);
     let out = check.output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}\n{}", read());

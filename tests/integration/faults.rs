@@ -27,11 +27,11 @@ fn as_pid_1_going_reaps_orphans_and_stops_cleanly() {
     fs::create_dir(dir.0.join("conf")).unwrap();
     fs::write(
         dir.0.join("conf/s"),
-        "cmd=/bin/sh -c '(sleep 2 &); (sleep 2 &); exec sleep 1000'\n",
+        "cmd=/bin/sh -c '(sleep 1001 &); (sleep 1001 &); exec sleep 1000'\n",
     )
     .unwrap();
     let unshare = std::process::Command::new("unshare")
-        .args(["-pf", "--mount-proc", BIN, "-f", "-d"])
+        .args(["-pf", "--mount-proc", BIN, "-f", "-c", "off", "-d"])
         .arg(dir.0.join("conf"))
         .arg("-r")
         .arg(dir.0.join("run"))
@@ -64,10 +64,21 @@ fn as_pid_1_going_reaps_orphans_and_stops_cleanly() {
         children_of(going)
             .into_iter()
             .filter(|c| proc_file(c.0, "cmdline") != "sleep\x001000\x00")
-            .count()
+            .map(|c| c.0)
+            .collect::<Vec<_>>()
     };
-    wait_until("the orphans to be reparented to going", || others() > 0);
-    wait_until("the orphans to be reaped", || others() == 0);
+    // The orphans end when the test has seen them reparented (a machine slow enough
+    // could otherwise see them neither alive nor gone).
+    let orphan = |p: &i32| proc_file(*p, "cmdline") == "sleep\x001001\x00";
+    wait_until("the orphans to be reparented to going", || {
+        let o = others();
+        o.len() == 2 && o.iter().all(orphan)
+    });
+    for pid in others() {
+        // SAFETY: kill has no memory effects; going reaps the orphan, not the test.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    }
+    wait_until("the orphans to be reaped", || others().is_empty());
     // SAFETY: kill has no memory effects.
     unsafe { libc::kill(going, libc::SIGTERM) };
     assert_eq!(unshare.0.wait().unwrap().code(), Some(0), "{}", log());
@@ -252,6 +263,8 @@ fn when_fork_fails_going_retries_with_backoff_and_recovers() {
     let mut going = std::process::Command::new(BIN);
     going.args([
         "-f",
+        "-c",
+        "off",
         "-d",
         path_str(&conf),
         "-r",

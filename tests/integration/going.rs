@@ -2,7 +2,8 @@
 //! quarantine, reload, stopping and logging.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
@@ -113,6 +114,237 @@ fn a_second_instance_on_the_same_confdir_is_refused_and_named() {
         )),
         "{err}"
     );
+    assert_eq!(g.stop(), 0);
+}
+
+/// A process of nobody's (uid 65534) holding an exclusive flock(2) on `path`, as any user
+/// who may read a directory can: once it holds it. It took the lock itself (before it
+/// became nobody), and holds it alone: the lock is gone with it.
+fn squatter(path: &std::path::Path) -> Stopped {
+    let mut cmd = std::process::Command::new("sleep");
+    cmd.arg("1000");
+    let child = Stopped(spawn(squatting(&mut cmd, path)));
+    let ino = fs::metadata(path).unwrap().ino();
+    wait_until("the squatter's lock", || {
+        fs::read_to_string("/proc/locks")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(&format!(":{ino} ")))
+    });
+    child
+}
+
+/// A `sleep` of nobody's that holds the flock(2) on `path` which a shell took and left to
+/// it, ending: /proc/locks names a process that is gone, as it does for a lock a going
+/// that died left to a child it had just forked. Killed when dropped.
+struct Orphaned {
+    /// The shell's, which took the lock.
+    taker: i32,
+    /// The sleep's, which holds it.
+    holder: i32,
+}
+
+impl Orphaned {
+    fn new(path: &std::path::Path) -> Orphaned {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "sleep 1000 & echo $!"])
+            .stdout(std::process::Stdio::piped());
+        let mut sh = spawn(squatting(&mut cmd, path));
+        let mut line = String::new();
+        let out = sh.stdout.take().unwrap();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        assert!(sh.wait().unwrap().success());
+        Orphaned {
+            taker: sh.id() as i32,
+            holder: line.trim().parse().unwrap(),
+        }
+    }
+}
+
+impl Drop for Orphaned {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory effects; the pid is the sleep's, which nobody reaps
+        // but init, and which is killed here only.
+        unsafe { libc::kill(self.holder, libc::SIGKILL) };
+    }
+}
+
+/// `cmd`, made to lock `path` (a directory) before it becomes nobody and execs, its lock
+/// inherited by what it runs.
+fn squatting<'a>(
+    cmd: &'a mut std::process::Command,
+    path: &std::path::Path,
+) -> &'a mut std::process::Command {
+    let c = std::ffi::CString::new(path_str(path)).unwrap();
+    cmd.stdin(std::process::Stdio::null());
+    // SAFETY: open, flock, setgroups, setgid and setuid are async-signal-safe; `c` was
+    // made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
+            if fd < 0
+                || libc::flock(fd, libc::LOCK_EX) < 0
+                || libc::setgroups(0, std::ptr::null()) < 0
+                || libc::setgid(65534) < 0
+                || libc::setuid(65534) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_lock_on_confdir_held_by_another_user_keeps_no_going_off() {
+    // A turn before a process of nobody's is made: a test that counts them runs alone.
+    let _turn = turn();
+    let dir = TempDir::new();
+    let conf = dir.0.join("conf");
+    fs::create_dir(&conf).unwrap();
+    fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&conf, fs::Permissions::from_mode(0o755)).unwrap();
+    let squatter = squatter(&conf);
+    let mut g = Going::with(Setup {
+        files: vec![("web".into(), SLEEP.into())],
+        dir: Some(dir),
+        ..Setup::default()
+    });
+    // It runs, and says what keeps other goings off instead.
+    let l = g.next_msg("its lock is held by no going but");
+    assert!(
+        l.msg
+            .contains(&format!("(pid {}, uid 65534: sleep 1000)", squatter.pid())),
+        "{}",
+        l.msg
+    );
+    assert!(
+        l.msg
+            .ends_with("/conf/.going.lock keeps other goings off instead"),
+        "{}",
+        l.msg
+    );
+    g.started("web");
+    let lock = fs::metadata(g.conf().join(".going.lock")).unwrap();
+    assert_eq!(
+        lock.mode() & 0o777,
+        0o600,
+        "nobody else can open it to lock it"
+    );
+    // A second going on the same CONFDIR is still refused, and named.
+    let other_run = g.dir.0.join("other-run");
+    let (code, _, err) = run(&["-f", "-d", path_str(&g.conf()), "-r", path_str(&other_run)]);
+    assert_eq!(code, 75, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} is supervised by another going (pid {}: {BIN} -d",
+            g.conf().display(),
+            g.pid()
+        )),
+        "{err}"
+    );
+    // Across an upgrade too: the lock file is handed over.
+    let bin = TempDir::new();
+    drop(squatter);
+    assert_eq!(g.stop(), 0);
+    // The file stays: a going started now takes both locks, and a second one is refused
+    // by either.
+    let binary = bin.0.join("going");
+    fs::copy(BIN, &binary).unwrap();
+    g.start_again_with(&binary);
+    g.next_msg("going 0.1.0 started");
+    g.next_msg("reload: 1 started");
+    let l = g.upgrade();
+    assert!(l.msg.starts_with("going: upgrading: exec"), "{}", l.msg);
+    g.next_msg("reload: 0 started");
+    let (code, _, err) = run(&["-f", "-d", path_str(&g.conf()), "-r", path_str(&other_run)]);
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("is supervised by another going (pid"), "{err}");
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_lock_of_another_user_whose_taker_is_gone_is_not_waited_for() {
+    // A turn before a process of nobody's is made: a test that counts them runs alone.
+    let _turn = turn();
+    let dir = TempDir::new();
+    let conf = dir.0.join("conf");
+    fs::create_dir(&conf).unwrap();
+    fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&conf, fs::Permissions::from_mode(0o755)).unwrap();
+    let squatter = Orphaned::new(&conf);
+    // A lock whose taker is gone is not waited for, nor is every process looked at to
+    // find who holds it (which took a minute on a machine of 10,000 processes).
+    let mut g = Going::with(Setup {
+        files: vec![("web".into(), SLEEP.into())],
+        dir: Some(dir),
+        ..Setup::default()
+    });
+    // Waiting, going would sleep in epoll at its start, before it makes its control
+    // socket; past its start, it sleeps in epoll with the socket made.
+    let control = g.dir.0.join("run/control");
+    let wchan = format!("/proc/{}/wchan", g.pid());
+    wait_until("going past its start, or waiting in it", || {
+        control.exists() || fs::read_to_string(&wchan).is_ok_and(|w| w.contains("poll"))
+    });
+    assert!(control.exists(), "going waits for another user's lock");
+    let l = g.next_msg("its lock is held by no going but");
+    assert!(
+        l.msg.contains(&format!(
+            "(taken by pid {}, held since by another process)",
+            squatter.taker
+        )),
+        "{}",
+        l.msg
+    );
+    g.started("web");
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
+fn a_confdir_refused_while_another_going_holds_it_is_taken_once_it_lets_go() {
+    let mut g = Going::with(Setup {
+        conf_link: Some("a"),
+        files: vec![("a1".into(), "cmd=sleep 1101\nlog=null\n".into())],
+        ..Setup::default()
+    });
+    g.started("a1");
+    let b = g.dir.0.join("b");
+    fs::create_dir(&b).unwrap();
+    fs::write(b.join("b1"), "cmd=sleep 1102\nlog=null\n").unwrap();
+    // Another going supervises b.
+    let other = TempDir::new();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args([
+        "-f",
+        "-d",
+        path_str(&b),
+        "-r",
+        path_str(&other.0.join("run")),
+    ]);
+    let other_going = Stopped(spawn(cmd.stderr(std::process::Stdio::null())));
+    wait_until("the other going to run b1", || {
+        running("sleep 1102").len() == 1
+    });
+    // The link is pointed at b: refused, said once, and the services left as they are.
+    let next = g.dir.0.join("next");
+    std::os::unix::fs::symlink("b", &next).unwrap();
+    fs::rename(&next, g.conf()).unwrap();
+    g.next_msg("is supervised by another going");
+    assert_eq!(running("sleep 1101").len(), 1);
+    // Once the other going is gone, b is taken, without another word from anyone.
+    drop(other_going);
+    g.started("b1");
+    g.next_msg("reload: 1 started, 1 stopped");
+    let refusals = g
+        .lines
+        .iter()
+        .filter(|l| l.msg.contains("supervised by"))
+        .count();
+    assert_eq!(refusals, 1, "said once: {}", g.dump());
     assert_eq!(g.stop(), 0);
 }
 
@@ -325,18 +557,31 @@ fn a_service_that_ran_five_seconds_is_restarted_at_once() {
 fn orphans_are_reaped() {
     let mut g = Going::start(&[(
         "forker",
-        "cmd=/bin/sh -c '(sleep 1 &); (sleep 1 &); exec sleep 1000'\n",
+        "cmd=/bin/sh -c '(sleep 1002 &); (sleep 1002 &); exec sleep 1000'\n",
     )]);
     let pid = g.exec_of("forker", "sleep");
-    // The orphaned sleeps are reparented to going (a subreaper), which must reap them.
+    // The orphaned sleeps are reparented to going (a subreaper), which must reap them
+    // once they end: here when the test has seen them under going (a machine slow
+    // enough could otherwise see them neither there nor gone).
     let others = || {
         children_of(g.pid())
             .into_iter()
             .filter(|c| c.0 != pid)
-            .count()
+            .map(|c| c.0)
+            .collect::<Vec<_>>()
     };
-    wait_until("orphans reparented to going", || others() > 0);
-    wait_until("no orphan or zombie left under going", || others() == 0);
+    let orphan = |p: &i32| proc_file(*p, "cmdline") == "sleep\x001002\x00";
+    wait_until("orphans reparented to going", || {
+        let o = others();
+        o.len() == 2 && o.iter().all(orphan)
+    });
+    for orphan in others() {
+        // SAFETY: kill has no memory effects; going reaps the orphan, not the test.
+        assert_eq!(unsafe { libc::kill(orphan, libc::SIGKILL) }, 0);
+    }
+    wait_until("no orphan or zombie left under going", || {
+        others().is_empty()
+    });
     assert!(alive(pid));
 }
 
@@ -594,9 +839,13 @@ fn log_lines_are_daemon_facility_tagged_going_with_pid() {
     assert_eq!(
         l.msg,
         format!(
-            "going {} started on {}",
+            "going {} started on {}; cgroups: {}",
             env!("CARGO_PKG_VERSION"),
-            g.conf().display()
+            g.conf().display(),
+            match &g.cgroup {
+                Some(cg) => cg.path.join("going").display().to_string(),
+                None => "off (-c off)".into(),
+            }
         )
     );
     g.started("web");

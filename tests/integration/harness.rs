@@ -1,6 +1,9 @@
 //! Runs the real going binary in a temporary directory — its own CONFDIR, RUNDIR and a
 //! datagram socket standing in for syslog — and waits for what it logs, always with a
-//! deadline. Nothing outside the temporary directory is touched, so tests run in parallel.
+//! deadline. Nothing outside the temporary directory is touched, so tests run in parallel:
+//! where the cgroup2 hierarchy is writable, going runs in a cgroup of the test's own
+//! (removed afterwards, with whatever is left in it), and uses cgroups there as it would
+//! at its default place; elsewhere it runs with `-c off`.
 #![allow(dead_code)]
 
 use std::fs;
@@ -57,7 +60,7 @@ impl Drop for Alone {
 /// is dropped.
 pub struct Turn;
 
-fn turn() -> Turn {
+pub fn turn() -> Turn {
     let first = TURNS.with(|t| t.replace(t.get() + 1)) == 0;
     if first && !ALONE.with(|a| a.get()) {
         let guard = LANE.read().unwrap_or_else(|e| e.into_inner());
@@ -129,13 +132,17 @@ fn parse(d: &[u8]) -> Line {
 pub struct Going {
     pub dir: TempDir,
     binary: PathBuf,
+    /// Whether the binary takes this going's options (going 0.1.0's knows no `-c`).
+    current: bool,
+    /// More options, after those of the harness (a later `-c` wins).
+    pub args: Vec<String>,
     pub child: Child,
     rx: Receiver<Line>,
     pub lines: Vec<Line>,
     /// How many of `lines` the `next_*` calls have already consumed.
     cursor: usize,
-    /// Options going is started with, beyond its directories (`-n 30`): again on restarts.
-    args: Vec<String>,
+    /// The cgroup going runs in, the test's own; None where there is none to have.
+    pub cgroup: Option<TestCgroup>,
     /// This test's turn among those that run side by side (see `alone`).
     _turn: Turn,
 }
@@ -152,7 +159,9 @@ pub struct Setup {
     pub dir: Option<TempDir>,
     /// CONFDIR as a symbolic link `conf -> NAME`, NAME a directory beside it.
     pub conf_link: Option<&'static str>,
-    /// Options for going beyond its directories (`-n 30`).
+    /// Whether `binary` takes this going's options: going 0.1.0's knows no `-c`.
+    pub current: bool,
+    /// More options for going, after those of the harness (a later `-c` wins).
     pub args: Vec<String>,
 }
 
@@ -166,6 +175,7 @@ impl Default for Setup {
             binary: None,
             dir: None,
             conf_link: None,
+            current: true,
             args: Vec::new(),
         }
     }
@@ -209,7 +219,8 @@ impl Going {
             });
         }
         let binary = setup.binary.clone().unwrap_or_else(|| PathBuf::from(BIN));
-        let mut cmd = going_in(&binary, &dir.0);
+        let cgroup = TestCgroup::new().ok();
+        let mut cmd = going_cmd(&binary, &dir.0, cgroup.as_ref(), setup.current);
         cmd.args(&setup.args);
         for (k, v) in &setup.env {
             cmd.env(k, v);
@@ -222,20 +233,40 @@ impl Going {
         Going {
             dir,
             binary,
+            current: setup.current,
+            args: setup.args,
             child,
             rx,
             lines: Vec::new(),
             cursor: 0,
-            args: setup.args,
+            cgroup,
             _turn: turn,
         }
+    }
+
+    /// going on this test's directories, in this test's cgroup.
+    fn command(&self) -> Command {
+        let mut cmd = going_cmd(
+            &self.binary,
+            &self.dir.0,
+            self.cgroup.as_ref(),
+            self.current,
+        );
+        cmd.args(&self.args);
+        cmd
+    }
+
+    /// The cgroup of service `name`, where going runs in a cgroup of the test's own (at
+    /// its default place in it).
+    pub fn service_cgroup(&self, name: &str) -> Option<PathBuf> {
+        Some(self.cgroup.as_ref()?.path.join("going/svc").join(name))
     }
 
     /// Stops going with SIGTERM and starts a new one on the same directories, as init
     /// would; returns the old one's exit code.
     pub fn restart(&mut self) -> i32 {
         let code = self.stop();
-        self.child = spawn(going_in(&self.binary, &self.dir.0).args(&self.args));
+        self.child = spawn(&mut self.command());
         code
     }
 
@@ -252,16 +283,18 @@ impl Going {
         let _ = self.child.wait();
     }
 
-    /// Starts `binary` on the same directories from now on, the previous one being gone.
+    /// Starts `binary` (this going's, or a copy) on the same directories from now on, the
+    /// previous one being gone.
     pub fn start_again_with(&mut self, binary: &Path) {
         self.binary = binary.to_owned();
+        self.current = true;
         self.start_again();
     }
 
     /// Starts a new going on the same directories, the previous one being gone.
     pub fn start_again(&mut self) {
         assert!(self.child.try_wait().unwrap().is_some(), "going still runs");
-        self.child = spawn(going_in(&self.binary, &self.dir.0).args(&self.args));
+        self.child = spawn(&mut self.command());
     }
 
     pub fn conf(&self) -> PathBuf {
@@ -370,11 +403,13 @@ impl Going {
             .unwrap()
     }
 
-    /// Waits for `name` to start and exec `comm`; returns its pid.
+    /// Waits for `name` to start and exec `comm`; returns its pid. Exec'd through: the
+    /// kernel names the process before it lays out its arguments and environment, which
+    /// /proc shows empty until then.
     pub fn exec_of(&mut self, name: &str, comm: &str) -> i32 {
         let pid = self.started(name);
         wait_until(&format!("{name} to exec {comm}"), || {
-            proc_file(pid, "comm").trim() == comm
+            proc_file(pid, "comm").trim() == comm && !proc_file(pid, "cmdline").is_empty()
         });
         pid
     }
@@ -514,12 +549,40 @@ pub fn spawn(cmd: &mut Command) -> Child {
     }
 }
 
-/// going on `dir`/conf and `dir`/run, logging to `dir`/log, its stderr to `dir`/stderr.
+/// going on `dir`/conf and `dir`/run, logging to `dir`/log, its stderr to `dir`/stderr,
+/// without cgroups (the machine's hierarchy is no test's).
 pub fn going_in(binary: &Path, dir: &Path) -> Command {
-    let mut cmd = Command::new(binary);
+    going_cmd(binary, dir, None, true)
+}
+
+/// going as [`going_in`] starts it, but in `cgroup` where it is given (going then takes
+/// its default place there); `current`: the binary takes this going's options.
+fn going_cmd(binary: &Path, dir: &Path, cgroup: Option<&TestCgroup>, current: bool) -> Command {
+    let mut cmd = match cgroup {
+        // A shell moves itself into the cgroup, then becomes going: the move waits for the
+        // kernel (a grace period, some 15 ms), which a child must not do between its fork
+        // and its exec, when it holds what the test's other threads have open.
+        Some(cg) => {
+            // The shell's exec would fail on a copy of going still open for writing in a
+            // child another test thread forked: run it once first, as `spawn` waits that
+            // out (once it ran, nothing can hold it open for writing any more).
+            let mut probe = Command::new(binary);
+            probe.arg("-V").stdout(std::process::Stdio::null());
+            let _ = spawn(&mut probe).wait();
+            let mut sh = Command::new("/bin/sh");
+            sh.args(["-c", "echo 0 > \"$0\" && exec \"$@\""])
+                .arg(cg.path.join("cgroup.procs"))
+                .arg(binary);
+            sh
+        }
+        None => Command::new(binary),
+    };
     cmd.arg("-d").arg(dir.join("conf"));
     cmd.arg("-r").arg(dir.join("run"));
     cmd.arg("-l").arg(dir.join("log"));
+    if cgroup.is_none() && current {
+        cmd.args(["-c", "off"]);
+    }
     let stderr = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -689,5 +752,82 @@ pub fn python() -> &'static str {
     match Path::new("/usr/bin/python3").exists() {
         true => "/usr/bin/python3",
         false => "python3",
+    }
+}
+
+/// A cgroup of one test's own on the machine's cgroup2 hierarchy, below the test process's
+/// cgroup: whatever is left in it is killed, and it is removed with everything below it,
+/// on drop.
+pub struct TestCgroup {
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    /// A new one; Err says why there is none to have (no cgroup2 hierarchy, not root…,
+    /// or GOING_TEST_CGROUPS=off in the environment: the whole suite without cgroups).
+    pub fn new() -> Result<TestCgroup, String> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        if std::env::var_os("GOING_TEST_CGROUPS").is_some_and(|v| v == "off") {
+            return Err("GOING_TEST_CGROUPS=off".into());
+        }
+        let own = fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
+        let own = (own.lines())
+            .find_map(|l| l.strip_prefix("0::"))
+            .ok_or("no cgroup v2 line in /proc/self/cgroup")?
+            .to_string();
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+        // ID PARENT MAJ:MIN ROOT POINT … - cgroup2 …: a mount of its whole hierarchy.
+        let point = (mountinfo.lines())
+            .filter(|l| l.contains(" - cgroup2 "))
+            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .find(|f| f.len() > 4 && f[3] == "/")
+            .map(|f| PathBuf::from(f[4]))
+            .ok_or("no cgroup2 hierarchy mounted")?;
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let name = format!("going-test-{}-{n}", std::process::id());
+        let path = point.join(own.trim_start_matches('/')).join(name);
+        fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(TestCgroup { path })
+    }
+
+    /// Whether a process is in it or below it.
+    pub fn populated(&self) -> bool {
+        cgroup_populated(&self.path)
+    }
+}
+
+/// Whether a process is in the cgroup at `path` or below it (false once it is gone).
+pub fn cgroup_populated(path: &Path) -> bool {
+    fs::read_to_string(path.join("cgroup.events")).is_ok_and(|e| e.contains("populated 1"))
+}
+
+/// The processes in the cgroup at `path` (not below it).
+pub fn cgroup_procs(path: &Path) -> Vec<i32> {
+    (fs::read_to_string(path.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines())
+    .filter_map(|l| l.parse().ok())
+    .collect()
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = fs::write(self.path.join("cgroup.kill"), "1");
+        let deadline = Instant::now() + DEADLINE;
+        while self.populated() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        fn remove(dir: &Path) {
+            for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove(&e.path());
+                }
+            }
+            let _ = fs::remove_dir(dir);
+        }
+        remove(&self.path);
+        if !std::thread::panicking() {
+            assert!(!self.path.exists(), "{} left behind", self.path.display());
+        }
     }
 }

@@ -5,6 +5,7 @@
 mod harness;
 
 mod adoption;
+mod cgroups;
 mod compat;
 mod container;
 mod control;

@@ -52,6 +52,9 @@ fn log_null_sends_output_to_dev_null() {
 
 #[test]
 fn a_flooding_service_does_not_hold_up_the_others() {
+    // It loads the machine (yes through going, as fast as it reads), and measures how
+    // soon going restarts a service: alone.
+    let _alone = alone();
     let mut g = Going::start(&[
         ("flood", "cmd=yes flooding\n"),
         ("victim", "cmd=sleep 1000\n"),
@@ -159,7 +162,15 @@ fn a_stderr_nobody_reads_never_blocks_going() {
     // Should the test fail half-way, going still stops, and its services with it.
     let mut going = Stopped(
         std::process::Command::new(BIN)
-            .args(["-f", "-d", path_str(&conf), "-r", path_str(&run_dir)])
+            .args([
+                "-f",
+                "-c",
+                "off",
+                "-d",
+                path_str(&conf),
+                "-r",
+                path_str(&run_dir),
+            ])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(writer)

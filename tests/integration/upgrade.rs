@@ -215,3 +215,250 @@ int main(int argc, char **argv) {
     );
     assert_eq!(g.stop(), 0);
 }
+
+#[test]
+fn a_fifo_at_the_binary_path_is_refused_without_blocking() {
+    let bin_dir = TempDir::new();
+    let binary = copy_of_going(&bin_dir);
+    let mut g = Going::with(Setup {
+        files: vec![("quiet".into(), "cmd=sleep 7007\nlog=null\n".into())],
+        binary: Some(binary.clone()),
+        ..Setup::default()
+    });
+    let quiet = g.exec_of("quiet", "sleep");
+    fs::remove_file(&binary).unwrap();
+    let c = std::ffi::CString::new(path_str(&binary)).unwrap();
+    // SAFETY: mkfifo reads a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o755) }, 0);
+    let l = g.upgrade();
+    assert!(
+        l.msg.ends_with("is not a regular file; carrying on"),
+        "{}",
+        l.msg
+    );
+    // Still supervising, and still answering.
+    g.write("other", "cmd=sleep 7008\nlog=null\n");
+    g.started("other");
+    assert_eq!(running("sleep 7007"), [quiet]);
+    assert_eq!(cmd(&g, "status", &["quiet"]).0, 0);
+    assert_eq!(g.stop(), 0);
+}
+
+/// Installs, as the new binary, a stand-in for a going whose start takes a while: built
+/// in C, as a shell would change the signal mask it inherits. When asked
+/// `--handover-check` (with `check`), or exec'd in going's place (with `start`), it
+/// writes its pid to a file of `bin_dir` named after the step (`asked`, `running`) and
+/// waits for the test to create `go-on`; then it execs the real going, `real`, with the
+/// same arguments.
+fn slow_going(bin_dir: &TempDir, real: &std::path::Path, check: bool, start: bool) {
+    let source = format!(
+        r#"#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+static void step(const char *name) {{
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/%s", "{dir}", name);
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    FILE *f = fopen(tmp, "w");
+    fprintf(f, "%d\n", (int)getpid());
+    fclose(f);
+    rename(tmp, path);
+    snprintf(path, sizeof path, "%s/go-on", "{dir}");
+    while (access(path, F_OK) != 0) usleep(10000);
+}}
+int main(int argc, char **argv) {{
+    int asked = argc > 1 && strcmp(argv[1], "--handover-check") == 0;
+    if (asked ? {check} : {start}) step(asked ? "asked" : "running");
+    execv("{real}", argv);
+    return 127;
+}}
+"#,
+        dir = path_str(&bin_dir.0),
+        real = path_str(real),
+        check = check as u8,
+        start = start as u8,
+    );
+    let slow = cc(bin_dir, "slow", &source, &[]);
+    install(&slow, &bin_dir.0.join("going"));
+}
+
+/// The pid a step of [`slow_going`] wrote, once it did.
+fn step_pid(bin_dir: &TempDir, step: &str) -> i32 {
+    let path = bin_dir.0.join(step);
+    wait_until(&format!("the new binary's {step}"), || path.exists());
+    fs::read_to_string(&path).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn signals_that_come_while_the_new_binary_starts_wait_for_its_handlers() {
+    let bin_dir = TempDir::new();
+    let binary = copy_of_going(&bin_dir);
+    let real = bin_dir.0.join("real");
+    fs::copy(BIN, &real).unwrap();
+    let mut g = Going::with(Setup {
+        files: vec![("quiet".into(), "cmd=sleep 7009\nlog=null\n".into())],
+        binary: Some(binary),
+        ..Setup::default()
+    });
+    let quiet = g.exec_of("quiet", "sleep");
+    slow_going(&bin_dir, &real, false, true);
+    let l = g.upgrade();
+    assert!(l.msg.starts_with("going: upgrading: exec"), "{}", l.msg);
+    // Exec'd, not yet the new going: a SIGHUP or a SIGUSR2 now would kill a process of
+    // default dispositions (init would start going again, and duplicate every service).
+    assert_eq!(step_pid(&bin_dir, "running"), g.pid());
+    g.signal(libc::SIGHUP);
+    g.signal(libc::SIGUSR2);
+    fs::write(bin_dir.0.join("go-on"), "").unwrap();
+    // The new going acts on both once its handlers are in place: it reloads, and it
+    // upgrades again (to the real binary, as it was started by that path).
+    g.next_msg(&format!("quiet[{quiet}]: adopted"));
+    let l = g.next("the second upgrade", |l| {
+        l.msg.starts_with("going: upgrading: exec") || l.msg.starts_with("going: unable to upgrade")
+    });
+    assert!(l.msg.starts_with("going: upgrading: exec"), "{}", l.msg);
+    g.next_msg(&format!("quiet[{quiet}]: adopted"));
+    assert!(alive(g.pid()), "going was not killed");
+    assert_eq!(running("sleep 7009"), [quiet]);
+    assert_eq!(g.stop(), 0);
+}
+
+#[test]
+fn sigterm_while_the_new_binary_is_asked_stops_going_and_kills_the_check() {
+    let bin_dir = TempDir::new();
+    let binary = copy_of_going(&bin_dir);
+    let real = bin_dir.0.join("real");
+    fs::copy(BIN, &real).unwrap();
+    let mut g = Going::with(Setup {
+        files: vec![(
+            "stubborn".into(),
+            "cmd=sh -c 'trap \"\" TERM; exec sleep 7010'\nlog=null\nstop_timeout=1\n".into(),
+        )],
+        binary: Some(binary),
+        ..Setup::default()
+    });
+    let stubborn = g.exec_of("stubborn", "sleep");
+    slow_going(&bin_dir, &real, true, false);
+    g.signal(libc::SIGUSR2);
+    let check = step_pid(&bin_dir, "asked");
+    g.signal(libc::SIGTERM);
+    // The check is given up at once (killed with its group, so that it outlives nothing),
+    // and it may answer no more: going must not exec in the middle of its shutdown,
+    // which would lose the SIGTERM.
+    g.next_msg("going: not upgrading: stopping");
+    wait_until("the check to be killed", || !alive(check));
+    fs::write(bin_dir.0.join("go-on"), "").unwrap();
+    g.next_msg(&format!("stubborn[{stubborn}]: stopped"));
+    assert_eq!(g.wait_exit(), 0);
+    assert!(!g
+        .lines
+        .iter()
+        .any(|l| l.msg.starts_with("going: upgrading")));
+    assert!(running("sleep 7010").is_empty());
+}
+
+#[test]
+fn sigterm_while_the_new_binary_starts_stops_every_service() {
+    let bin_dir = TempDir::new();
+    let binary = copy_of_going(&bin_dir);
+    let real = bin_dir.0.join("real");
+    fs::copy(BIN, &real).unwrap();
+    let mut g = Going::with(Setup {
+        files: vec![
+            ("one".into(), "cmd=sleep 7011\nlog=null\n".into()),
+            ("two".into(), "cmd=sleep 7012\n".into()),
+        ],
+        binary: Some(binary),
+        ..Setup::default()
+    });
+    g.exec_of("one", "sleep");
+    g.rewind();
+    g.exec_of("two", "sleep");
+    slow_going(&bin_dir, &real, false, true);
+    let l = g.upgrade();
+    assert!(l.msg.starts_with("going: upgrading: exec"), "{}", l.msg);
+    step_pid(&bin_dir, "running");
+    g.signal(libc::SIGTERM);
+    fs::write(bin_dir.0.join("go-on"), "").unwrap();
+    // The new going takes over what was handed over before it stops: nothing is left.
+    g.next_msg("going: stopping 2 services");
+    assert_eq!(g.wait_exit(), 0);
+    assert!(running("sleep 7011").is_empty() && running("sleep 7012").is_empty());
+}
+
+#[test]
+fn a_group_being_stopped_is_handed_over_by_an_upgrade() {
+    let bin_dir = TempDir::new();
+    let exit = bin_dir.0.join("exit");
+    let mut g = Going::with(Setup {
+        files: vec![("web".into(), crate::adoption::leaky(&exit, 7013, 30))],
+        binary: Some(copy_of_going(&bin_dir)),
+        ..Setup::default()
+    });
+    let (leader, left) = crate::adoption::draining(&mut g, &exit, 7013);
+    let l = g.upgrade();
+    assert!(l.msg.starts_with("going: upgrading: exec"), "{}", l.msg);
+    g.next_msg(&format!(
+        "web: adopted what is left of its process group {leader}, being stopped"
+    ));
+    g.next_msg("reload: 0 started");
+    assert!(alive(left), "not killed before its time");
+    // Its helper is going's child still: once it is gone, web starts again (here with
+    // new settings, read meanwhile).
+    g.write("web", "cmd=sleep 7014\nlog=null\n");
+    g.next_msg("reload: 0 started, 0 stopped, 1 restarted");
+    // SAFETY: kill has no memory effects; `left` is not reaped (going reaps it).
+    unsafe { libc::kill(left, libc::SIGKILL) };
+    g.exec_of("web", "sleep");
+    assert!(running("sleep 7013").is_empty());
+    assert_eq!(g.stop(), 0);
+}
+
+/// How many sockets the process `pid` holds: one more for each client of its control
+/// socket.
+fn sockets(pid: i32) -> usize {
+    (fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten())
+        .filter(|e| {
+            fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
+#[test]
+fn a_command_that_waits_through_an_upgrade_is_told_to_ask_again() {
+    let bin_dir = TempDir::new();
+    let binary = copy_of_going(&bin_dir);
+    let mut g = Going::with(Setup {
+        files: vec![("web".into(), "cmd=sleep 7000\nafter=db\n".into())],
+        binary: Some(binary.clone()),
+        ..Setup::default()
+    });
+    g.next_msg("web: waiting for db");
+    let rundir = g.dir.0.join("run");
+    let before = sockets(g.pid());
+    let waiter = spawn(
+        std::process::Command::new(BIN)
+            .args(["start", "-r", path_str(&rundir), "-w", "60", "web"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    // Accepted, and its request sent: it sleeps, waiting for the answer. (Accepted only,
+    // it could still be writing when the exec closes its connection.)
+    let stat = format!("/proc/{}/stat", waiter.id());
+    wait_until("the waiter's request", || {
+        let stat = fs::read_to_string(&stat).unwrap_or_default();
+        let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+        sockets(g.pid()) > before && state == Some('S')
+    });
+    let l = g.upgrade();
+    assert!(l.msg.starts_with("going: upgrading: exec"), "{}", l.msg);
+    let out = waiter.wait_with_output().unwrap();
+    let (code, err) = (out.status.code(), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(code, Some(75), "{err}");
+    assert!(
+        err.contains("web: still waiting for db: going is upgrading; ask again"),
+        "{err}"
+    );
+    g.next_msg("web: waiting for db"); // the new binary's word: it took over
+    assert_eq!(g.stop(), 0);
+}
