@@ -696,9 +696,12 @@ pub struct Group {
 }
 
 impl Group {
+    /// Its fds are kept high (see [`sys::HIGH_FD`]): one per service costs a spawn nothing.
     fn open(dir: Dir, path: PathBuf, fresh: bool, features: Features) -> Result<Group, Error> {
+        let dir = dir.high();
         let events = (dir.open_at("cgroup.events", libc::O_RDONLY, 0))
             .map_err(|e| Error::new("open", path.join("cgroup.events"), e))?;
+        let events = File::from(sys::high(events.into()));
         let g = Group {
             path: path.into_boxed_path(),
             dir,
@@ -878,7 +881,7 @@ impl Group {
         if self.memory_events.is_none() {
             let path = self.path.join("memory.events");
             match self.dir.open_at("memory.events", libc::O_RDONLY, 0) {
-                Ok(f) => self.memory_events = Some(Box::new(f)),
+                Ok(f) => self.memory_events = Some(Box::new(File::from(sys::high(f.into())))),
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
                 Err(e) => return Err(Error::new("open", path, e)),
             }
@@ -1865,6 +1868,63 @@ mod tests {
         assert_eq!(sleep.wait().unwrap().signal(), Some(libc::SIGKILL));
         assert_eq!(s.read("top/going/svc/web/cgroup.freeze"), "0", "thawed");
         assert!(!cg.remove("web").unwrap());
+    }
+
+    #[test]
+    fn a_service_process_starts_in_its_cgroup_made_there_or_moving_itself() {
+        let tree = match RealTree::new() {
+            Ok(tree) => tree,
+            Err(why) => return eprintln!("cgroup2 hierarchy not usable here ({why}): skipped"),
+        };
+        let cg = tree.found.open().unwrap();
+        let web = cg.group("web").unwrap();
+        // Kept high, where a child cloned sharing going's fds does not copy it: one that
+        // moves itself gets a copy below the fds it keeps.
+        assert!(web.dir_fd() >= sys::HIGH_FD, "{}", web.dir_fd());
+        let null = (File::options().read(true).write(true))
+            .open("/dev/null")
+            .unwrap();
+        let c = |s: &str| std::ffi::CString::new(s).unwrap();
+        let (paths, argv, root) = ([c("/bin/sleep")], [c("sleep"), c("1000")], c("/"));
+        for made_there in [true, false] {
+            let child = sys::spawn_child(&sys::Spawn {
+                paths: &paths,
+                argv: &argv,
+                envp: &[],
+                stdin: null.as_raw_fd(),
+                stdout: null.as_raw_fd(),
+                limits: &[],
+                nice: None,
+                chroot: None,
+                creds: None,
+                cwd: &root,
+                umask: 0o022,
+                ready: None,
+                exec_fd: None,
+                cgroup: Some((web.dir_fd(), made_there)),
+            })
+            .unwrap();
+            // The exec-error pipe ends once the exec closed the child's end.
+            let epoll = sys::Epoll::new().unwrap();
+            epoll.add(child.report.as_raw_fd(), 1).unwrap();
+            assert_eq!(epoll.wait(&mut [sys::NO_EVENT; 1], 10_000).unwrap(), 1);
+            let n = File::from(child.report).read(&mut [0u8; 12]).unwrap();
+            assert_eq!(n, 0, "exec'd (made there: {made_there})");
+            let procs = read(&web.dir, "cgroup.procs").unwrap();
+            assert_eq!(
+                procs.trim(),
+                child.pid.to_string(),
+                "made there: {made_there}"
+            );
+            let pidfd = sys::pidfd_open(child.pid).unwrap();
+            sys::kill_group(child.pid, libc::SIGKILL).unwrap();
+            let epoll = sys::Epoll::new().unwrap();
+            epoll.add(pidfd.as_raw_fd(), 1).unwrap();
+            assert_eq!(epoll.wait(&mut [sys::NO_EVENT; 1], 10_000).unwrap(), 1);
+            assert!(sys::reap_pid(child.pid).is_some());
+        }
+        drop(web);
+        assert!(cg.remove("web").unwrap());
     }
 
     #[test]

@@ -90,7 +90,7 @@ fn records(s: &Settings) -> String {
             format_args!("{uid},{},{}", c.gid, groups.join(",")),
         );
     }
-    for (key, vars) in [("user_env", &s.user_env), ("env", &s.env)] {
+    for (key, vars) in [("user_env", &s.user_env[..]), ("env", &s.env[..])] {
         if !vars.is_empty() {
             let flat: Vec<&str> = vars.iter().flat_map(|(k, v)| [&k[..], &v[..]]).collect();
             r.text(key, &flat);
@@ -194,7 +194,7 @@ pub fn legacy(s: &Settings) -> Option<u64> {
     struct Settings<'a> {
         cmd: &'a Vec<String>,
         creds: Option<Creds<'a>>,
-        user_env: &'a Vec<(String, String)>,
+        user_env: &'a [(String, String)],
         env: &'a Vec<(String, String)>,
         env_file: &'a Option<PathBuf>,
         cwd: &'a PathBuf,
@@ -220,7 +220,7 @@ pub fn legacy(s: &Settings) -> Option<u64> {
             gid: c.gid,
             groups: &c.groups,
         }),
-        user_env: &s.user_env,
+        user_env: &s.user_env[..],
         env: &s.env,
         env_file: &s.env_file,
         cwd: &s.cwd,

@@ -2,9 +2,12 @@
 //! epoll and a few start-up calls that std does not wrap. The rest of the program sees safe
 //! functions returning `io::Result`.
 //!
-//! Invariant: between `fork` and `execve` the child makes only async-signal-safe system
-//! calls on memory prepared before the fork — no allocation, no logging, no locks — and
-//! reports a failure as 8 bytes on a close-on-exec pipe, then `_exit`s.
+//! Invariant: between `clone3` (or `fork`) and `execve` the child makes only
+//! async-signal-safe system calls on memory prepared before — no allocation, no logging,
+//! no locks — on a stack of its own in going's frame while it shares going's memory and
+//! fds, unshares the fds before it touches one, and reports a failure as 12 bytes on a
+//! close-on-exec pipe, then `_exit`s. going keeps SIGCHLD blocked, and reads it through a
+//! signalfd.
 
 use std::ffi::{c_char, c_int, CString};
 use std::io;
@@ -109,10 +112,41 @@ pub struct Spawn<'a> {
     pub umask: libc::mode_t,
     /// The write end of a readiness pipe, and the fd N it becomes (`ready=fd:N`).
     pub ready: Option<(RawFd, c_int)>,
+    /// An fd the exec path names (`/proc/self/fd/N`): kept open until the exec.
+    pub exec_fd: Option<RawFd>,
     /// The service's cgroup, its directory open, and whether the child may be made in it
     /// (clone3 with CLONE_INTO_CGROUP); else, or on kernels before 5.7, it moves itself
     /// there first; so that everything it becomes and forks is the service's.
     pub cgroup: Option<(RawFd, bool)>,
+}
+
+/// Where going keeps the fds it holds for long (a service's output, readiness and
+/// exec-error pipes, an adopted process's pidfd, a cgroup's directory and event files):
+/// at or above this number. A child is cloned sharing going's fd table and copies only
+/// the fds below the highest one it needs (close_range with CLOSE_RANGE_UNSHARE), so what
+/// going holds up here costs a spawn nothing.
+pub const HIGH_FD: RawFd = 256;
+
+/// Moves `fd` to [`HIGH_FD`] or above (close-on-exec, as every fd of going's); where the
+/// limit on open files does not allow that, it stays where it is: a spawn then copies it,
+/// which only costs time.
+pub fn high(fd: OwnedFd) -> OwnedFd {
+    if fd.as_raw_fd() >= HIGH_FD {
+        return fd;
+    }
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd that we own; `fd` is closed by its drop.
+    match unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, HIGH_FD) } {
+        moved if moved >= 0 => unsafe { OwnedFd::from_raw_fd(moved) },
+        _ => fd,
+    }
+}
+
+/// A copy of `fd` at the lowest free number (close-on-exec): for a child cloned sharing
+/// going's fds, which keeps only those below the highest it needs.
+fn low(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd that we own.
+    let fd = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// clone3(2)'s arguments (linux/sched.h), up to `cgroup` (CLONE_ARGS_SIZE_VER2).
@@ -134,50 +168,194 @@ struct CloneArgs {
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// Set once clone3 turned CLONE_INTO_CGROUP down (a kernel before 5.7): fork from then on.
+/// Set once clone3 was turned down (a kernel before 5.3, an emulator): fork from then on.
+static NO_CLONE3: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Set once clone3 turned CLONE_INTO_CGROUP down (a kernel before 5.7): a child moves
+/// itself into its cgroup from then on.
 static NO_CLONE_INTO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// fork(2), or, with `cgroup`, a fork whose child starts in that cgroup: clone3 with
-/// CLONE_INTO_CGROUP, which costs nothing more, where writing to `cgroup.procs` costs a
-/// grace period of the kernel's (some 15 ms) before the service could exec. Returns the
-/// pid (0 in the child, negative on failure) and whether the child is in `cgroup` already.
-///
-/// # Safety
-/// As fork: the child may only make async-signal-safe calls; it shares nothing with the
-/// parent but what fork would, and no libc state was updated for it (no atfork handlers,
-/// the thread id cached by libc is the parent's): it must not use pthreads.
-unsafe fn fork_into(cgroup: Option<RawFd>) -> (Pid, bool) {
-    use std::sync::atomic::Ordering;
-    if let Some(dir) = cgroup.filter(|_| !NO_CLONE_INTO.load(Ordering::Relaxed)) {
-        let args = CloneArgs {
-            flags: CLONE_INTO_CGROUP,
-            exit_signal: libc::SIGCHLD as u64,
-            cgroup: dir as u64,
-            ..CloneArgs::default()
-        };
-        let size = std::mem::size_of::<CloneArgs>();
-        let pid = libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, size) as Pid;
-        match (pid >= 0)
-            .then_some(pid)
-            .ok_or_else(|| *libc::__errno_location())
-        {
-            Ok(pid) => return (pid, true),
-            // No clone3, or no CLONE_INTO_CGROUP in it: the child moves itself.
-            Err(libc::ENOSYS | libc::E2BIG | libc::EINVAL) => {
-                NO_CLONE_INTO.store(true, Ordering::Relaxed)
-            }
-            Err(_) => return (-1, false),
-        }
-    }
-    (libc::fork(), false)
+/// The child's stack while it shares going's memory: in the frame of [`spawn_child`], which
+/// waits (CLONE_VFORK) until the child has exec'd or exited. One page: the child uses some
+/// 200 bytes of it (1 kB in a debug build), and each kB here is a kB more of VmPeak.
+const CHILD_STACK: usize = 4096;
+#[repr(C, align(16))]
+struct ChildStack([std::mem::MaybeUninit<u8>; CHILD_STACK]);
+
+/// What the cloned child runs with, passed to [`child_entry`] by pointer.
+struct ChildArgs<'a> {
+    s: &'a Spawn<'a>,
+    argv: &'a [*const c_char],
+    envp: &'a [*const c_char],
+    report: RawFd,
+    /// The child closes its fds from this one up (none it needs is there).
+    keep: c_int,
+    /// The directory of the cgroup the child moves itself into, below `keep`.
+    enter: Option<RawFd>,
 }
 
-/// Forks a service process. Returns its pid and the read end of its exec-error pipe:
-/// end-of-file there means the exec succeeded, 12 bytes mean a [`ChildError`].
+extern "C" fn child_entry(arg: *mut std::ffi::c_void) -> ! {
+    // SAFETY: `arg` points to the ChildArgs in the frame of spawn_child, which waits for
+    // this child to exec or exit (CLONE_VFORK).
+    unsafe {
+        let a = &*(arg as *const ChildArgs);
+        child(a.s, a.argv, a.envp, a.report, Some(a.keep), a.enter)
+    }
+}
+
+/// clone3 with the child running `entry(arg)` on its own stack (`args.stack`): the
+/// parent returns the pid, or -errno. Written out because libc has no clone3 wrapper and
+/// a child that shares the memory must not return into the parent's frames.
+///
+/// # Safety
+/// `args` is valid; with CLONE_VM, `entry` never returns and uses only its own stack.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3(
+    args: &CloneArgs,
+    entry: extern "C" fn(*mut std::ffi::c_void) -> !,
+    arg: *mut std::ffi::c_void,
+) -> libc::c_long {
+    let ret: libc::c_long;
+    std::arch::asm!(
+        "syscall",
+        "test rax, rax",
+        "jnz 2f",
+        // The child, on its stack (16-aligned): entry(arg), which never returns.
+        "mov rdi, r12",
+        "call r13",
+        "ud2",
+        "2:",
+        inlateout("rax") libc::SYS_clone3 => ret,
+        in("rdi") args as *const CloneArgs,
+        in("rsi") std::mem::size_of::<CloneArgs>(),
+        in("r12") arg,
+        in("r13") entry,
+        lateout("rcx") _,
+        lateout("r11") _,
+        options(nostack),
+    );
+    ret
+}
+
+#[cfg(target_arch = "aarch64")]
+unsafe fn clone3(
+    args: &CloneArgs,
+    entry: extern "C" fn(*mut std::ffi::c_void) -> !,
+    arg: *mut std::ffi::c_void,
+) -> libc::c_long {
+    let ret: libc::c_long;
+    std::arch::asm!(
+        "svc 0",
+        "cbnz x0, 2f",
+        "mov x0, x20",
+        "blr x21",
+        "brk #1",
+        "2:",
+        inlateout("x0") args as *const CloneArgs => ret,
+        in("x1") std::mem::size_of::<CloneArgs>(),
+        in("x8") libc::SYS_clone3,
+        in("x20") arg,
+        in("x21") entry,
+        options(nostack),
+    );
+    ret
+}
+
+/// Elsewhere: no clone3 here, going forks.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+unsafe fn clone3(
+    _: &CloneArgs,
+    _: extern "C" fn(*mut std::ffi::c_void) -> !,
+    _: *mut std::ffi::c_void,
+) -> libc::c_long {
+    -(libc::ENOSYS as libc::c_long)
+}
+
+/// A started child: its pid, the read end of its exec-error pipe (end-of-file there means
+/// the exec succeeded, 12 bytes mean a [`ChildError`]; at [`HIGH_FD`] or above).
+pub struct Child {
+    pub pid: Pid,
+    pub report: OwnedFd,
+}
+
+/// [`spawn_child`], as (pid, exec-error pipe).
 pub fn spawn(s: &Spawn) -> io::Result<(Pid, OwnedFd)> {
+    spawn_child(s).map(|c| (c.pid, c.report))
+}
+
+/// Empties the signal mask but for SIGCHLD, which only the signalfd reads ([`exits_fd`]):
+/// each one dequeued with the pid that ended, so that that one child is reaped alone.
+pub fn unblock_all_but_exits() {
+    let mask = 1u64 << (libc::SIGCHLD - 1);
+    // SAFETY: rt_sigprocmask reads an 8-byte mask and writes nothing (old set is null).
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &mask,
+            ptr::null_mut::<u64>(),
+            8,
+        )
+    };
+}
+
+/// A signalfd that says when SIGCHLD is pending, non-blocking.
+pub fn exits_fd() -> io::Result<OwnedFd> {
+    // SAFETY: sigset_t is plain data, filled by sigemptyset/sigaddset; signalfd returns a
+    // new fd that we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        let fd = cvt(libc::signalfd(
+            -1,
+            &set,
+            libc::SFD_NONBLOCK | libc::SFD_CLOEXEC,
+        ))?;
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// The pid of the child whose end the pending SIGCHLD tells, if one is pending (a SIGCHLD
+/// sent by kill(2), or for a child stopped or continued, is no end, and left out). Each
+/// child that ends sends one, but one pending already swallows the next: the caller
+/// looks at every child after ([`reap`]) for those.
+pub fn read_exits(pids: &mut Vec<Pid>) {
+    // SAFETY: sigset_t and siginfo_t are plain data; sigtimedwait with a zero timeout
+    // dequeues one pending signal of the set into `info`, or fails at once.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        let now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let ended = [libc::CLD_EXITED, libc::CLD_KILLED, libc::CLD_DUMPED];
+        loop {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            if libc::sigtimedwait(&set, &mut info, &now) < 0 {
+                return;
+            }
+            if ended.contains(&info.si_code) && info.si_pid() > 0 {
+                pids.push(info.si_pid());
+            }
+        }
+    }
+}
+
+/// Starts a service process, as cheaply with 10,000 fds open as with 10: clone3 with
+/// CLONE_VM | CLONE_VFORK | CLONE_FILES, so that neither memory nor the fd table is
+/// copied; the child, on a stack of its own, unshares the fds below the highest it needs
+/// and closes the rest (close_range, CLOSE_RANGE_UNSHARE) before anything else. Going
+/// waits meanwhile, until the child has exec'd or failed (as posix_spawn does). Where
+/// clone3 is missing, a plain fork.
+pub fn spawn_child(s: &Spawn) -> io::Result<Child> {
+    use std::sync::atomic::Ordering;
     let argv = nul_terminated(s.argv);
     let envp = nul_terminated(s.envp);
     let (rd, mut wr) = pipe()?;
+    let rd = high(rd);
     // The report pipe must stay open until the exec: never at the fd the readiness pipe is
     // put at.
     if let Some((_, n)) = s.ready.filter(|&(_, n)| n == wr.as_raw_fd()) {
@@ -185,32 +363,100 @@ pub fn spawn(s: &Spawn) -> io::Result<(Pid, OwnedFd)> {
         let moved = cvt(unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_DUPFD_CLOEXEC, n + 1) })?;
         wr = unsafe { OwnedFd::from_raw_fd(moved) };
     }
+    // Made in its cgroup (CLONE_INTO_CGROUP) where it may be; else the child moves itself
+    // there through a copy of the cgroup's directory below `keep` (going holds it high).
+    let mut into = (s.cgroup)
+        .filter(|c| c.1 && !NO_CLONE_INTO.load(Ordering::Relaxed))
+        .map(|c| c.0);
+    let mut enter = match (s.cgroup, into) {
+        (Some((dir, _)), None) => Some(low(dir)?),
+        _ => None,
+    };
+    let keep = |enter: &Option<OwnedFd>| {
+        let needed = [s.stdin, s.stdout, wr.as_raw_fd()];
+        (needed.into_iter())
+            .chain(s.ready.map(|r| r.0))
+            .chain(s.exec_fd)
+            .chain(enter.as_ref().map(|e| e.as_raw_fd()))
+            .max()
+            .unwrap_or(2)
+            .max(2)
+            + 1
+    };
     // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask only write to our locals.
-    // Blocking every signal across fork keeps going's handlers from running in the child
-    // before it has reset them (they would write to going's own wake-up pipe).
+    // Blocking every signal across the clone keeps going's handlers from running in the
+    // child before it has reset them (they would write to going's own wake-up pipe).
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
     unsafe {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
-    // SAFETY: going is single-threaded, so the child inherits no lock held by another
-    // thread; `child` only makes async-signal-safe calls, uses no pthreads, and never
-    // returns.
-    let into = s.cgroup.filter(|c| c.1).map(|c| c.0);
-    let (pid, entered) = unsafe { fork_into(into) };
-    if pid == 0 {
-        let enter = s.cgroup.map(|c| c.0).filter(|_| !entered);
-        unsafe { child(s, &argv, &envp, wr.as_raw_fd(), enter) }
+    let mut stack = ChildStack([std::mem::MaybeUninit::uninit(); CHILD_STACK]);
+    let mut pid: libc::c_long = -(libc::ENOSYS as libc::c_long);
+    while !NO_CLONE3.load(Ordering::Relaxed) {
+        let a = ChildArgs {
+            s,
+            argv: &argv,
+            envp: &envp,
+            report: wr.as_raw_fd(),
+            keep: keep(&enter),
+            enter: enter.as_ref().map(|e| e.as_raw_fd()),
+        };
+        let into_flag = into.map_or(0, |_| CLONE_INTO_CGROUP);
+        let args = CloneArgs {
+            flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES) as u64 | into_flag,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: stack.0.as_mut_ptr() as u64,
+            stack_size: CHILD_STACK as u64,
+            cgroup: into.map_or(0, |dir| dir as u64),
+            ..CloneArgs::default()
+        };
+        // SAFETY: going is single-threaded, so the child inherits no lock held by another
+        // thread; it runs child_entry on `stack`, making only async-signal-safe calls,
+        // and going waits until it has exec'd or exited (CLONE_VFORK), so `stack`, `a`
+        // and what they point to outlive its use of them.
+        pid = unsafe { clone3(&args, child_entry, &a as *const ChildArgs as *mut _) };
+        let refused = matches!(-pid as c_int, libc::ENOSYS | libc::EINVAL | libc::E2BIG);
+        match (s.cgroup, into) {
+            // A kernel before 5.7 (no CLONE_INTO_CGROUP): the child moves itself from now
+            // on, and clone3 is tried again without it before it is taken for unusable.
+            (Some((dir, _)), Some(_)) if refused && -pid as c_int != libc::ENOSYS => {
+                NO_CLONE_INTO.store(true, Ordering::Relaxed);
+                into = None;
+                match low(dir) {
+                    Ok(fd) => enter = Some(fd),
+                    Err(e) => {
+                        pid = -(e.raw_os_error().unwrap_or(libc::EMFILE) as libc::c_long);
+                        break;
+                    }
+                }
+            }
+            _ if refused => NO_CLONE3.store(true, Ordering::Relaxed),
+            _ => break,
+        }
     }
-    let err = io::Error::last_os_error();
+    let mut err = io::Error::from_raw_os_error((-pid) as c_int);
+    if NO_CLONE3.load(Ordering::Relaxed) {
+        // Without clone3 there is no CLONE_INTO_CGROUP either: the child moves itself.
+        let dir = s.cgroup.map(|c| c.0);
+        // SAFETY: as above; the forked child has memory and fds of its own.
+        pid = unsafe { libc::fork() } as libc::c_long;
+        if pid == 0 {
+            unsafe { child(s, &argv, &envp, wr.as_raw_fd(), None, dir) }
+        }
+        err = io::Error::last_os_error();
+    }
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut()) };
     if pid < 0 {
         return Err(err);
     }
     drop(wr);
-    Ok((pid, rd))
+    Ok(Child {
+        pid: pid as Pid,
+        report: rd,
+    })
 }
 
 fn nul_terminated(v: &[CString]) -> Vec<*const c_char> {
@@ -220,21 +466,25 @@ fn nul_terminated(v: &[CString]) -> Vec<*const c_char> {
         .collect()
 }
 
-/// The forked child: default signal state, the service's cgroup, a fresh session, stdio
-/// on /dev/null, the service's limits, priority, root, identity, cwd and umask, then
-/// execve of the first candidate that exists. Limits, nice and chroot come while still
-/// root (raising a hard limit, lowering nice and chroot need it); the identity drops
-/// groups, gid, then uid, and is verified.
+/// The child: its own fd table (the fds below `keep`, when cloned sharing going's),
+/// default signal state, the service's cgroup, a fresh session, stdio on /dev/null, the
+/// service's limits, priority, root, identity, cwd and umask, then execve of the first
+/// candidate that exists. Limits, nice and chroot come while still root (raising a hard
+/// limit, lowering nice and chroot need it); the identity drops groups, gid, then uid, and
+/// is verified. Limits and identity are raw system calls: libc's wrappers would apply them
+/// to every thread of going's, through memory this child may share.
 ///
 /// # Safety
-/// Only in the child after fork; `argv` and `envp` are NUL-terminated arrays of pointers
-/// into `s`, `report` is the write end of the exec-error pipe, `enter` the directory of
-/// the cgroup to move into (when the child was not made in it).
+/// Only in the child after fork or clone3; `argv` and `envp` are NUL-terminated arrays of
+/// pointers into `s`, and `report` is the write end of the exec-error pipe. `keep`: the
+/// child was cloned with CLONE_FILES and must unshare before touching any fd. `enter`: the
+/// directory of the cgroup to move into (when the child was not made in it), below `keep`.
 unsafe fn child(
     s: &Spawn,
     argv: &[*const c_char],
     envp: &[*const c_char],
     report: RawFd,
+    keep: Option<c_int>,
     enter: Option<RawFd>,
 ) -> ! {
     let fail = |step: Step, errno: i32, arg: i32| -> ! {
@@ -247,6 +497,15 @@ unsafe fn child(
     };
     let errno = || *libc::__errno_location();
 
+    if let Some(keep) = keep {
+        // Copies only the fds below `keep`: O(1) however many going holds above. Before
+        // close_range could unshare (Linux 5.9), the whole table is copied instead.
+        let flags = libc::CLOSE_RANGE_UNSHARE;
+        let r = libc::syscall(libc::SYS_close_range, keep as u32, u32::MAX, flags);
+        if r < 0 && libc::syscall(libc::SYS_unshare, libc::CLONE_FILES) < 0 {
+            fail(Step::Stdio, errno(), 0);
+        }
+    }
     // Handlers do not survive exec, but ignored signals would: reset every one. The raw
     // system call, because libc refuses the signals it reserves (32–34) and may lock.
     let dfl = [0u64; 4]; // the kernel's struct sigaction: SIG_DFL, no flags, empty mask
@@ -275,7 +534,8 @@ unsafe fn child(
         fail(Step::Stdio, errno(), 0);
     }
     for &(resource, ref limit) in s.limits {
-        if libc::setrlimit(resource as _, limit) < 0 {
+        let none = ptr::null_mut::<libc::rlimit>();
+        if libc::syscall(libc::SYS_prlimit64, 0, resource, limit as *const _, none) < 0 {
             fail(Step::Limit, errno(), resource);
         }
     }
@@ -316,25 +576,35 @@ unsafe fn child(
 }
 
 /// In the child: drops groups, gid, then uid, and verifies each (a service given a user
-/// never keeps root). Err: the step that failed, and errno.
+/// never keeps root). Err: the step that failed, and errno. Raw system calls: they change
+/// this process alone.
 ///
 /// # Safety
 /// As `child`: only in the child after fork.
 unsafe fn become_user(c: &Creds) -> Result<(), (Step, i32)> {
+    use libc::{syscall, SYS_getegid, SYS_geteuid, SYS_getgid, SYS_getuid};
     let errno = || *libc::__errno_location();
-    if libc::setgroups(c.groups.len() as _, c.groups.as_ptr()) < 0 {
+    if syscall(libc::SYS_setgroups, c.groups.len(), c.groups.as_ptr()) < 0 {
         return Err((Step::Groups, errno()));
     }
-    if libc::setgid(c.gid) < 0 || libc::getgid() != c.gid || libc::getegid() != c.gid {
+    let gid = c.gid as libc::c_long;
+    if syscall(libc::SYS_setgid, gid) < 0
+        || syscall(SYS_getgid) != gid
+        || syscall(SYS_getegid) != gid
+    {
         return Err((Step::Gid, errno()));
     }
     let Some(uid) = c.uid else {
         return Ok(());
     };
-    if libc::setuid(uid) < 0 {
+    let uid = uid as libc::c_long;
+    if syscall(libc::SYS_setuid, uid) < 0 {
         return Err((Step::Uid, errno()));
     }
-    if libc::getuid() != uid || libc::geteuid() != uid || (uid != 0 && libc::setuid(0) == 0) {
+    if syscall(SYS_getuid) != uid
+        || syscall(SYS_geteuid) != uid
+        || (uid != 0 && syscall(libc::SYS_setuid, 0) == 0)
+    {
         return Err((Step::Uid, libc::EPERM));
     }
     Ok(())
@@ -395,12 +665,34 @@ pub fn group_alive(pgid: Pid) -> bool {
     }
 }
 
-/// Reaps one child that has exited, any child at all: (pid, wait status).
+/// Reaps one child that has exited, any child at all, those that send no SIGCHLD too:
+/// (pid, wait status). Each call walks all of going's children: it is for the ends that a
+/// pending SIGCHLD swallowed ([`read_exits`]), looked for after the named one's restart.
 pub fn reap() -> Option<(Pid, c_int)> {
     let mut status = 0;
     // SAFETY: waitpid writes only to `status`.
-    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::__WALL) };
     (pid > 0).then_some((pid, status))
+}
+
+/// Reaps the child `pid` if it has exited: its wait status, in the form waitpid gives.
+/// One child looked at, however many going has. None while it runs, or once it was
+/// reaped already.
+pub fn reap_pid(pid: Pid) -> Option<c_int> {
+    // SAFETY: siginfo_t is plain data; waitid writes only into it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::__WALL;
+    let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+    // SAFETY: waitid filled in a SIGCHLD's fields (si_pid 0: nothing had exited).
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if r < 0 || pid == 0 {
+        return None;
+    }
+    Some(match info.si_code {
+        libc::CLD_EXITED => (status & 0xff) << 8,
+        libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+        _ => status & 0x7f,
+    })
 }
 
 /// How a process ended, from its wait status.
@@ -555,6 +847,21 @@ pub fn block_signals(sigs: &[c_int]) -> SigMask {
     old
 }
 
+/// Unblocks `sigs`.
+pub fn unblock_signals(sigs: &[c_int]) {
+    let set = sigs.iter().fold(0u64, |m, &s| m | 1 << (s - 1));
+    // SAFETY: rt_sigprocmask reads an 8-byte mask and writes nothing (old set is null).
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_UNBLOCK,
+            &set,
+            ptr::null_mut::<u64>(),
+            8,
+        )
+    };
+}
+
 /// Sets the signal mask back to what [`block_signals`] returned.
 pub fn set_signal_mask(mask: SigMask) {
     // SAFETY: rt_sigprocmask reads an 8-byte mask and writes nothing (old set is null).
@@ -607,14 +914,25 @@ pub fn nofile_limit() -> libc::rlimit {
     r
 }
 
-/// Raises going's own soft fd limit to the hard one; services get the original back.
+/// Raises going's own fd limit: as root to the kernel's ceiling (fs.nr_open), as systemd
+/// does, else the soft limit to the hard one. Services get the original back. A service
+/// costs going an fd, its output pipe.
 pub fn raise_nofile(r: libc::rlimit) {
-    let raised = libc::rlimit {
-        rlim_cur: r.rlim_max,
-        rlim_max: r.rlim_max,
-    };
-    // SAFETY: setrlimit reads only `raised`.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) };
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::rlim_t>().ok())
+        .filter(|&c| c > r.rlim_max);
+    for max in ceiling.into_iter().chain([r.rlim_max]) {
+        let raised = libc::rlimit {
+            rlim_cur: max,
+            rlim_max: max,
+        };
+        // SAFETY: setrlimit reads only `raised`. Above the hard limit it takes
+        // CAP_SYS_RESOURCE: EPERM otherwise, and the hard limit is the next try.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return;
+        }
+    }
 }
 
 pub fn getpid() -> Pid {
@@ -960,6 +1278,11 @@ impl Dir {
         // SAFETY: open reads a valid C string and returns a new fd that we own.
         let fd = cvt(unsafe { libc::open(p.as_ptr(), flags) })?;
         Ok(Dir(unsafe { std::fs::File::from_raw_fd(fd) }))
+    }
+
+    /// The same directory, its fd moved to [`HIGH_FD`] or above: see [`high`].
+    pub fn high(self) -> Dir {
+        Dir(std::fs::File::from(high(OwnedFd::from(self.0))))
     }
 
     /// A directory that another part of going handed over (an upgrade), made close-on-exec.
@@ -1446,6 +1769,81 @@ mod tests {
         assert_eq!(super::uptime_ms("3.5"), Some(3_500));
         assert_eq!(super::uptime_ms("7"), Some(7_000));
         assert_eq!(super::uptime_ms("x.1"), None);
+    }
+}
+
+#[cfg(test)]
+mod spawn_tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn c(s: &str) -> CString {
+        CString::new(s).unwrap()
+    }
+
+    /// Waits (up to 10 s) for the process `pid` to end, then reaps it.
+    fn reaped(pid: Pid) -> c_int {
+        let pidfd = pidfd_open(pid).unwrap();
+        let mut p = libc::pollfd {
+            fd: pidfd.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll reads and writes the one pollfd it is given.
+        assert_eq!(unsafe { libc::poll(&mut p, 1, 10_000) }, 1, "it ended");
+        reap_pid(pid).expect("reaped")
+    }
+
+    #[test]
+    fn a_child_sees_none_of_the_fds_kept_high_and_its_failure_is_reported() {
+        let (_r, w) = pipe().unwrap();
+        let kept = high(w);
+        assert!(kept.as_raw_fd() >= HIGH_FD, "{}", kept.as_raw_fd());
+        // Not close-on-exec, as no fd of going's is: the child must close it itself.
+        keep_on_exec(kept.as_raw_fd(), true);
+        let null = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        // Exits 7 when fd `kept` is not open in it, 1 when it is.
+        let script = format!(
+            "test -e /proc/self/fd/{} && exit 1; exit 7",
+            kept.as_raw_fd()
+        );
+        let (argv, root) = ([c("sh"), c("-c"), c(&script)], c("/"));
+        let s = Spawn {
+            paths: &[c("/bin/sh")],
+            argv: &argv,
+            envp: &[],
+            stdin: null.as_raw_fd(),
+            stdout: null.as_raw_fd(),
+            limits: &[],
+            nice: None,
+            chroot: None,
+            creds: None,
+            cwd: &root,
+            umask: 0o022,
+            ready: None,
+            exec_fd: None,
+            cgroup: None,
+        };
+        let child = spawn_child(&s).unwrap();
+        assert!(child.report.as_raw_fd() >= HIGH_FD);
+        assert_eq!(Exit::from_status(reaped(child.pid)), Exit::Code(7));
+        assert_eq!(reap_pid(child.pid), None, "reaped once");
+        // A failed exec is reported on the pipe, as from a forked child.
+        let s = Spawn {
+            paths: &[c("/nonexistent/going-test")],
+            ..s
+        };
+        let child = spawn_child(&s).unwrap();
+        let mut b = [0u8; 12];
+        let n = std::io::Read::read(&mut std::fs::File::from(child.report), &mut b).unwrap();
+        let err = ChildError::decode(b).filter(|_| n == 12).expect("a report");
+        assert_eq!((err.step, err.errno), (Step::Exec, libc::ENOENT));
+        let status = reaped(child.pid);
+        assert_eq!(Exit::from_status(status), Exit::Code(127));
     }
 }
 

@@ -305,6 +305,7 @@ pub fn start_check(path: PathBuf, nofile: libc::rlimit, now: Instant) -> Result<
         cwd: &root,
         umask: 0o022,
         ready: None,
+        exec_fd: Some(binary.as_raw_fd()),
         cgroup: None,
     })
     .map_err(|e| format!("fork: {}", crate::log::Errno(&e)))?;

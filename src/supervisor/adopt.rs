@@ -59,10 +59,13 @@ fn take(out: &mut Adopted, sys: &mut System, t: Taken, now: Instant) {
         how,
         output,
     } = t;
-    if let Watched::Pidfd(fd) = how {
-        if !sys.watch_adopted(pid, fd) {
-            return;
+    match how {
+        Watched::Pidfd(fd) => {
+            if !sys.watch_adopted(pid, sys::high(fd)) {
+                return;
+            }
         }
+        Watched::Child => {}
     }
     if let Some(fd) = output {
         sys.read_output_of(pid, &name, fd);

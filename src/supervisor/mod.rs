@@ -58,15 +58,17 @@ pub struct Fatal {
     pub msg: String,
 }
 
+/// A walk over every child is due: set after a SIGCHLD (read from the signalfd, where
+/// SIGCHLD, blocked, always goes) and after an upgrade's exec.
 static CHLD: AtomicBool = AtomicBool::new(false);
 static HUP: AtomicBool = AtomicBool::new(false);
 static TERM: AtomicBool = AtomicBool::new(false);
 static UPGRADE: AtomicBool = AtomicBool::new(false);
 
-/// The signals going acts on, and the flag each sets. All but SIGCHLD are blocked across
-/// an upgrade's exec, until the new binary's handlers are in place (see `finish_upgrade`).
-static HANDLED: [(libc::c_int, &AtomicBool); 6] = [
-    (libc::SIGCHLD, &CHLD),
+/// The signals going acts on through a handler, and the flag each sets. They are blocked
+/// across an upgrade's exec, until the new binary's handlers are in place (see
+/// `finish_upgrade`). SIGCHLD has no handler: it stays blocked, for the signalfd.
+static HANDLED: [(libc::c_int, &AtomicBool); 5] = [
     (libc::SIGHUP, &HUP),
     (libc::SIGTERM, &TERM),
     (libc::SIGINT, &TERM),
@@ -108,6 +110,9 @@ pub struct Supervisor {
     code: u8,
     /// Commands that wait (`-w`) for services to get somewhere: the client, and what.
     waiters: Vec<(u32, admin::Wait)>,
+    /// The exit status of the new binary being asked (an upgrade's check), once reaped:
+    /// acted on after every other child ended is reaped.
+    answered: Option<libc::c_int>,
 }
 
 /// Supervises until stopped; Ok(going's exit status) once every service is gone.
@@ -193,6 +198,7 @@ impl Supervisor {
                     self.table.check_groups(&mut self.sys, now);
                 }
             }
+            Some(Source::Exits) => self.reap_exits(now),
             Some(Source::Notify) => self.sys.notified(&mut self.table, now),
             Some(Source::ReadyFd(pid)) => self.sys.ready_fd(pid, &mut self.table, now),
             Some(Source::Cgroup(id)) => {
@@ -293,23 +299,45 @@ impl Supervisor {
             });
     }
 
-    /// Reaps every child that ended (SIGCHLDs merge): services, orphans, an upgrade's check.
-    /// The check's answer is acted on once every other child is reaped: an upgrade hands
-    /// over only processes that are still there.
+    /// SIGCHLD: the child it names is reaped alone and restarted, at the same cost with
+    /// 10,000 children as with 10. A SIGCHLD pending swallows the next ones, so every
+    /// child is looked at once after that, in this turn (`reap`): off the way of the
+    /// restart, and with no wake-up of its own.
+    fn reap_exits(&mut self, now: Instant) {
+        let mut pids = Vec::new();
+        sys::read_exits(&mut pids);
+        for pid in pids {
+            if let Some(status) = sys::reap_pid(pid) {
+                self.ended(pid, status, now);
+            }
+        }
+        self.table.check_groups(&mut self.sys, now);
+        CHLD.store(true, Ordering::SeqCst);
+    }
+
+    /// A child ended with `status`: a service's process, or an orphan. The upgrade's
+    /// check's answer is kept for `reap`, which acts on it once every other child is
+    /// reaped: an upgrade hands over only processes that are still there.
+    fn ended(&mut self, pid: sys::Pid, status: libc::c_int, now: Instant) {
+        if self.sys.check.as_ref().is_some_and(|c| c.pid == pid) {
+            self.answered = Some(status);
+        } else if !self.sys.child_ended(pid, status, &mut self.table, now) {
+            self.not_taken_over(pid);
+        }
+    }
+
+    /// Reaps every child that ended and was not reaped yet (its SIGCHLD swallowed by
+    /// another's): after a SIGCHLD, and after an upgrade's exec. A walk over all children;
+    /// then the upgrade's check's answer, if it came.
     fn reap(&mut self, now: Instant) {
         if !CHLD.swap(false, Ordering::SeqCst) {
             return;
         }
-        let mut answered = None;
         while let Some((pid, status)) = sys::reap() {
-            if self.sys.check.as_ref().is_some_and(|c| c.pid == pid) {
-                answered = Some(status);
-            } else if !self.sys.child_ended(pid, status, &mut self.table, now) {
-                self.not_taken_over(pid);
-            }
+            self.ended(pid, status, now);
         }
         self.table.check_groups(&mut self.sys, now);
-        if let Some(status) = answered {
+        if let Some(status) = self.answered.take() {
             self.finish_upgrade(status);
         }
     }
@@ -462,7 +490,7 @@ impl Supervisor {
             ..
         } = scan;
         for name in table.cycles(&self.confdir, &mut files, &mut unchanged) {
-            self.watch.stamps.remove(&name);
+            self.watch.reread(&name);
         }
         if files
             .values()
@@ -588,14 +616,10 @@ impl Supervisor {
             }
         };
         // From here a signal waits, blocked, for the new binary's handlers: its default
-        // action would end going. SIGCHLD's is to be ignored, and the new binary looks
-        // for ended children anyway; blocked, it would hang a shell script that runs a
-        // command before it execs going. One that came before and is not acted on yet
-        // would be lost with this binary's flags: a SIGTERM is acted on here instead, and
-        // the upgrade given up.
-        let sigs: Vec<libc::c_int> = (HANDLED.iter().map(|h| h.0))
-            .filter(|&s| s != libc::SIGCHLD)
-            .collect();
+        // action would end going. One that came before and is not acted on yet would be
+        // lost with this binary's flags: a SIGTERM is acted on here instead, and the
+        // upgrade given up.
+        let sigs: Vec<libc::c_int> = HANDLED.iter().map(|h| h.0).collect();
         let mask = sys::block_signals(&sigs);
         if self.stopping || TERM.load(Ordering::SeqCst) {
             sys::set_signal_mask(mask);
@@ -660,8 +684,14 @@ impl Supervisor {
         self.sys.log.flush();
         let text = "going: upgrading to a new binary: follow again";
         (self.sys.followers).end_all(EX_TEMPFAIL, text, &self.sys.epoll);
+        // SIGCHLD is not blocked across the exec: blocked, it would hang a shell script
+        // that runs a command before it execs going. Its default action ignores it, and
+        // the new binary looks for ended children anyway; so does this one if the exec
+        // fails.
+        sys::unblock_signals(&[libc::SIGCHLD]);
         let err = check.exec(&kept, &procs);
         sys::set_signal_mask(mask);
+        CHLD.store(true, Ordering::SeqCst);
         let msg = format_args!(
             "going: unable to upgrade: exec {}: {}; carrying on",
             path.display(),

@@ -31,6 +31,8 @@ pub enum Source {
     ReadyFd(Pid),
     /// A client following services' output (`going log -f`), by its number.
     Follower(u32),
+    /// The signalfd of SIGCHLD: a child that ended.
+    Exits,
     /// The `cgroup.events` of a service's cgroup, by its number: populated or empty.
     Cgroup(u32),
     /// The `memory.events` of a service's cgroup, by its number: the OOM killer's kills.
@@ -51,8 +53,9 @@ impl Source {
             Source::Notify => (9, 0),
             Source::ReadyFd(pid) => (10, pid as u32),
             Source::Follower(id) => (11, id),
-            Source::Cgroup(id) => (12, id),
-            Source::Oom(id) => (13, id),
+            Source::Exits => (12, 0),
+            Source::Cgroup(id) => (13, id),
+            Source::Oom(id) => (14, id),
         };
         (kind as u64) << 32 | id as u64
     }
@@ -72,8 +75,9 @@ impl Source {
             (9, 0) => Source::Notify,
             (10, _) if pid > 0 => Source::ReadyFd(pid),
             (11, id) => Source::Follower(id),
-            (12, id) => Source::Cgroup(id),
-            (13, id) => Source::Oom(id),
+            (12, 0) => Source::Exits,
+            (13, id) => Source::Cgroup(id),
+            (14, id) => Source::Oom(id),
             _ => return None,
         })
     }
@@ -100,6 +104,7 @@ mod tests {
             Source::ReadyFd(42),
             Source::Follower(0),
             Source::Follower(u32::MAX),
+            Source::Exits,
             Source::Cgroup(0),
             Source::Cgroup(u32::MAX),
             Source::Oom(7),
@@ -109,7 +114,16 @@ mod tests {
         }
         let tokens: std::collections::BTreeSet<u64> = all.iter().map(|s| s.token()).collect();
         assert_eq!(tokens.len(), all.len());
-        for junk in [0, 1, 14 << 32, 1 << 32 | 5, 6 << 32, 9 << 32 | 1, u64::MAX] {
+        for junk in [
+            0,
+            1,
+            12 << 32 | 1,
+            15 << 32,
+            1 << 32 | 5,
+            6 << 32,
+            9 << 32 | 1,
+            u64::MAX,
+        ] {
             assert_eq!(Source::from_token(junk), None, "{junk:#x}");
         }
     }

@@ -54,9 +54,10 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
     let (rundir, lock) = dirs(&opts, &mut h)?;
     // Only now is the mask emptied: an upgrade blocks the signals going acts on across
     // its exec, so that one that comes meanwhile waits for these handlers instead of
-    // killing going with its default action.
+    // killing going with its default action. SIGCHLD is blocked from here on, for the
+    // signalfd; one that came before is found by the walk over every child below.
     let wake = signals()?;
-    sys::unblock_all();
+    sys::unblock_all_but_exits();
 
     let stdio = (File::options().read(true).write(true).open("/dev/null"))
         .map_err(|e| os("open /dev/null", e))?;
@@ -65,7 +66,17 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
     (epoll.add(wake.as_raw_fd(), Source::Signals.token()))
         .map_err(|e| os("watch the signal pipe", e))?;
     (epoll.add(watch.fd(), Source::Inotify.token())).map_err(|e| os("watch inotify", e))?;
-    let mut sys = System::new(epoll, Logger::new(opts.syslog), stdio, nofile, rundir);
+    let exits = sys::exits_fd().map_err(|e| os("create a signalfd", e))?;
+    (epoll.add(exits.as_raw_fd(), Source::Exits.token()))
+        .map_err(|e| os("watch the signalfd", e))?;
+    let mut sys = System::new(
+        epoll,
+        Logger::new(opts.syslog),
+        stdio,
+        nofile,
+        rundir,
+        exits,
+    );
     (sys.log.watch(&sys.epoll, Source::Log.token()))
         .map_err(|e| os("watch the syslog socket", e))?;
     let conf_lock = conf_lock(&opts.confdir, &mut h, &mut sys)?;
@@ -112,6 +123,7 @@ pub fn start(opts: Options) -> Result<Supervisor, Fatal> {
         stopping: false,
         code: 0,
         waiters: Vec::new(),
+        answered: None,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The table's effects done for real, and the fds they leave going to watch: each child's
 //! exec-error pipe until it exec'd, each service process's output pipe, each adopted
-//! process's pidfd. This is the one place that forks, signals and reads from processes.
+//! process's pidfd, and the signalfd on which children's ends arrive. This is the one
+//! place that forks, signals, reaps and reads from processes.
 //!
 //! Invariants: an fd is in epoll exactly while it is in one of these registries, under the
 //! token of its [`Source`]; a signal goes to a process group while its leader lives, to a
@@ -41,6 +42,9 @@ pub struct System {
     pub rundir: RunDir,
     /// Pidfds of adopted processes, which are not going's children.
     pidfds: BTreeMap<Pid, OwnedFd>,
+    /// The signalfd of SIGCHLD, in epoll: a child ended, and which one.
+    #[allow(dead_code)] // held open: epoll watches it
+    exits: OwnedFd,
     /// Process groups of adopted services: their zombies are init's to reap. Each is
     /// forgotten once found empty, or once its pid is a new child's.
     adopted: PidSet,
@@ -84,6 +88,7 @@ impl System {
         stdio: File,
         nofile: libc::rlimit,
         rundir: RunDir,
+        exits: OwnedFd,
     ) -> System {
         System {
             epoll,
@@ -94,6 +99,7 @@ impl System {
             outputs: Outputs::default(),
             rundir,
             pidfds: BTreeMap::new(),
+            exits,
             adopted: Default::default(),
             check: None,
             notify: None,
@@ -231,6 +237,7 @@ impl System {
 
     /// Waits for the readiness line of process `pid` on `fd` (the read end of its pipe).
     pub fn watch_ready_fd(&mut self, pid: Pid, fd: OwnedFd) {
+        let fd = sys::high(fd);
         if self.watch(
             fd.as_raw_fd(),
             Source::ReadyFd(pid),
@@ -407,6 +414,7 @@ impl System {
     /// Reads the output pipe of the process `pid` of service `name` from now on; should
     /// epoll refuse it, what is in it is still read when the process ends.
     pub fn read_output_of(&mut self, pid: Pid, name: &str, fd: OwnedFd) {
+        let fd = sys::high(fd);
         self.watch(
             fd.as_raw_fd(),
             Source::Output(pid),
@@ -510,7 +518,7 @@ impl Effects for System {
             None => None,
         };
         let stdio = self.stdio.as_raw_fd();
-        let (pid, report) = sys::spawn(&sys::Spawn {
+        let child = sys::spawn_child(&sys::Spawn {
             paths: &plan.paths,
             argv: &plan.argv,
             envp: &plan.envp,
@@ -527,9 +535,11 @@ impl Effects for System {
             cwd: &plan.cwd,
             umask: s.umask as libc::mode_t,
             ready: ready_fd.as_ref().map(|(_, w, n)| (w.as_raw_fd(), *n)),
+            exec_fd: None,
             cgroup,
         })
         .map_err(unable("fork"))?;
+        let (pid, report) = (child.pid, child.report);
         // The pid of an adopted group that is gone: a child of going's now, which signal()
         // may reach by its pid before it made its group.
         self.adopted.remove(&pid);
@@ -710,7 +720,9 @@ mod tests {
         let null = File::options().read(true).write(true).open("/dev/null");
         let epoll = Epoll::new().unwrap();
         let log = Logger::new(None);
-        let mut sys = System::new(epoll, log, null.unwrap(), sys::nofile_limit(), rundir);
+        let exits = sys::exits_fd().unwrap();
+        let nofile = sys::nofile_limit();
+        let mut sys = System::new(epoll, log, null.unwrap(), nofile, rundir, exits);
         let settings = crate::config::parse(std::path::Path::new("t"), b"cmd=/bin/true\nlog=null");
         let settings = settings.unwrap();
         // The pids the kernel gives next (others fork meanwhile: a range, tried again).

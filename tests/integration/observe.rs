@@ -233,7 +233,8 @@ fn a_follower_that_never_reads_does_not_slow_going_and_is_told_what_it_lost() {
         ),
     );
     g.started("flood");
-    g.rewind(); // victim started before flood, or with it, as going read the files
+    // Started before flood, or with it in going's first reload (flood first then).
+    g.rewind();
     let victim = g.exec_of("victim", "sleep");
     // A follower that reads the first line of the reply, then nothing until the end.
     let mut stuck = UnixStream::connect(g.dir.0.join("run/control")).unwrap();
