@@ -432,7 +432,11 @@ pub fn spawn_child(s: &Spawn) -> io::Result<Child> {
                     }
                 }
             }
-            _ if refused => NO_CLONE3.store(true, Ordering::Relaxed),
+            // A seccomp filter that answers unknown calls with EPERM (Docker before
+            // 20.10.10) refuses clone3 itself: fork, as if it did not exist.
+            _ if refused || -pid as c_int == libc::EPERM => {
+                NO_CLONE3.store(true, Ordering::Relaxed)
+            }
             _ => break,
         }
     }
@@ -932,6 +936,17 @@ pub fn raise_nofile(r: libc::rlimit) {
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
             return;
         }
+    }
+}
+
+/// Sets going's own fd limit to `r`: the one it was started with, given back before an
+/// upgrade's exec, so that the new binary takes that for the original and its services
+/// get it, not the raised one.
+pub fn set_nofile(r: libc::rlimit) -> io::Result<()> {
+    // SAFETY: setrlimit reads only `r`.
+    match unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
     }
 }
 

@@ -264,8 +264,18 @@ impl Watch {
                         .any(|n| config::stamp(&dir.join(n)) != self.stamps.get(n).copied())
                 {
                     self.due = Some(Instant::now());
+                    self.dirty = None; // the names are the links': every stamp is looked at
                 }
             }
+            // A file read without a stamp (a dangling link, a transient error) is in no
+            // later list of names: the next reload looks at every stamp again, or the
+            // file would be taken for removed.
+            if scan.files.keys().any(|n| !self.stamps.contains_key(n)) {
+                self.dirty = None;
+            }
+        } else {
+            // The names seen are not applied: the next reload reads every stamp.
+            self.dirty = None;
         }
         if let (Some((path, e)), false) = (failed.first(), self.unwatched) {
             let why = match e.raw_os_error() {

@@ -689,7 +689,18 @@ impl Supervisor {
         // the new binary looks for ended children anyway; so does this one if the exec
         // fails.
         sys::unblock_signals(&[libc::SIGCHLD]);
+        // The fd limit going started with, not the one it raised: the new binary takes
+        // what it finds for the original, which its services get.
+        let nofile = self.sys.nofile;
+        if let Err(e) = sys::set_nofile(nofile) {
+            let msg = format_args!(
+                "going: unable to restore the fd limit before exec: {}",
+                Errno(&e)
+            );
+            self.sys.log.log(Level::Warning, msg);
+        }
         let err = check.exec(&kept, &procs);
+        sys::raise_nofile(nofile);
         sys::set_signal_mask(mask);
         CHLD.store(true, Ordering::SeqCst);
         let msg = format_args!(

@@ -462,3 +462,33 @@ fn a_command_that_waits_through_an_upgrade_is_told_to_ask_again() {
     g.next_msg("web: waiting for db"); // the new binary's word: it took over
     assert_eq!(g.stop(), 0);
 }
+
+/// The "Max open files" line of /proc/PID/limits.
+fn open_files(pid: &str) -> String {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    (limits.lines().find(|l| l.starts_with("Max open files")))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn services_started_after_an_upgrade_get_the_fd_limit_going_was_started_with() {
+    let bin_dir = TempDir::new();
+    let binary = copy_of_going(&bin_dir);
+    let mut g = Going::with(Setup {
+        files: vec![("s".into(), "cmd=sleep 7031\n".into())],
+        binary: Some(binary),
+        ..Setup::default()
+    });
+    let first = g.exec_of("s", "sleep");
+    assert_eq!(open_files(&first.to_string()), open_files("self"));
+    let l = g.upgrade();
+    assert!(l.msg.starts_with("going: upgrading: exec"), "{}", l.msg);
+    g.next_msg(&format!("s[{first}]: adopted"));
+    // SAFETY: kill has no memory effects; `first` is the service, a child of going.
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    g.next_msg(&format!("s[{first}]: killed by SIGKILL"));
+    let second = g.exec_of("s", "sleep");
+    assert_eq!(open_files(&second.to_string()), open_files("self"));
+    assert_eq!(g.stop(), 0);
+}
