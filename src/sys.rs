@@ -931,9 +931,9 @@ pub fn raise_nofile(r: libc::rlimit) {
             rlim_cur: max,
             rlim_max: max,
         };
-        // SAFETY: setrlimit reads only `raised`. Above the hard limit it takes
-        // CAP_SYS_RESOURCE: EPERM otherwise, and the hard limit is the next try.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        // Above the hard limit it takes CAP_SYS_RESOURCE: EPERM otherwise, and the hard
+        // limit is the next try.
+        if set_nofile(raised).is_ok() {
             return;
         }
     }
